@@ -1,0 +1,1 @@
+"""Sluis: an FSC gateway appliance with the organisation key in an HSM."""

@@ -1,0 +1,41 @@
+"""Where the organisation key lives: the PKCS#11 module, token, key label and PIN source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+DEFAULT_KEY_LABEL = "sluis-organisation"
+DEFAULT_PIN_ENV = "SLUIS_HSM_PIN"
+
+
+@dataclass(frozen=True)
+class HsmSettings:
+    """How to reach the organisation key.
+
+    ``module`` is the vendor's PKCS#11 library (SoftHSM2 in development). The PIN comes from
+    the environment variable ``pin_env`` or from ``pin_file`` (a root-only file), never from the
+    command line. ``login_lock`` is a file used to serialise C_Login across processes: SoftHSM
+    rewrites its token file on every login, and concurrent logins can corrupt it.
+    """
+
+    token_label: str
+    module: Path = SOFTHSM_MODULE
+    key_label: str = DEFAULT_KEY_LABEL
+    pin_file: Path | None = None
+    pin_env: str = DEFAULT_PIN_ENV
+    login_lock: Path = field(default_factory=lambda: Path("/run/lock/sluis-hsm.lock"))
+
+    def pkcs11_uri(self, object_type: str = "private") -> str:
+        """RFC 7512 URI of the organisation key (or its certificate/public key)."""
+        return (
+            f"pkcs11:token={_pct(self.token_label)};object={_pct(self.key_label)};"
+            f"type={object_type}"
+        )
+
+
+def _pct(value: str) -> str:
+    """Percent-encode a PKCS#11 URI path attribute value (RFC 7512 section 2.3)."""
+    safe = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]@!$'()*+,=&")
+    return "".join(ch if ch in safe else "".join(f"%{b:02X}" for b in ch.encode()) for ch in value)
