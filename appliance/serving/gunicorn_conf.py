@@ -1,0 +1,23 @@
+"""gunicorn settings for Sluis components (``gunicorn -c python:appliance.serving.gunicorn_conf``).
+
+Values come from the environment that ``sluis serve`` (or the systemd unit) sets, so that one
+file serves every component.
+"""
+
+from __future__ import annotations
+
+import os
+
+bind = os.environ.get("SLUIS_BIND", "127.0.0.1:8443").split(",")
+workers = int(os.environ.get("SLUIS_WORKERS", str(os.cpu_count() or 1)))
+worker_class = "appliance.serving.worker.SluisWorker"
+# Never preload: the app and its HSM-backed contexts must be created in each worker.
+preload_app = False
+keepalive = 75  # outways keep connections to inways open; longer than their pool idle time
+graceful_timeout = 30
+timeout = 30
+proc_name = os.environ.get("SLUIS_PROC_NAME", "sluis")
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("SLUIS_LOG_LEVEL", "info")
+control_socket_disable = True  # systemd signals the master; no extra socket per instance
