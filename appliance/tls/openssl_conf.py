@@ -52,8 +52,8 @@ pkcs11-module-path = {module}
 pkcs11-module-token-pin = file:{pin_file}
 # SoftHSM crashes at exit without these; harmless for real HSMs.
 pkcs11-module-quirks = no-deinit no-operation-state
-# Load the module on first use, in the worker after fork, never in a gunicorn master.
-pkcs11-module-load-behavior = lazy
+# No pkcs11-module-load-behavior: the default defers loading the module to first use, which
+# happens in a worker after fork, never in the gunicorn master.
 activate = 1
 """
 
