@@ -15,6 +15,8 @@ import falcon.asgi
 from appliance.serving.fsc_errors import ErrorDomain, FscError, serialize_error
 from appliance.tls.peer import PeerIdentity
 
+AsgiApp = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]
+
 
 class PeerIdentityMiddleware:
     def __init__(self, domain: ErrorDomain) -> None:
@@ -35,7 +37,7 @@ class PeerIdentityMiddleware:
         req.context.peer = peer
 
 
-def create_base_app(domain: ErrorDomain, *, require_peer: bool = True) -> falcon.asgi.App:
+def create_base_app(domain: ErrorDomain, *, require_peer: bool = True) -> AsgiApp:
     middleware = [PeerIdentityMiddleware(domain)] if require_peer else []
     app = falcon.asgi.App(middleware=middleware)
     app.set_error_serializer(serialize_error)

@@ -31,13 +31,13 @@ class FscError(falcon.HTTPError):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(status, title=code, description=message, headers=headers)
-        self.code = code
+        self.fsc_code = code
         self.domain = domain
         self.message = message
 
     def body(self) -> bytes:
         return json.dumps(
-            {"message": self.message, "domain": str(self.domain), "code": self.code}
+            {"message": self.message, "domain": str(self.domain), "code": self.fsc_code}
         ).encode("utf-8")
 
 
@@ -47,7 +47,7 @@ def serialize_error(
     """Falcon error serializer: FSC errors in FSC form, other HTTP errors as plain JSON."""
     resp.content_type = falcon.MEDIA_JSON
     if isinstance(exception, FscError):
-        resp.set_header("Fsc-Error-Code", exception.code)
+        resp.set_header("Fsc-Error-Code", exception.fsc_code)
         resp.data = exception.body()
     else:
         resp.data = json.dumps(exception.to_dict()).encode("utf-8")

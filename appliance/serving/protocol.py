@@ -51,7 +51,7 @@ def tls_extension(ssl_object: ssl.SSLObject | None) -> dict[str, Any]:
     return extensions
 
 
-class PeerCertificateProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class PeerCertificateProtocol(HttpToolsProtocol):
     _sluis_extensions: dict[str, Any]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

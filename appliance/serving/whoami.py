@@ -11,7 +11,7 @@ import os
 import falcon
 import falcon.asgi
 
-from appliance.serving.app import create_base_app
+from appliance.serving.app import AsgiApp, create_base_app
 from appliance.serving.fsc_errors import ErrorDomain
 from appliance.tls.peer import PeerIdentity
 
@@ -33,7 +33,7 @@ class WhoAmI:
         }
 
 
-def create_app() -> falcon.asgi.App:
+def create_app() -> AsgiApp:
     app = create_base_app(ErrorDomain.INWAY)
     app.add_route("/whoami", WhoAmI())
     return app

@@ -46,7 +46,7 @@ class SluisWorker(Worker):  # type: ignore[misc]
             logger.setLevel(target.level)
             logger.propagate = False
         self.config = Config(
-            app=None,
+            app=None,  # type: ignore[arg-type]  # gunicorn's loaded app, set in _serve()
             log_config=None,
             loop="uvloop",
             http=PeerCertificateProtocol,

@@ -54,9 +54,8 @@ def _check_files(tls: TlsSettings) -> None:
             raise ConfigurationError(f"{what} file {path} does not exist")
 
 
-def _base_context(purpose: int, tls: TlsSettings) -> ssl.SSLContext:
-    protocol = ssl.PROTOCOL_TLS_SERVER if purpose == ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
-    ctx = ssl.SSLContext(protocol)
+def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(policy.TLS12_CIPHERS)
@@ -97,7 +96,7 @@ def server_context(tls: TlsSettings, hsm: HsmSettings) -> ssl.SSLContext:
     """Context for a listener: requires a client certificate chained to the trust anchors."""
     require_openssl_conf(tls)
     _check_files(tls)
-    ctx = _base_context(ssl.Purpose.CLIENT_AUTH, tls)
+    ctx = _base_context(server=True, tls=tls)
     # Python clients do not resume TLS 1.3 sessions; tickets only cost handshake time.
     ctx.num_tickets = 0
     _load_identity(ctx, tls, hsm)
@@ -108,7 +107,7 @@ def client_context(tls: TlsSettings, hsm: HsmSettings) -> ssl.SSLContext:
     """Context for outbound mutual TLS; the server name is checked against its SAN."""
     require_openssl_conf(tls)
     _check_files(tls)
-    ctx = _base_context(ssl.Purpose.SERVER_AUTH, tls)
+    ctx = _base_context(server=False, tls=tls)
     ctx.check_hostname = True
     _load_identity(ctx, tls, hsm)
     return ctx

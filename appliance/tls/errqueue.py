@@ -46,7 +46,7 @@ class CleanSSLObject(ssl.SSLObject):
         clear_error_queue()
         super().do_handshake()
 
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 (stdlib name)
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
         clear_error_queue()
         return super().read(len, buffer)
 
@@ -66,7 +66,7 @@ class CleanSSLSocket(ssl.SSLSocket):
         clear_error_queue()
         super().do_handshake(block)
 
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
         clear_error_queue()
         return super().read(len, buffer)
 

@@ -1,0 +1,235 @@
+"""``sluis pki``: the demo CA (init, issue, revoke, crl, list, serve) and CRL fetching."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+
+from appliance.errors import ConfigurationError, SluisError
+from appliance.pki.ca import DemoCA
+from appliance.pki.crl import CrlError, atomic_write, refresh_crls
+from appliance.pki.publish import serve_public
+
+Command = Callable[[argparse.Namespace], int]
+
+_REASONS = [reason.value for reason in x509.ReasonFlags]
+
+
+def _os_errors(func: Command) -> Command:
+    """Report file problems as operator errors instead of tracebacks."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise SluisError(f"{where}{exc.strerror or exc}") from exc
+
+    return wrapper
+
+
+def _serial(text: str) -> int:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a hexadecimal serial number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("serial number must be positive")
+    return value
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return host, port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+@_os_errors
+def _cmd_init(args: argparse.Namespace) -> int:
+    ca = DemoCA.create(
+        args.ca_dir,
+        name=args.name,
+        crl_base_url=args.crl_base_url,
+        root_days=args.root_days,
+        intermediate_days=args.intermediate_days,
+        crl_days=args.crl_days,
+    )
+    print(f"created demo CA in {ca.directory}")
+    print(f"trust anchor: {ca.trust_anchor_path}")
+    print(f"intermediate: {ca.intermediate_path}")
+    print(f"CRL bundle:   {ca.crl_bundle_path}")
+    return 0
+
+
+@_os_errors
+def _cmd_issue(args: argparse.Namespace) -> int:
+    ca = DemoCA.open(args.ca_dir)
+    csr = _read_input(args.csr, "CSR")
+    certificate = ca.issue(csr, days=args.days)
+    out: Path = args.out
+    atomic_write(out, ca.chain_pem(certificate), 0o644)
+    print(f"issued {certificate.serial_number:x} to {certificate.subject.rfc4514_string()}")
+    print(f"valid until {certificate.not_valid_after_utc.isoformat()}; chain written to {out}")
+    return 0
+
+
+@_os_errors
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    ca = DemoCA.open(args.ca_dir)
+    ca.revoke(args.serial, x509.ReasonFlags(args.reason))
+    print(f"revoked {args.serial:x} ({args.reason}); CRLs republished")
+    return 0
+
+
+@_os_errors
+def _cmd_crl(args: argparse.Namespace) -> int:
+    ca = DemoCA.open(args.ca_dir)
+    for path in ca.publish_crls():
+        print(path)
+    return 0
+
+
+@_os_errors
+def _cmd_list(args: argparse.Namespace) -> int:
+    ca = DemoCA.open(args.ca_dir)
+    for record in ca.issued():
+        status = f"revoked ({record.reason})" if record.revoked else "valid"
+        print(
+            f"{record.serial_hex}  {record.not_after.date().isoformat()}  {status:<24}  "
+            f"{record.subject}"
+        )
+    return 0
+
+
+@_os_errors
+def _cmd_serve(args: argparse.Namespace) -> int:
+    ca = DemoCA.open(args.ca_dir)
+    host, port = args.bind
+    server = serve_public(ca.directory, host, port)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    bound_port = server.server_address[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"serving {ca.directory / 'public'} on http://{shown_host}:{bound_port}/", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _load_issuer(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(_read_input(path, "issuer certificate"))
+    except ValueError as exc:
+        raise CrlError(f"{path}: not a PEM certificate: {exc}") from exc
+
+
+@_os_errors
+def _cmd_fetch_crl(args: argparse.Namespace) -> int:
+    urls: list[str] = args.url
+    issuers: list[Path] = args.issuer
+    if len(urls) != len(issuers):
+        raise ConfigurationError(
+            f"give one --issuer per --url ({len(urls)} URLs, {len(issuers)} issuers)"
+        )
+    pairs = [(url, _load_issuer(path)) for url, path in zip(urls, issuers, strict=True)]
+    refresh_crls(pairs, args.out, timeout=args.timeout)
+    print(f"wrote {len(pairs)} CRLs to {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pki = subparsers.add_parser(
+        "pki",
+        help="demo CA and CRL handling",
+        description="Demo PKI shaped like PKIoverheid Private Services, and CRL fetching.",
+    )
+    commands = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
+
+    def ca_dir(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ca-dir", type=Path, required=True, help="demo CA directory")
+
+    init = commands.add_parser("init", help="create the root and intermediate CA")
+    ca_dir(init)
+    init.add_argument("--name", default="Sluis Demo", help="CA name (O and CN prefix)")
+    init.add_argument(
+        "--crl-base-url",
+        required=True,
+        help="URL under which root.crl and intermediate.crl will be served",
+    )
+    init.add_argument("--root-days", type=_positive, default=3650)
+    init.add_argument("--intermediate-days", type=_positive, default=1825)
+    init.add_argument("--crl-days", type=_positive, default=7)
+    init.set_defaults(func=_cmd_init)
+
+    issue = commands.add_parser("issue", help="issue an organisation certificate from a CSR")
+    ca_dir(issue)
+    issue.add_argument("--csr", type=Path, required=True, help="PEM CSR (made with the HSM key)")
+    issue.add_argument("--out", type=Path, required=True, help="where to write the PEM chain")
+    issue.add_argument("--days", type=_positive, default=365)
+    issue.set_defaults(func=_cmd_issue)
+
+    revoke = commands.add_parser("revoke", help="revoke a certificate and republish the CRLs")
+    ca_dir(revoke)
+    revoke.add_argument("--serial", type=_serial, required=True, help="serial number in hex")
+    revoke.add_argument("--reason", choices=_REASONS, default=x509.ReasonFlags.unspecified.value)
+    revoke.set_defaults(func=_cmd_revoke)
+
+    crl = commands.add_parser("crl", help="republish fresh CRLs")
+    ca_dir(crl)
+    crl.set_defaults(func=_cmd_crl)
+
+    listing = commands.add_parser("list", help="list issued certificates")
+    ca_dir(listing)
+    listing.set_defaults(func=_cmd_list)
+
+    serve = commands.add_parser("serve", help="serve CA certificates and CRLs over HTTP")
+    ca_dir(serve)
+    serve.add_argument("--bind", type=_bind, default=("127.0.0.1", 8088), metavar="HOST:PORT")
+    serve.set_defaults(func=_cmd_serve)
+
+    fetch = commands.add_parser("fetch-crl", help="download and verify CRLs into one PEM bundle")
+    fetch.add_argument("--url", action="append", required=True, help="CRL URL (repeatable)")
+    fetch.add_argument(
+        "--issuer",
+        type=Path,
+        action="append",
+        required=True,
+        help="PEM certificate of the CRL issuer, one per --url in the same order",
+    )
+    fetch.add_argument("--out", type=Path, required=True, help="PEM CRL bundle to replace")
+    fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per download")
+    fetch.set_defaults(func=_cmd_fetch_crl)

@@ -1,0 +1,87 @@
+"""The appliance configuration file (TOML), one per box, shared by every component.
+
+Example (``docs/configuration.md`` lists every key)::
+
+    [hsm]
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label = "sluis"
+    key_label = "sluis-organisation"
+    pin_file = "/etc/sluis/hsm.pin"
+    login_lock = "/run/lock/sluis-hsm.lock"
+
+    [tls]
+    certificate_chain = "/etc/sluis/certs/organisation.pem"
+    key_reference = "/etc/sluis/keys/organisation.key.pem"
+    trust_anchors = "/etc/sluis/trust/anchors.pem"
+    crls = "/var/lib/sluis/crl/crls.pem"
+    openssl_conf = "/etc/sluis/openssl.cnf"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigurationError
+from appliance.hsm.settings import HsmSettings
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Files that make up the organisation's TLS identity and what it trusts.
+
+    ``key_reference`` is a PEM URI file naming the HSM key, never a private key.
+    ``crls`` is a PEM bundle of the CRLs of every CA in the trusted chains; verification fails
+    closed when a CRL is missing or past its nextUpdate.
+    """
+
+    certificate_chain: Path
+    key_reference: Path
+    trust_anchors: Path
+    crls: Path
+    openssl_conf: Path
+
+
+@dataclass(frozen=True)
+class SluisConfig:
+    hsm: HsmSettings
+    tls: TlsSettings
+    source: Path | None = None
+
+
+def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+    section = data.get(name)
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{source}: missing [{name}] section")
+    return section
+
+
+def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        # Every setting is a string; paths are recognised by their annotation.
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{where}: {name} must be a string")
+        kwargs[name] = Path(value) if "Path" in str(known[name].type) else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+def load_config(path: Path) -> SluisConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+    hsm = _build(HsmSettings, _section(data, "hsm", path), f"{path} [hsm]")
+    tls = _build(TlsSettings, _section(data, "tls", path), f"{path} [tls]")
+    return SluisConfig(hsm=hsm, tls=tls, source=path)
