@@ -14,8 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from appliance.errors import SluisError
 
-_OIN = re.compile(r"^[0-9]{20}$")
-_FQDN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_OIN = re.compile(r"[0-9]{20}")
+_FQDN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 class IdentityError(SluisError):
@@ -23,15 +23,17 @@ class IdentityError(SluisError):
 
 
 def validate_oin(oin: str) -> str:
-    if not _OIN.match(oin):
+    if not _OIN.fullmatch(oin):
         raise IdentityError(f"OIN must be exactly 20 digits, got {oin!r}")
     return oin
 
 
 def validate_fqdn(fqdn: str) -> str:
+    if not fqdn.isascii():
+        raise IdentityError(f"not a fully qualified domain name (ASCII only): {fqdn!r}")
     name = fqdn.lower().rstrip(".")
     labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_FQDN_LABEL.match(lb) for lb in labels):
+    if len(name) > 253 or len(labels) < 2 or not all(_FQDN_LABEL.fullmatch(lb) for lb in labels):
         raise IdentityError(f"not a fully qualified domain name: {fqdn!r}")
     return name
 
