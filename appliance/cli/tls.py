@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.config import load_config
+from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.tls.context import client_context, server_context
 from appliance.tls.openssl_conf import write_openssl_config
 from appliance.tls.peer import PeerIdentity
+from appliance.tls.probe import run_probe
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +37,22 @@ def register(subparsers: Any) -> None:
     check.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
     check.set_defaults(func=_check)
 
+    probe = sub.add_parser(
+        "probe",
+        help="connect to a listener with this appliance's identity and GET a path",
+        description="Mutual TLS with the HSM key; prints the server identity and the response "
+        "as JSON. With --count/--concurrency it is a handshake load generator.",
+    )
+    probe.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+    probe.add_argument("--connect", required=True, help="host:port to connect to")
+    probe.add_argument(
+        "--server-name", required=True, help="FQDN the server certificate must carry"
+    )
+    probe.add_argument("--path", default="/whoami", help="path to GET (default %(default)s)")
+    probe.add_argument("--count", type=int, default=1, help="requests, each a new connection")
+    probe.add_argument("--concurrency", type=int, default=1, help="connections at once")
+    probe.set_defaults(func=_probe)
+
 
 def _openssl_config(args: argparse.Namespace) -> int:
     sluis = load_config(args.config)
@@ -42,12 +61,38 @@ def _openssl_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    sluis = load_config(args.config)
+def _require_env(path: Path) -> SluisConfig:
+    sluis = load_config(path)
     if os.environ.get("OPENSSL_CONF") != str(sluis.tls.openssl_conf):
         raise ConfigurationError(
             f"run with OPENSSL_CONF={sluis.tls.openssl_conf} so the pkcs11 provider is loaded"
         )
+    return sluis
+
+
+def _probe(args: argparse.Namespace) -> int:
+    sluis = _require_env(args.config)
+    host, _, port = args.connect.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"--connect must be host:port, got {args.connect!r}")
+    ctx = client_context(sluis.tls, sluis.hsm)
+    result = asyncio.run(
+        run_probe(
+            ctx,
+            host,
+            int(port),
+            args.server_name,
+            path=args.path,
+            count=args.count,
+            concurrency=args.concurrency,
+        )
+    )
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.ok == result.requests else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    sluis = _require_env(args.config)
     server_context(sluis.tls, sluis.hsm)
     client_context(sluis.tls, sluis.hsm)
     leaf = x509.load_pem_x509_certificate(sluis.tls.certificate_chain.read_bytes())

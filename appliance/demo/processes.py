@@ -1,0 +1,115 @@
+"""Start and stop Sluis components as real processes (for the demo and the tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import SluisError
+
+
+class ProcessError(SluisError):
+    """A component did not start or stop as expected."""
+
+
+@dataclass
+class Component:
+    name: str
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(component: Component, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if component.process.poll() is not None:
+            raise ProcessError(
+                f"{component.name} exited with {component.process.returncode}:\n{component.log()}"
+            )
+        try:
+            with socket.create_connection((component.host, component.port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ProcessError(f"{component.name} did not listen within {timeout}s:\n{component.log()}")
+
+
+def start_component(
+    name: str,
+    config: Path,
+    component: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    workers: int = 2,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+) -> Component:
+    """Run ``sluis serve <component>`` in the background and wait until it listens."""
+    port = port or free_port(host)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "appliance",
+        "serve",
+        component,
+        "--config",
+        str(config),
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    started = Component(name, process, host, port, log_path)
+    try:
+        wait_listening(started)
+    except ProcessError:
+        started.stop()
+        raise
+    return started
+
+
+def run_with_identity(
+    config: Path, openssl_conf: Path, argv: list[str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sluis <argv>`` in a fresh interpreter with this appliance's OpenSSL config."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *argv, "--config", str(config)],
+        env={**os.environ, "OPENSSL_CONF": str(openssl_conf)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,132 @@
+"""Mutual TLS between appliances, keys in SoftHSM, server under real gunicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import OIN_A, OIN_B, Group
+
+from appliance.demo.processes import Component
+
+
+def test_peer_oin_reaches_the_app_and_client_sees_server(group: Group, server_b: Component) -> None:
+    code, result = group.a.probe(server_b, group.b.fqdn)
+    assert code == 0, result
+    assert result["first_status"] == 200
+    assert result["first_response"]["peer_id"] == OIN_A
+    assert result["first_response"]["organisation"] == "Organisation a"
+    assert result["server"]["peer_id"] == OIN_B
+    assert result["server"]["tls_version"] == "TLSv1.3"
+
+
+def test_thumbprint_is_of_the_presented_certificate(group: Group, server_b: Component) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from appliance.tls.peer import certificate_thumbprint
+
+    _, result = group.a.probe(server_b, group.b.fqdn)
+    leaf = x509.load_pem_x509_certificate(group.a.config.tls.certificate_chain.read_bytes())
+    assert result["first_response"]["x5t#S256"] == certificate_thumbprint(leaf.public_bytes(Encoding.DER))
+
+
+def test_certificate_of_another_ca_is_refused(group: Group, server_b: Component) -> None:
+    code, result = group.outsider.probe(server_b, group.b.fqdn)
+    assert code == 1
+    assert result["ok"] == 0
+    assert any("UNKNOWN_CA" in reason.upper() for reason in result["failures"]), result
+
+
+def test_revoked_certificate_is_refused(group: Group, server_b: Component) -> None:
+    code, result = group.revoked.probe(server_b, group.b.fqdn)
+    assert code == 1
+    assert result["ok"] == 0
+    assert any("REVOKED" in reason.upper() for reason in result["failures"]), result
+
+
+def test_client_refuses_server_with_wrong_name(group: Group, server_b: Component) -> None:
+    code, result = group.a.probe(server_b, "not-b.sluis.test")
+    assert code == 1
+    assert any("CERTIFICATE_VERIFY_FAILED" in r.upper() for r in result["failures"]), result
+
+
+def _plain_client(group: Group) -> ssl.SSLContext:
+    """A client that trusts the Group but presents no certificate (no HSM in this process)."""
+    ctx = ssl.create_default_context(cafile=str(group.b.config.tls.trust_anchors))
+    return ctx
+
+
+def test_client_without_certificate_is_refused(group: Group, server_b: Component) -> None:
+    ctx = _plain_client(group)
+    with socket.create_connection((server_b.host, server_b.port), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with ctx.wrap_socket(raw, server_hostname=group.b.fqdn) as tls:
+                tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: b\r\n\r\n")
+                data = tls.recv(1000)
+                # TLS 1.3: the server rejects after its Finished; a close without HTTP is a refusal.
+                if not data:
+                    raise ConnectionResetError("closed without a response")
+
+
+# openssl s_client is an independent client that can offer what Python will not.
+PERMISSIVE_OPENSSL_CONF = """\
+openssl_conf = init
+[init]
+ssl_conf = ssl
+[ssl]
+system_default = tls
+[tls]
+MinProtocol = TLSv1
+CipherString = ALL:@SECLEVEL=0
+"""
+
+
+def _s_client(server: Component, tmp_path: Path, *args: str) -> str:
+    conf = tmp_path / "permissive.cnf"
+    conf.write_text(PERMISSIVE_OPENSSL_CONF)
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", *args],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "OPENSSL_CONF": str(conf)},
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def _negotiated(output: str) -> bool:
+    """The server accepted the offer far enough to send its certificate."""
+    return "-----BEGIN CERTIFICATE-----" in output and "Cipher is (NONE)" not in output
+
+
+@pytest.mark.parametrize(
+    ("offer", "accepted"),
+    [
+        (("-tls1_3", "-groups", "X25519"), True),
+        (("-tls1_3", "-groups", "P-256"), True),
+        (("-tls1_3", "-groups", "P-384"), True),
+        (("-tls1_3", "-groups", "ffdhe2048"), False),
+        (("-tls1_3", "-groups", "P-521"), False),
+        (("-tls1_2", "-sigalgs", "ECDSA+SHA256"), True),
+        (("-tls1_2", "-sigalgs", "ECDSA+SHA224"), False),
+        (("-tls1_2", "-sigalgs", "ECDSA+SHA1"), False),
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"), True),
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"), False),
+        (("-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"), False),
+        (("-tls1_1",), False),
+        (("-tls1",), False),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_ncsc_policy_on_the_listener(
+    server_b: Component, tmp_path: Path, offer: tuple[str, ...], accepted: bool
+) -> None:
+    output = _s_client(server_b, tmp_path, *offer)
+    assert _negotiated(output) is accepted, output[-1500:]
