@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.config import load_config
 from appliance.errors import SluisError
 
 
@@ -102,12 +103,13 @@ def start_component(
 
 
 def run_with_identity(
-    config: Path, openssl_conf: Path, argv: list[str], timeout: float = 300
+    config: Path, argv: list[str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run ``sluis <argv>`` in a fresh interpreter with this appliance's OpenSSL config."""
+    sluis = load_config(config)
     return subprocess.run(
         [sys.executable, "-m", "appliance", *argv, "--config", str(config)],
-        env={**os.environ, "OPENSSL_CONF": str(openssl_conf)},
+        env={**os.environ, "OPENSSL_CONF": str(sluis.tls.openssl_conf), **sluis.hsm.environment()},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,10 +14,13 @@ Layout of ``root`` (the same as /etc/sluis on an appliance)::
     certs/organisation.pem      live link to the current chain in certs/archive/
     trust/anchors.pem     the Group's trust anchors (demo root)
     crl/crls.pem          CRLs of the demo root and intermediate
+    softhsm/              this organisation's own SoftHSM2 token store (its "HSM")
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -56,6 +59,7 @@ def config_text(hsm: HsmSettings, tls: TlsSettings) -> str:
             f"key_label = {q(hsm.key_label)}",
             f"pin_file = {q(hsm.pin_file)}",
             f"login_lock = {q(hsm.login_lock)}",
+            *([f"softhsm_conf = {q(hsm.softhsm_conf)}"] if hsm.softhsm_conf else []),
             "",
             "[tls]",
             f"certificate_chain = {q(tls.certificate_chain)}",
@@ -79,7 +83,44 @@ def install_trust(ca: DemoCA, root: Path) -> tuple[Path, Path]:
     return anchors, crls
 
 
-def provision_organisation(
+def write_softhsm_conf(root: Path) -> Path:
+    """A SoftHSM2 configuration whose token store belongs to this organisation alone."""
+    conf, tokens = root / "softhsm" / "softhsm2.conf", root / "softhsm" / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    return conf
+
+
+def provision_organisation(ca: DemoCA, organisation: Organisation, root: Path) -> SluisConfig:
+    """Provision one organisation with its own SoftHSM2 instance (a real appliance has one HSM).
+
+    SoftHSM reads its configuration once per process, so the token work happens in a fresh
+    child process that sees only this organisation's token store.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    softhsm_conf = write_softhsm_conf(root)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        config_path: Path = pool.apply(
+            _provision_in_child, (ca.directory, organisation, root, softhsm_conf)
+        )
+    return load_config(config_path)
+
+
+def _provision_in_child(
+    ca_dir: Path, organisation: Organisation, root: Path, softhsm_conf: Path
+) -> Path:
+    os.environ["SOFTHSM2_CONF"] = str(softhsm_conf)
+    config = provision_with_token(
+        DemoCA.open(ca_dir), organisation, root, softhsm_conf=softhsm_conf
+    )
+    assert config.source is not None
+    return config.source
+
+
+def provision_with_token(
     ca: DemoCA,
     organisation: Organisation,
     root: Path,
@@ -87,6 +128,7 @@ def provision_organisation(
     module: Path = SOFTHSM_MODULE,
     login_lock: Path | None = None,
     init_token: bool = True,
+    softhsm_conf: Path | None = None,
 ) -> SluisConfig:
     """Create token, key, certificate and configuration for one organisation under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -96,6 +138,7 @@ def provision_organisation(
         module=module,
         pin_file=pin_file,
         login_lock=login_lock or root / "run" / "hsm.lock",
+        softhsm_conf=softhsm_conf,
     )
     if init_token:
         user_pin = secrets.token_hex(8)

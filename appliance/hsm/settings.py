@@ -26,6 +26,15 @@ class HsmSettings:
     pin_file: Path | None = None
     pin_env: str = DEFAULT_PIN_ENV
     login_lock: Path = field(default_factory=lambda: Path("/run/lock/sluis-hsm.lock"))
+    # SoftHSM2 only: the configuration (token directory) of this appliance's own token.
+    # One token per module instance: pkcs11-provider 1.0 runs operations that name no key
+    # (importing a peer's public key to verify a signature, random bytes) on the module's
+    # first slot, and logs in there with this appliance's PIN. See docs/keys.md.
+    softhsm_conf: Path | None = None
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables a process needs to reach this token."""
+        return {"SOFTHSM2_CONF": str(self.softhsm_conf)} if self.softhsm_conf else {}
 
     def pkcs11_uri(self, object_type: str = "private") -> str:
         """RFC 7512 URI of the organisation key (or its certificate/public key)."""

@@ -76,9 +76,18 @@ class _Plan:
     prefix: bytes = b""
 
 
+_HASH_FUNCTIONS: dict[str, Callable[[bytes], Any]] = {
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+}
+
+
 def _sha(name: str) -> Callable[[bytes], bytes]:
+    constructor = _HASH_FUNCTIONS[name]
+
     def digest(data: bytes) -> bytes:
-        return hashlib.new(name, data).digest()
+        result: bytes = constructor(data).digest()
+        return result
 
     return digest
 
@@ -96,7 +105,7 @@ def _plan(algorithm: str, offered: frozenset[int]) -> _Plan | None:
             return _Plan(Mechanism.ECDSA, None, _sha(sha))
         return None
     if algorithm.startswith("PS"):
-        params = (hash_mech, mgf, len(hashlib.new(sha).digest()))
+        params = (hash_mech, mgf, _HASH_FUNCTIONS[sha](b"").digest_size)
         hashing = {"256": Mechanism.SHA256_RSA_PKCS_PSS, "384": Mechanism.SHA384_RSA_PKCS_PSS}[bits]
         if hashing in offered:
             return _Plan(hashing, params, None)

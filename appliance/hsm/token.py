@@ -8,6 +8,10 @@ This module therefore keeps one "login session" per token per process, opened wi
 while holding :func:`appliance.hsm.lock.login_lock`, and hands out sessions opened without a
 PIN that share its login. Closing those never logs anybody out.
 
+The lock covers the token lookup as well as C_Login: with SoftHSM's file store, a
+C_GetSlotList/C_GetTokenInfo racing another process's C_Login fails with CKR_GENERAL_ERROR (or
+does not find the token) most of the time.
+
 The python-pkcs11 ``lib`` object is cached per module path; the module is initialised once per
 process (SoftHSM reads ``SOFTHSM2_CONF`` at that moment and does not notice tokens that other
 processes create afterwards).
@@ -137,11 +141,21 @@ def hold_login_lock(settings: HsmSettings) -> Iterator[None]:
         yield
 
 
-def find_token(settings: HsmSettings) -> Token:
-    """The token labelled ``settings.token_label`` (no login)."""
+def _find_token(settings: HsmSettings) -> Token:
     lib = load_module(settings.module)
     with translated(settings, "looking for the token"):
         return lib.get_token(token_label=settings.token_label)
+
+
+def find_token(settings: HsmSettings) -> Token:
+    """The token labelled ``settings.token_label`` (no login).
+
+    Looked up under the login lock: SoftHSM re-reads ``token.object`` for C_GetTokenInfo, and
+    while another process logs in (rewriting that file) the lookup fails with
+    CKR_GENERAL_ERROR or misses the token.
+    """
+    with hold_login_lock(settings):
+        return _find_token(settings)
 
 
 def _ensure_login(settings: HsmSettings) -> Token:
@@ -158,14 +172,15 @@ def _ensure_login(settings: HsmSettings) -> Token:
                     f"another PIN; the PIN from {pin_source(settings)} is not that PIN"
                 )
             return login.token
-        token = find_token(settings)
-        with hold_login_lock(settings), translated(settings, "logging in"):
-            try:
-                session = token.open(user_pin=pin)
-            except p11e.UserAlreadyLoggedIn:
-                # Something else in this process (e.g. OpenSSL's pkcs11-provider on the same
-                # module) logged in already; the login is shared, so use it.
-                session = token.open()
+        with hold_login_lock(settings):
+            token = _find_token(settings)
+            with translated(settings, "logging in"):
+                try:
+                    session = token.open(user_pin=pin)
+                except p11e.UserAlreadyLoggedIn:
+                    # Something else in this process (e.g. OpenSSL's pkcs11-provider on the
+                    # same module) logged in already; the login is shared, so use it.
+                    session = token.open()
         log.debug("logged in to token %r", settings.token_label)
         _LOGINS[key] = _Login(token=token, session=session, pin_digest=digest)
         return token

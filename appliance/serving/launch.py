@@ -40,6 +40,7 @@ def gunicorn_command(
             "SLUIS_BIND": options.bind,
             "SLUIS_WORKERS": str(options.workers),
             "SLUIS_PROC_NAME": options.proc_name,
+            **sluis.hsm.environment(),
         }
     )
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:appliance.serving.gunicorn_conf"]

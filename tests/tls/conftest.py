@@ -40,7 +40,6 @@ class Appliance:
     def probe(self, target: Component, server_name: str, *extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
         result = run_with_identity(
             self.config_path,
-            self.config.tls.openssl_conf,
             [
                 "tls",
                 "probe",
@@ -54,7 +53,9 @@ class Appliance:
         try:
             return result.returncode, json.loads(result.stdout)
         except ValueError:
-            raise AssertionError(f"probe printed no JSON:\n{result.stdout}\n{result.stderr}") from None
+            raise AssertionError(
+                f"probe printed no JSON:\n{result.stdout}\n{result.stderr}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _appliance(ca: DemoCA, root: Path, name: str, oin: str, token: str) -> Appli
 
 
 @pytest.fixture(scope="session")
-def group(softhsm_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Group:
+def group(softhsm_env: object, tmp_path_factory: pytest.TempPathFactory) -> Group:
     root = tmp_path_factory.mktemp("group")
     ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
     other_ca = DemoCA.create(root / "other-ca", name="Other", crl_base_url="http://127.0.0.1:1/x")

@@ -32,7 +32,9 @@ def test_thumbprint_is_of_the_presented_certificate(group: Group, server_b: Comp
 
     _, result = group.a.probe(server_b, group.b.fqdn)
     leaf = x509.load_pem_x509_certificate(group.a.config.tls.certificate_chain.read_bytes())
-    assert result["first_response"]["x5t#S256"] == certificate_thumbprint(leaf.public_bytes(Encoding.DER))
+    assert result["first_response"]["x5t#S256"] == certificate_thumbprint(
+        leaf.public_bytes(Encoding.DER)
+    )
 
 
 def test_certificate_of_another_ca_is_refused(group: Group, server_b: Component) -> None:

@@ -1,0 +1,34 @@
+"""``sluis demo``: set up and run the demo Group on this machine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from appliance.demo.group import run_demo
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="set up and run a demo Group (CA, organisations with SoftHSM keys, listeners)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("var/demo"),
+        help="working directory, recreated on every run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the listeners running until Ctrl-C"
+    )
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(
+        args.dir.resolve(),
+        lambda line: print(f"[demo] {line}", flush=True),
+        keep_running=args.keep_running,
+    )

@@ -1,0 +1,295 @@
+"""``sluis hsm``: the organisation key in the token, its certificate request and certificate.
+
+Every sub-command finds the token through ``--config FILE`` (its ``[hsm]`` section) or
+``--module``, ``--token``, ``--key-label``, ``--pin-file``, ``--login-lock``. Precedence: an
+option given on the command line, then the configuration file, then the environment
+(``SLUIS_HSM_MODULE``, ``SLUIS_HSM_TOKEN``, ``SLUIS_HSM_KEY_LABEL``, ``SLUIS_HSM_PIN_FILE``), then
+the built-in defaults. The user PIN comes from ``SLUIS_HSM_PIN`` or the PIN file, the SO PIN
+(``init-token`` only) from ``SLUIS_HSM_SO_PIN`` or ``--so-pin-file``: never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from appliance.config import load_config
+from appliance.errors import ConfigurationError
+from appliance.hsm.certs import import_certificate
+from appliance.hsm.csr import make_csr
+from appliance.hsm.keyref import write_key_reference
+from appliance.hsm.keys import KEY_ALGORITHMS, KeyAlgorithm, ObjectInfo, generate_key, list_objects
+from appliance.hsm.pin import read_pin, read_pin_file
+from appliance.hsm.settings import DEFAULT_KEY_LABEL, SOFTHSM_MODULE, HsmSettings
+from appliance.hsm.softhsm import init_softhsm_token
+from appliance.pki.identity import OrganisationIdentity
+
+ENV_MODULE = "SLUIS_HSM_MODULE"
+ENV_TOKEN = "SLUIS_HSM_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_KEY_LABEL = "SLUIS_HSM_KEY_LABEL"
+ENV_PIN_FILE = "SLUIS_HSM_PIN_FILE"
+ENV_SO_PIN = "SLUIS_HSM_SO_PIN"
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = common.add_argument_group("token selection")
+    group.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration (TOML)")
+    group.add_argument(
+        "--module", type=Path, metavar="PATH", help=f"PKCS#11 module (env {ENV_MODULE})"
+    )
+    group.add_argument("--token", metavar="LABEL", help=f"token label (env {ENV_TOKEN})")
+    group.add_argument(
+        "--key-label", metavar="LABEL", help=f"label of the organisation key (env {ENV_KEY_LABEL})"
+    )
+    group.add_argument(
+        "--pin-file",
+        type=Path,
+        metavar="FILE",
+        help=f"root-only file with the user PIN (env {ENV_PIN_FILE}; SLUIS_HSM_PIN wins)",
+    )
+    group.add_argument(
+        "--login-lock", type=Path, metavar="FILE", help="lock file serialising token logins"
+    )
+    return common
+
+
+def settings_from_args(args: argparse.Namespace) -> HsmSettings:
+    """The token settings: command line, then ``--config``, then environment, then defaults."""
+    if args.config is not None:
+        settings = load_config(args.config).hsm
+    else:
+        token = args.token or os.environ.get(ENV_TOKEN)
+        if not token:
+            raise ConfigurationError(
+                f"which token? give --token LABEL, --config FILE or set {ENV_TOKEN}"
+            )
+        pin_file = os.environ.get(ENV_PIN_FILE)
+        settings = HsmSettings(
+            token_label=token,
+            module=Path(os.environ.get(ENV_MODULE) or SOFTHSM_MODULE),
+            key_label=os.environ.get(ENV_KEY_LABEL) or DEFAULT_KEY_LABEL,
+            pin_file=Path(pin_file) if pin_file else None,
+        )
+    overrides: dict[str, Any] = {
+        "token_label": args.token,
+        "module": args.module,
+        "key_label": args.key_label,
+        "pin_file": args.pin_file,
+        "login_lock": args.login_lock,
+    }
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _write_public_file(path: Path, data: bytes) -> None:
+    """Write a non-secret file atomically (0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _init_token(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    so_pin = os.environ.get(ENV_SO_PIN)
+    if not so_pin:
+        if args.so_pin_file is None:
+            raise ConfigurationError(f"no SO PIN: set {ENV_SO_PIN} or give --so-pin-file FILE")
+        so_pin = read_pin_file(args.so_pin_file)
+    init_softhsm_token(
+        settings.token_label,
+        so_pin,
+        read_pin(settings),
+        module=settings.module,
+        login_lock=settings.login_lock,
+    )
+    print(f"initialised SoftHSM token {settings.token_label!r} ({settings.module})")
+    return 0
+
+
+def _generate_key(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from appliance.hsm.keys import public_key
+
+    settings = settings_from_args(args)
+    algorithm: KeyAlgorithm = args.algorithm
+    info = generate_key(settings, algorithm)
+    print(
+        f"generated {info.algorithm} key {info.label!r} (id {info.id_hex}) in token "
+        f"{info.token_label!r}; private key sensitive and not extractable"
+    )
+    pem = public_key(settings).public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    sys.stdout.write(pem.decode("ascii"))
+    return 0
+
+
+def _csr(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    identity = OrganisationIdentity(name=args.organisation, oin=args.oin, fqdns=tuple(args.fqdn))
+    pem = make_csr(settings, identity)
+    try:
+        _write_public_file(args.out, pem)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {args.out}: {exc.strerror}") from exc
+    print(f"wrote certificate request for {identity.subject().rfc4514_string()} to {args.out}")
+    return 0
+
+
+def _import_cert(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        chain = args.chain.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read certificate chain {args.chain}: {exc.strerror}"
+        ) from exc
+    live = import_certificate(settings, chain, args.cert_dir)
+    print(f"stored the certificate in token {settings.token_label!r}; live chain: {live}")
+    return 0
+
+
+def _flags(info: ObjectInfo) -> str:
+    if info.kind != "private-key":
+        return "-"
+    flags = ["sensitive" if info.sensitive else "NOT-SENSITIVE"]
+    flags.append("EXTRACTABLE" if info.extractable else "non-extractable")
+    return ",".join(flags)
+
+
+def format_table(infos: list[ObjectInfo]) -> str:
+    """The ``list`` table: one row per object."""
+    header = ("CLASS", "LABEL", "ID", "ALGORITHM", "FLAGS", "NOT AFTER", "DAYS", "SUBJECT")
+    rows = [header]
+    for info in infos:
+        rows.append(
+            (
+                info.kind,
+                info.label or "-",
+                info.id_hex or "-",
+                info.algorithm or "-",
+                _flags(info),
+                f"{info.not_after:%Y-%m-%d}" if info.not_after else "-",
+                str(info.days_to_expiry) if info.days_to_expiry is not None else "-",
+                info.subject or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _list(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    infos = list_objects(settings)
+    if not infos:
+        print(f"token {settings.token_label!r} holds no objects")
+        return 0
+    sys.stdout.write(format_table(infos))
+    return 0
+
+
+def _key_reference(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    uri = settings.pkcs11_uri()
+    try:
+        write_key_reference(args.out, uri)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {args.out}: {exc.strerror}") from exc
+    print(f"wrote key reference {uri} to {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hsm`` and its sub-commands to the ``sluis`` parser."""
+    common = _common_options()
+    parser = subparsers.add_parser(
+        "hsm",
+        help="organisation key in the HSM: token, key, CSR, certificate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(dest="hsm_command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser(
+        "init-token",
+        parents=[common],
+        allow_abbrev=False,
+        help="initialise a SoftHSM2 development token (never a real HSM)",
+        description=(
+            f"Initialise a free SoftHSM2 slot. SO PIN from {ENV_SO_PIN} or --so-pin-file, user "
+            "PIN from SLUIS_HSM_PIN or --pin-file."
+        ),
+    )
+    init.add_argument("--so-pin-file", type=Path, metavar="FILE", help="root-only SO PIN file")
+    init.set_defaults(func=_init_token)
+
+    gen = commands.add_parser(
+        "generate-key",
+        parents=[common],
+        allow_abbrev=False,
+        help="generate the organisation key pair in the token",
+    )
+    gen.add_argument("--algorithm", choices=KEY_ALGORITHMS, default="ec-p256")
+    gen.set_defaults(func=_generate_key)
+
+    csr = commands.add_parser(
+        "csr",
+        parents=[common],
+        allow_abbrev=False,
+        help="write a certificate request signed in the token",
+    )
+    csr.add_argument("--organisation", required=True, metavar="NAME", help="organisation name")
+    csr.add_argument("--oin", required=True, help="20-digit OIN (subject serialNumber)")
+    csr.add_argument(
+        "--fqdn",
+        required=True,
+        action="append",
+        metavar="FQDN",
+        help="DNS name; repeat for more (the first is the CN)",
+    )
+    csr.add_argument("--out", required=True, type=Path, metavar="FILE", help="PEM request file")
+    csr.set_defaults(func=_csr)
+
+    imp = commands.add_parser(
+        "import-cert",
+        parents=[common],
+        allow_abbrev=False,
+        help="store the organisation certificate in the token and the certificate directory",
+    )
+    imp.add_argument("--chain", required=True, type=Path, metavar="FILE", help="PEM, leaf first")
+    imp.add_argument(
+        "--cert-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory receiving archive/ and the organisation.pem symlink",
+    )
+    imp.set_defaults(func=_import_cert)
+
+    lst = commands.add_parser(
+        "list",
+        parents=[common],
+        allow_abbrev=False,
+        help="list keys and certificates with days to expiry",
+    )
+    lst.set_defaults(func=_list)
+
+    ref = commands.add_parser(
+        "key-reference",
+        parents=[common],
+        allow_abbrev=False,
+        help="write the PEM URI file that lets OpenSSL use the key in the token",
+    )
+    ref.add_argument("--out", required=True, type=Path, metavar="FILE")
+    ref.set_defaults(func=_key_reference)

@@ -1,0 +1,89 @@
+"""P-256 signatures per second through Pkcs11Signer on a fresh SoftHSM2 token.
+
+    .venv/bin/python bench/hsm_sign.py [--seconds 3] [--threads 1] [--algorithm ec-p256]
+
+Creates a throwaway SoftHSM2 configuration and token in a temporary directory (SOFTHSM2_CONF
+is set before the module loads), generates the key inside the token and signs JWS-style
+(SHA-256 here, CKM_ECDSA in the token) for a fixed time. With ``--threads N`` every thread has
+its own Pkcs11Signer (own session); one signer serialises its callers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--algorithm", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sluis-bench-") as tmp:
+        root = Path(tmp)
+        token_dir = root / "tokens"
+        token_dir.mkdir(mode=0o700)
+        conf = root / "softhsm2.conf"
+        conf.write_text(
+            f"directories.tokendir = {token_dir}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        )
+        os.environ["SOFTHSM2_CONF"] = str(conf)
+
+        from appliance.hsm.keys import generate_key
+        from appliance.hsm.pin import write_pin_file
+        from appliance.hsm.settings import HsmSettings
+        from appliance.hsm.signer import Pkcs11Signer
+        from appliance.hsm.softhsm import init_softhsm_token
+        from appliance.hsm.token import logout_all
+
+        user_pin = secrets.token_hex(8)
+        pin_file = root / "user.pin"
+        write_pin_file(pin_file, user_pin)
+        lock = root / "login.lock"
+        init_softhsm_token("bench", secrets.token_hex(8), user_pin, login_lock=lock)
+        settings = HsmSettings(token_label="bench", pin_file=pin_file, login_lock=lock)
+        generate_key(settings, args.algorithm)
+
+        signers = [Pkcs11Signer(settings) for _ in range(args.threads)]
+        for signer in signers:  # warm up
+            for i in range(200):
+                signer.sign(b"warm-up %d" % i)
+        counts = [0] * args.threads
+        deadline = time.perf_counter() + args.seconds
+
+        def run(index: int) -> None:
+            signer, n = signers[index], 0
+            payload = b'{"alg":"ES256"}.eyJzdWIiOiJiZW5jaCJ9'
+            while time.perf_counter() < deadline:
+                for _ in range(100):
+                    signer.sign(payload)
+                n += 100
+            counts[index] = n
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(args.threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        for signer in signers:
+            signer.close()
+        logout_all()
+        total = sum(counts)
+        print(
+            f"{signers[0].algorithm} ({args.algorithm}) via Pkcs11Signer on SoftHSM2, "
+            f"{args.threads} thread(s): {total / elapsed:,.0f} signatures/s "
+            f"({total} in {elapsed:.2f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
