@@ -23,7 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--algorithm", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"])
+    parser.add_argument(
+        "--algorithm", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"]
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sluis-bench-") as tmp:
@@ -48,7 +50,7 @@ def main() -> None:
         write_pin_file(pin_file, user_pin)
         lock = root / "login.lock"
         init_softhsm_token("bench", secrets.token_hex(8), user_pin, login_lock=lock)
-        settings = HsmSettings(token_label="bench", pin_file=pin_file, login_lock=lock)
+        settings = HsmSettings(token_label="bench", pin_file=pin_file, login_lock=lock)  # noqa: S106
         generate_key(settings, args.algorithm)
 
         signers = [Pkcs11Signer(settings) for _ in range(args.threads)]

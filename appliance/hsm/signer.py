@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pkcs11.types import SignMixin
 from appliance.hsm.errors import HsmError, translate, translated
 from appliance.hsm.keys import SigningPublicKey, find_private_key, read_public_key
 from appliance.hsm.settings import HsmSettings
-from appliance.hsm.token import logout, open_persistent_session, token_mechanisms
+from appliance.hsm.token import PKCS11_LOCK, logout, open_persistent_session, token_mechanisms
 
 EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384"}
 RSA_ALGORITHMS = ("PS256", "RS256")
@@ -121,17 +120,23 @@ def _plan(algorithm: str, offered: frozenset[int]) -> _Plan | None:
 
 
 class Pkcs11Signer:
-    """Signs with the organisation key in the token; thread-safe; keeps one session open."""
+    """Signs with the organisation key in the token; keeps one session open.
+
+    Thread-safe: its calls, like every PKCS#11 call of the process, hold ``PKCS11_LOCK``.
+    """
 
     algorithm: str
 
     def __init__(self, settings: HsmSettings, algorithm: str | None = None) -> None:
         self._settings = settings
         self._requested = algorithm
-        self._lock = threading.Lock()
+        # All PKCS#11 calls of the process go through one lock (see token.PKCS11_LOCK).
+        self._lock = PKCS11_LOCK
         self._session: Session | None = None
         self._key: SignMixin | None = None
-        self._open()
+        self._closed = False
+        with self._lock:
+            self._open()
 
     def _open(self) -> None:
         settings = self._settings
@@ -178,17 +183,32 @@ class Pkcs11Signer:
     @property
     def key_id(self) -> bytes:
         """CKA_ID of the key (shared with its public key and certificate)."""
-        key = self._require_key()
-        with translated(self._settings, "reading the key id"):
-            return bytes(key[Attribute.ID])
+        with self._lock, translated(self._settings, "reading the key id"):
+            return bytes(self._require_key()[Attribute.ID])
 
     def public_key(self) -> SigningPublicKey:
         return self._public
 
     def _require_key(self) -> SignMixin:
+        """The key handle; re-opens the session if an earlier recovery failed half-way."""
         if self._key is None:
-            raise HsmError(f"signer for key {self._settings.key_label!r} is closed")
+            if self._closed:
+                raise HsmError(f"signer for key {self._settings.key_label!r} is closed")
+            self._reopen()
+        assert self._key is not None
         return self._key
+
+    def _reopen(self) -> None:
+        algorithm = self.algorithm
+        self._close_session()
+        logout(self._settings)
+        self._open()
+        if self.algorithm != algorithm:
+            self._close_session()
+            raise HsmError(
+                f"key {self._settings.key_label!r} changed from {algorithm} to "
+                f"{self.algorithm} while in use; restart the service"
+            )
 
     def sign(self, data: bytes) -> bytes:
         """Sign ``data`` inside the token; the JWS signature bytes."""
@@ -206,9 +226,7 @@ class Pkcs11Signer:
             except _RECOVERABLE:
                 # The HSM restarted, the session died or someone logged this process out:
                 # log in again once and retry.
-                self._close_session()
-                logout(self._settings)
-                self._open()
+                self._reopen()
                 key = self._require_key()
                 try:
                     return key.sign(
@@ -235,6 +253,7 @@ class Pkcs11Signer:
     def close(self) -> None:
         """Close the session (the process's login stays for other users)."""
         with self._lock:
+            self._closed = True
             self._close_session()
 
     def __enter__(self) -> Pkcs11Signer:

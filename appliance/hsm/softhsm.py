@@ -22,7 +22,12 @@ from pkcs11 import TokenFlag
 
 from appliance.hsm.errors import HsmError, Pkcs11ModuleError, TokenExistsError, translated
 from appliance.hsm.settings import SOFTHSM_MODULE, HsmSettings
-from appliance.hsm.token import hold_login_lock, load_module, softhsm_conf_at_load
+from appliance.hsm.token import (
+    PKCS11_LOCK,
+    hold_login_lock,
+    load_module,
+    softhsm_conf_at_load,
+)
 
 DEFAULT_SOFTHSM_CONF = Path("/etc/softhsm/softhsm2.conf")
 _LABEL_BYTES = 32  # CK_TOKEN_INFO.label is 32 bytes, blank padded
@@ -144,7 +149,11 @@ def init_softhsm_token(
             "tokens of a real HSM with its vendor's tools"
         )
 
-    with hold_login_lock(settings), translated(settings, "initialising the token"):
+    with (
+        PKCS11_LOCK,
+        hold_login_lock(settings),
+        translated(settings, "initialising the token"),
+    ):
         free_slot = None
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()

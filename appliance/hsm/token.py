@@ -47,6 +47,7 @@ from appliance.hsm.pin import read_pin
 from appliance.hsm.settings import HsmSettings
 
 __all__ = [
+    "PKCS11_LOCK",
     "Pkcs11Lib",
     "find_token",
     "hold_login_lock",
@@ -63,12 +64,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# One lock for the module and login caches; held while logging in so two threads of one
-# process never both call C_Login (the second would get CKR_USER_ALREADY_LOGGED_IN).
-_STATE = threading.RLock()
+# One lock around every PKCS#11 call of this process, and the module and login caches.
+# python-pkcs11 initialises modules with C_Initialize(NULL), which tells the module that the
+# application will not call it from several threads at once; SoftHSM then runs without its
+# mutexes, and two threads signing in two sessions fail with CKR_GENERAL_ERROR. python-pkcs11
+# releases the GIL during calls, so this process-wide lock is what serialises them.
+PKCS11_LOCK = threading.RLock()
 _LIBS: dict[str, Pkcs11Lib] = {}
 _CONF_AT_LOAD: dict[str, str | None] = {}
 _LOGINS: dict[tuple[str, str], _Login] = {}
+# Modules inherited through fork(): PKCS#11 requires a new C_Initialize in the child.
+_INHERITED: set[str] = set()
 # Logins remember a keyed digest of the PIN they used, never the PIN.
 _PIN_KEY = secrets.token_bytes(32)
 
@@ -85,9 +91,10 @@ def _pin_digest(pin: str) -> bytes:
 
 
 def _forget_after_fork() -> None:
-    # Session handles of the parent mean nothing in a forked child; never log the parent out
-    # from there. A child must open its own sessions (gunicorn: in the worker, not the master).
+    # The parent's sessions and logins mean nothing in a forked child (and closing them there
+    # must not log the parent out); the child re-initialises each module on first use.
     _LOGINS.clear()
+    _INHERITED.update(_LIBS)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -96,9 +103,18 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def load_module(module: Path) -> Pkcs11Lib:
     """Load and initialise the PKCS#11 module at ``module`` (once per process)."""
     key = str(module)
-    with _STATE:
+    with PKCS11_LOCK:
         cached = _LIBS.get(key)
         if cached is not None:
+            if key in _INHERITED:
+                _INHERITED.discard(key)
+                try:
+                    cached.reinitialize()
+                except p11e.PKCS11Error as exc:
+                    raise Pkcs11ModuleError(
+                        f"PKCS#11 module {module} cannot be re-initialised after fork "
+                        f"({type(exc).__name__})"
+                    ) from exc
             return cached
         if not module.is_file():
             raise Pkcs11ModuleError(f"PKCS#11 module {module} does not exist")
@@ -124,7 +140,7 @@ def load_module(module: Path) -> Pkcs11Lib:
 def softhsm_conf_at_load(module: Path) -> tuple[bool, str | None]:
     """Whether ``module`` is loaded in this process, and SOFTHSM2_CONF at that moment."""
     key = str(module)
-    with _STATE:
+    with PKCS11_LOCK:
         return key in _LIBS, _CONF_AT_LOAD.get(key)
 
 
@@ -150,18 +166,20 @@ def _find_token(settings: HsmSettings) -> Token:
 def find_token(settings: HsmSettings) -> Token:
     """The token labelled ``settings.token_label`` (no login).
 
+    Use the token only while holding :data:`PKCS11_LOCK`.
+
     Looked up under the login lock: SoftHSM re-reads ``token.object`` for C_GetTokenInfo, and
     while another process logs in (rewriting that file) the lookup fails with
     CKR_GENERAL_ERROR or misses the token.
     """
-    with hold_login_lock(settings):
+    with PKCS11_LOCK, hold_login_lock(settings):
         return _find_token(settings)
 
 
 def _ensure_login(settings: HsmSettings) -> Token:
     """Log in to the token once per process (under the login lock) and return the token."""
     key = (str(settings.module), settings.token_label)
-    with _STATE:
+    with PKCS11_LOCK:
         pin = read_pin(settings)
         digest = _pin_digest(pin)
         login = _LOGINS.get(key)
@@ -189,28 +207,35 @@ def _ensure_login(settings: HsmSettings) -> Token:
 def open_persistent_session(settings: HsmSettings, *, rw: bool = False) -> Session:
     """Open a session that shares this process's login on the token; the caller closes it.
 
-    Closing it does not log out (it never logged in itself).
+    Closing it does not log out (it never logged in itself). Every use of the session (and
+    its objects) must hold :data:`PKCS11_LOCK`.
     """
-    token = _ensure_login(settings)
-    with translated(settings, "opening a session"):
-        return token.open(rw=rw)
+    with PKCS11_LOCK:
+        token = _ensure_login(settings)
+        with translated(settings, "opening a session"):
+            return token.open(rw=rw)
 
 
 @contextmanager
 def open_session(settings: HsmSettings, *, rw: bool = False) -> Iterator[Session]:
-    """A session on the organisation's token, logged in as user (under the login lock)."""
-    session = open_persistent_session(settings, rw=rw)
-    try:
-        yield session
-    finally:
-        with suppress(p11e.SessionClosed, p11e.SessionHandleInvalid):
-            session.close()
+    """A session on the organisation's token, logged in as user (under the login lock).
+
+    The block holds :data:`PKCS11_LOCK`: other threads' PKCS#11 calls wait until it ends, so
+    keep it short and do not hand the session to another thread.
+    """
+    with PKCS11_LOCK:
+        session = open_persistent_session(settings, rw=rw)
+        try:
+            yield session
+        finally:
+            with suppress(p11e.SessionClosed, p11e.SessionHandleInvalid):
+                session.close()
 
 
 def logout(settings: HsmSettings) -> None:
     """End this process's login on the token (every session of the process loses it)."""
     key = (str(settings.module), settings.token_label)
-    with _STATE:
+    with PKCS11_LOCK:
         login = _LOGINS.pop(key, None)
         if login is not None:
             _close_login(login)
@@ -218,7 +243,7 @@ def logout(settings: HsmSettings) -> None:
 
 def logout_all() -> None:
     """End every login of this process (tests, shutdown)."""
-    with _STATE:
+    with PKCS11_LOCK:
         logins = list(_LOGINS.values())
         _LOGINS.clear()
         for login in logins:
@@ -246,6 +271,7 @@ def mechanism_name(mechanism: int) -> str:
 
 def mechanisms(settings: HsmSettings) -> frozenset[str]:
     """Names (``CKM_ECDSA``, ``CKM_SHA256_RSA_PKCS_PSS``, ...) of the token's mechanisms."""
-    token = find_token(settings)
-    with translated(settings, "listing mechanisms"):
-        return frozenset(mechanism_name(m) for m in token_mechanisms(token))
+    with PKCS11_LOCK:
+        token = find_token(settings)
+        with translated(settings, "listing mechanisms"):
+            return frozenset(mechanism_name(m) for m in token_mechanisms(token))

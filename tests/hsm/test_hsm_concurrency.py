@@ -102,3 +102,33 @@ def test_concurrent_logins_do_not_corrupt_the_token(
     with Pkcs11Signer(settings) as signer:
         verify_compact(sign_compact(signer, b"x", {}), signer.public_key(), algorithms=["ES256"])
     assert {o.kind for o in list_objects(settings)} == {"private-key", "public-key"}
+
+
+def _sign_in_forked_child(settings: HsmSettings, results: Any) -> None:  # pragma: no cover
+    try:
+        with Pkcs11Signer(settings) as signer:
+            token = sign_compact(signer, b"child", {})
+            verify_compact(token, signer.public_key(), algorithms=["ES256"])
+        results.put(("ok", os.getpid(), 1))
+    except BaseException as exc:
+        results.put(("error", os.getpid(), repr(exc)))
+
+
+def test_forked_child_reinitialises_the_module(make_token: Callable[..., HsmSettings]) -> None:
+    # gunicorn forks workers from a master that may have used the token already.
+    settings = make_token("forked")
+    with Pkcs11Signer(settings) as parent_signer:
+        parent_signer.sign(b"parent, before")
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+        child = ctx.Process(target=_sign_in_forked_child, args=(settings, results))
+        child.start()
+        [(state, _, detail)] = _collect(results, 1)
+        child.join(timeout=60)
+        assert state == "ok", detail
+        # The child did not log the parent out.
+        verify_compact(
+            sign_compact(parent_signer, b"parent, after", {}),
+            parent_signer.public_key(),
+            algorithms=["ES256"],
+        )

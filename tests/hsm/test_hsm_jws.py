@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.hsm.jws import JwsError, b64url_decode, b64url_encode, sign_compact, verify_compact
+from appliance.hsm.keys import list_objects
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.signer import Pkcs11Signer, der_signature
 from appliance.hsm.token import logout
@@ -167,3 +168,38 @@ def test_signer_logs_in_again_after_logout(make_token: Callable[..., HsmSettings
         logout(settings)  # every session of this process loses the login
         token = sign_compact(signer, b"after", {})
         verify_compact(token, signer.public_key(), algorithms=["ES256"])
+
+
+def test_threads_with_separate_sessions_are_serialised(p256_token: HsmSettings) -> None:
+    # python-pkcs11 calls C_Initialize(NULL): the module may assume one thread at a time
+    # (SoftHSM then disables its mutexes, and two sessions signing at once fail with
+    # CKR_GENERAL_ERROR). Separate signers and other calls in other threads must still work.
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def sign_many() -> None:
+        try:
+            with Pkcs11Signer(p256_token) as signer:
+                key = signer.public_key()
+                barrier.wait()
+                for i in range(300):
+                    token = sign_compact(signer, str(i).encode(), {})
+                    verify_compact(token, key, algorithms=["ES256"])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def list_many() -> None:
+        try:
+            barrier.wait()
+            for _ in range(30):
+                assert list_objects(p256_token)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sign_many) for _ in range(3)]
+    threads.append(threading.Thread(target=list_many))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
