@@ -17,7 +17,10 @@ class HsmSettings:
     ``module`` is the vendor's PKCS#11 library (SoftHSM2 in development). The PIN comes from
     the environment variable ``pin_env`` or from ``pin_file`` (a root-only file), never from the
     command line. ``login_lock`` is a file used to serialise C_Login across processes: SoftHSM
-    rewrites its token file on every login, and concurrent logins can corrupt it.
+    rewrites its token file on every login, and concurrent logins can corrupt it. The token
+    lookup (C_GetSlotList/C_GetTokenInfo) must hold it too, and SoftHSM reads *every* token of
+    its token directory there: all processes using one SoftHSM token directory must share one
+    lock file, whatever token they use (a lock per token does not protect).
     """
 
     token_label: str

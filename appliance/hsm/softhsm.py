@@ -116,6 +116,10 @@ def init_softhsm_token(
     Refuses if a token with that label exists. Honours ``SOFTHSM2_CONF`` (creating its token
     directory if missing). The SO and user logins happen under ``login_lock`` (default: the
     lock of :class:`HsmSettings`).
+
+    SoftHSM scans its token directory once, in C_Initialize: a process that loaded the module
+    earlier does not see tokens other processes created since (nor would it refuse their
+    labels here). Tokens created by this function are visible in this process at once.
     """
     settings = HsmSettings(token_label=label, module=module)
     if login_lock is not None:
@@ -142,18 +146,17 @@ def init_softhsm_token(
         if token_dir is not None and not token_dir.exists():
             token_dir.mkdir(mode=0o700, parents=True)
 
-    lib = load_module(module)
-    if "softhsm" not in lib.manufacturer_id.lower():
-        raise Pkcs11ModuleError(
-            f"PKCS#11 module {module} is {lib.manufacturer_id!r}, not SoftHSM; initialise "
-            "tokens of a real HSM with its vendor's tools"
-        )
-
     with (
         PKCS11_LOCK,
-        hold_login_lock(settings),
+        hold_login_lock(settings),  # C_Initialize and the slot scan read every token file
         translated(settings, "initialising the token"),
     ):
+        lib = load_module(module)
+        if "softhsm" not in lib.manufacturer_id.lower():
+            raise Pkcs11ModuleError(
+                f"PKCS#11 module {module} is {lib.manufacturer_id!r}, not SoftHSM; initialise "
+                "tokens of a real HSM with its vendor's tools"
+            )
         free_slot = None
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()

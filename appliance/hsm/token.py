@@ -101,7 +101,10 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def load_module(module: Path) -> Pkcs11Lib:
-    """Load and initialise the PKCS#11 module at ``module`` (once per process)."""
+    """Load and initialise the PKCS#11 module at ``module`` (once per process).
+
+    Call it holding the login lock: SoftHSM's C_Initialize reads every token file.
+    """
     key = str(module)
     with PKCS11_LOCK:
         cached = _LIBS.get(key)
