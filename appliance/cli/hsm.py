@@ -82,7 +82,10 @@ def settings_from_args(args: argparse.Namespace) -> HsmSettings:
         "pin_file": args.pin_file,
         "login_lock": args.login_lock,
     }
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    # A SoftHSM appliance names its own token store; the module reads it at first use.
+    os.environ.update(settings.environment())
+    return settings
 
 
 def _write_public_file(path: Path, data: bytes) -> None:
