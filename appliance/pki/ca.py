@@ -37,7 +37,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.errors import SluisError
 from appliance.pki.crl import atomic_write, write_crl_bundle
-from appliance.pki.identity import IdentityError, validate_fqdn, validate_oin
+from appliance.pki.identity import (
+    IdentityError,
+    OrganisationIdentity,
+    validate_fqdn,
+    validate_oin,
+)
 
 CLOCK_SKEW = timedelta(minutes=5)
 MIN_RSA_BITS = 3072
@@ -488,14 +493,10 @@ class DemoCA:
             )
 
         # Normalised subject in the order PKIoverheid certificates carry it.
-        cert_subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, oin),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]
-        )
+        other_names = tuple(n for n in san_names if n != common_name)
+        cert_subject = OrganisationIdentity(
+            organisation, oin, (common_name, *other_names)
+        ).subject()
         key_usage = x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
