@@ -102,3 +102,25 @@ def make_token(softhsm_env: SoftHsmEnv) -> MakeToken:
         return settings
 
     return make
+
+
+def _is_ca_key(path: Path) -> bool:
+    """Demo and test CAs keep their keys in ``<something>ca/private/``: the one exception."""
+    return path.parent.name == "private" and path.parent.parent.name.endswith("ca")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_organisation_key_left_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole session, no private key but a CA's may exist as a file."""
+    yield
+    root = tmp_path_factory.getbasetemp()
+    leftovers = [
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and path.stat().st_size < 1_000_000
+        and b"PRIVATE KEY-----" in path.read_bytes()
+        and not _is_ca_key(path)
+    ]
+    assert not leftovers, f"private keys left as files: {leftovers}"

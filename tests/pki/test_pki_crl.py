@@ -186,7 +186,7 @@ def test_fetch_crl_refuses_wrong_issuer(ca: DemoCA, public_server: str) -> None:
 
 def test_fetch_crl_refuses_bad_signature(ca: DemoCA, tmp_path: Path, public_server: str) -> None:
     # Another CA with the same names: issuer matches, signature does not.
-    impostor = DemoCA.create(tmp_path / "impostor", crl_base_url="http://127.0.0.1/x")
+    impostor = DemoCA.create(tmp_path / "impostor-ca", crl_base_url="http://127.0.0.1/x")
     with pytest.raises(CrlError, match="signature does not verify"):
         fetch_crl(f"{public_server}/intermediate.crl", impostor.intermediate_certificate)
 
@@ -342,8 +342,12 @@ def test_crl_bundle_drives_ssl_revocation_checks(ca: DemoCA, tmp_path: Path) -> 
         )
     )
 
-    _handshake(ca, tmp_path, chain, key_path)
-
-    ca.revoke(leaf.serial_number, x509.ReasonFlags.key_compromise)
-    with pytest.raises(ssl.SSLCertVerificationError, match="revoked"):
+    try:
         _handshake(ca, tmp_path, chain, key_path)
+
+        ca.revoke(leaf.serial_number, x509.ReasonFlags.key_compromise)
+        with pytest.raises(ssl.SSLCertVerificationError, match="revoked"):
+            _handshake(ca, tmp_path, chain, key_path)
+    finally:
+        # Only CA keys may outlive a test as files (tests/conftest.py checks).
+        key_path.unlink()
