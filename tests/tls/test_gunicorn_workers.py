@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import OIN_A, Group
+from tlsgroup import OIN_A, Group
 
 from appliance.demo.processes import Component, start_component
 

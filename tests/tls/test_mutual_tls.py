@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import OIN_A, OIN_B, Group
+from tlsgroup import OIN_A, OIN_B, Group
 
 from appliance.demo.processes import Component
 
