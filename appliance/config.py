@@ -45,10 +45,31 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class ManagerSettings:
+    """The FSC Manager of this appliance (``[manager]``; only on boxes that run one).
+
+    ``address`` is this Manager's own URL (scheme https and a port, as ``Fsc-Manager-Address``
+    requires); ``inway_address`` is the ``aud`` of the access tokens it issues.
+    """
+
+    peer_name: str
+    group_id: str
+    address: str
+    database: str
+    inway_address: str = ""
+    directory_peer_id: str = ""
+    directory_address: str = ""
+    is_directory: bool = False
+    token_lifetime_seconds: int = 300
+    delivery_interval_seconds: int = 2
+
+
+@dataclass(frozen=True)
 class SluisConfig:
     hsm: HsmSettings
     tls: TlsSettings
     source: Path | None = None
+    manager: ManagerSettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -65,10 +86,12 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
         raise ConfigurationError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        # Every setting is a string; paths are recognised by their annotation.
-        if not isinstance(value, str):
-            raise ConfigurationError(f"{where}: {name} must be a string")
-        kwargs[name] = Path(value) if "Path" in str(known[name].type) else value
+        # Types come from the annotation: paths and text are strings, then ints and booleans.
+        annotation = str(known[name].type)
+        expected: type = bool if annotation == "bool" else int if annotation == "int" else str
+        if type(value) is not expected:
+            raise ConfigurationError(f"{where}: {name} must be a {expected.__name__}")
+        kwargs[name] = Path(str(value)) if "Path" in annotation else value
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -84,4 +107,12 @@ def load_config(path: Path) -> SluisConfig:
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
     hsm = _build(HsmSettings, _section(data, "hsm", path), f"{path} [hsm]")
     tls = _build(TlsSettings, _section(data, "tls", path), f"{path} [tls]")
-    return SluisConfig(hsm=hsm, tls=tls, source=path)
+    manager = (
+        _build(ManagerSettings, _section(data, "manager", path), f"{path} [manager]")
+        if "manager" in data
+        else None
+    )
+    unknown = sorted(set(data) - {"hsm", "tls", "manager"})
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
+    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager)
