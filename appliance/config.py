@@ -90,7 +90,7 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
         annotation = str(known[name].type)
         expected: type = bool if annotation == "bool" else int if annotation == "int" else str
         if type(value) is not expected:
-            raise ConfigurationError(f"{where}: {name} must be a {expected.__name__}")
+            raise ConfigurationError(f"{where}: {name} must be of type {expected.__name__}")
         kwargs[name] = Path(str(value)) if "Path" in annotation else value
     try:
         return cls(**kwargs)
