@@ -19,6 +19,7 @@ from appliance.config import TlsSettings
 from appliance.errors import ConfigurationError, SluisError
 from appliance.hsm.lock import login_lock
 from appliance.hsm.settings import HsmSettings
+from appliance.hsm.token import load_module
 from appliance.tls import errqueue, policy
 
 
@@ -82,6 +83,10 @@ def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
 def _load_identity(ctx: ssl.SSLContext, tls: TlsSettings, hsm: HsmSettings) -> None:
     # The provider logs in to the token while loading the key: serialise with other logins.
     with _BUILD_LOCK, login_lock(hsm.login_lock):
+        # python-pkcs11 (JWS signing) cannot initialise a module that the provider already
+        # initialised in this process, while the provider accepts the reverse order: so
+        # python-pkcs11 always goes first.
+        load_module(hsm.module)
         try:
             ctx.load_cert_chain(str(tls.certificate_chain), str(tls.key_reference))
         except ssl.SSLError as exc:

@@ -6,6 +6,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,36 @@ def test_ncsc_policy_on_the_listener(
 ) -> None:
     output = _s_client(server_b, tmp_path, *offer)
     assert _negotiated(output) is accepted, output[-1500:]
+
+
+SIGN_AFTER_TLS = """
+import sys
+from pathlib import Path
+from appliance.config import load_config
+from appliance.hsm.signer import Pkcs11Signer
+from appliance.tls.context import client_context, server_context
+config = load_config(Path(sys.argv[1]))
+server_context(config.tls, config.hsm)
+client_context(config.tls, config.hsm)
+signer = Pkcs11Signer(config.hsm)
+print(len(signer.sign(b"payload")), signer.algorithm)
+"""
+
+
+def test_one_process_holds_the_tls_key_and_signs_jws_in_the_token(group: Group) -> None:
+    """A Manager worker does both: the provider and python-pkcs11 share the module."""
+    config = group.a.config
+    result = subprocess.run(
+        [sys.executable, "-c", SIGN_AFTER_TLS, str(group.a.config_path)],
+        env={
+            **os.environ,
+            "OPENSSL_CONF": str(config.tls.openssl_conf),
+            **config.hsm.environment(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["64", "ES256"]

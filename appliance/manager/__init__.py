@@ -1,0 +1,1 @@
+"""The FSC Manager: contracts, signatures, access tokens, peers and services."""

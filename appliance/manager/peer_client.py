@@ -1,0 +1,162 @@
+"""Calls from this Manager to other Managers of the Group, over mutual TLS with the HSM key.
+
+Every POST and PUT carries ``Fsc-Manager-Address`` (this Manager's own URL), as the
+specification requires. Errors say whether a retry can help: a 4xx answer is the peer refusing
+(retrying the same request will not change that), anything else is transient.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from appliance.errors import SluisError
+
+API_PREFIX = "/v1"
+
+
+class PeerCallError(SluisError):
+    def __init__(self, address: str, message: str, *, status: int | None, code: str | None) -> None:
+        super().__init__(f"{address}: {message}")
+        self.status = status
+        self.code = code
+
+    @property
+    def permanent(self) -> bool:
+        """The peer understood and refused: retrying the same request will not help."""
+        return self.status is not None and 400 <= self.status < 500
+
+
+def check_manager_address(address: str) -> str:
+    """A Manager address is an https URL with an explicit port (manager.yaml)."""
+    parts = urlsplit(address)
+    if parts.scheme != "https" or not parts.hostname or parts.port is None:
+        raise SluisError(f"not a Manager address (https://host:port): {address!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SluisError(f"a Manager address has no path, query or fragment: {address!r}")
+    return f"https://{parts.hostname}:{parts.port}"
+
+
+@dataclass
+class PeerClient:
+    ssl_context: ssl.SSLContext
+    own_address: str
+    timeout_seconds: float = 10.0
+    # Test hook: connect to this host:port instead of the address' host (FQDN is still
+    # checked against the certificate); the demo runs everything on 127.0.0.1.
+    resolve: dict[str, tuple[str, int]] | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            resolver = _StaticResolver(self.resolve) if self.resolve else None
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context, limit=100, resolver=resolver)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(
+        self,
+        method: str,
+        address: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: dict[str, str] | None = None,
+    ) -> Any:
+        url = check_manager_address(address) + API_PREFIX + path
+        headers = {"Fsc-Manager-Address": self.own_address} if method in ("POST", "PUT") else {}
+        session = await self.session()
+        try:
+            async with session.request(method, url, json=json, data=data, headers=headers) as resp:
+                body = await resp.read()
+                if resp.status >= 300:
+                    code = resp.headers.get("Fsc-Error-Code")
+                    text = body[:500].decode("utf-8", "replace")
+                    raise PeerCallError(
+                        address,
+                        f"{method} {path} -> {resp.status} {text}",
+                        status=resp.status,
+                        code=code,
+                    )
+                return await resp.json(content_type=None) if body else None
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as exc:
+            raise PeerCallError(
+                address,
+                f"{method} {path} failed: {type(exc).__name__}: {exc}",
+                status=None,
+                code=None,
+            ) from None
+
+    async def submit_contract(self, address: str, content: dict[str, Any], signature: str) -> None:
+        await self._call(
+            "POST",
+            address,
+            "/contracts",
+            json={"contract_content": content, "signature": signature},
+        )
+
+    async def send_signature(
+        self, address: str, content_hash: str, kind: str, content: dict[str, Any], signature: str
+    ) -> None:
+        path = f"/contracts/{quote(content_hash, safe='')}/{kind}"
+        await self._call(
+            "PUT", address, path, json={"contract_content": content, "signature": signature}
+        )
+
+    async def jwks(self, address: str) -> dict[str, Any]:
+        result = await self._call("GET", address, "/.well-known/jwks.json")
+        return dict(result or {})
+
+    async def peer_info(self, address: str) -> dict[str, Any]:
+        return dict(await self._call("GET", address, "/peer") or {})
+
+    async def announce(self, address: str) -> None:
+        await self._call("PUT", address, "/announce")
+
+    async def token(self, address: str, grant_hash: str, client_id: str) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials", "scope": grant_hash, "client_id": client_id}
+        return dict(await self._call("POST", address, "/token", data=form) or {})
+
+    async def contracts(self, address: str, **params: str) -> dict[str, Any]:
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+        return dict(
+            await self._call("GET", address, "/contracts" + ("?" + query if query else "")) or {}
+        )
+
+
+class _StaticResolver(AbstractResolver):
+    """Resolve Manager FQDNs to fixed addresses (the demo and the tests run on one host)."""
+
+    def __init__(self, table: dict[str, tuple[str, int]]) -> None:
+        self._table = table
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        ip, mapped_port = self._table.get(f"{host}:{port}", (host, port))
+        return [
+            {
+                "hostname": host,
+                "host": ip,
+                "port": mapped_port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        return None
