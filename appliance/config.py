@@ -62,6 +62,9 @@ class ManagerSettings:
     is_directory: bool = False
     token_lifetime_seconds: int = 300
     delivery_interval_seconds: int = 2
+    # Like curl --resolve: "host:port=ip:port" entries for Manager addresses that DNS does not
+    # know (the demo Group and the tests run every organisation on 127.0.0.1).
+    resolve: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
     for name, value in values.items():
         # Types come from the annotation: paths and text are strings, then ints and booleans.
         annotation = str(known[name].type)
+        if annotation.startswith("tuple[str"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigurationError(f"{where}: {name} must be a list of strings")
+            kwargs[name] = tuple(value)
+            continue
         expected: type = bool if annotation == "bool" else int if annotation == "int" else str
         if type(value) is not expected:
             raise ConfigurationError(f"{where}: {name} must be of type {expected.__name__}")
