@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Sluis needs on a Debian 12 machine, as root: the system packages
-# (SoftHSM2, OpenSC, pkcs11-provider from bookworm-backports, testssl.sh) and a Python
+# (SoftHSM2, OpenSC, pkcs11-provider from bookworm-backports, testssl.sh, PostgreSQL 15 for
+# the Manager's storage tests: they start a private cluster of their own) and a Python
 # virtual environment in .venv with the pinned dependencies from constraints.txt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 opensc testssl.sh python3-venv ca-certificates curl)
+APT_PACKAGES=(softhsm2 opensc testssl.sh python3-venv ca-certificates curl postgresql)
 BACKPORTS_PACKAGES=(pkcs11-provider)
 
 need_root() {

@@ -124,3 +124,8 @@ def no_organisation_key_left_on_disk(tmp_path_factory: pytest.TempPathFactory) -
         and not _is_ca_key(path)
     ]
     assert not leftovers, f"private keys left as files: {leftovers}"
+
+
+# A real PostgreSQL (session cluster, a fresh database per test): see tests/postgres.py.
+# tests/ is on sys.path (rootdir-relative conftest, no __init__.py), so "postgres" imports.
+pytest_plugins = ["postgres"]

@@ -1,0 +1,133 @@
+"""Engines for the Manager's database, and its migrations (Alembic, run from code).
+
+SQLite is the default for one appliance: write-ahead logging, foreign keys on, a busy timeout,
+and every writing transaction starts with ``BEGIN IMMEDIATE``, so two writers queue for the
+lock instead of one of them failing halfway ("database is locked" on the upgrade from a read to
+a write lock). Reading transactions start with a plain ``BEGIN`` and never wait for a writer.
+
+PostgreSQL (psycopg 3) is for production and several nodes: ``postgresql://`` URLs get the
+psycopg driver. Migrations take an advisory lock there, so several workers that start at once
+migrate one after the other.
+
+Migrations live in the package (``migrations/``) and need no ``alembic.ini``. To write the next
+revision, point :func:`alembic_config` at a database migrated to head and let Alembic compare::
+
+    from alembic import command
+    from appliance.manager.storage.database import alembic_config
+    command.revision(alembic_config("sqlite:////tmp/m.db"), "what changes", autogenerate=True,
+                     rev_id="0002")
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "manager_alembic_version"  # not alembic_version: other parts may share the database
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+_BEGIN_OPTION = "sluis_sqlite_begin"
+_MIGRATION_LOCK = zlib.crc32(b"sluis manager migrations")
+
+
+def normalise_url(url: str | URL) -> URL:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_engine(
+    url: str | URL, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS, **kwargs: Any
+) -> Engine:
+    """An engine for ``url`` set up for the Manager (see the module text for what that means)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, sqlite_busy_timeout, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _sqlite_engine(url: URL, busy_timeout: float, **kwargs: Any) -> Engine:
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", busy_timeout)
+    in_memory = url.database in (None, "", ":memory:")
+    if in_memory:
+        # One shared connection, or every checkout would see a new empty database.
+        connect_args.setdefault("check_same_thread", False)
+        kwargs.setdefault("poolclass", StaticPool)
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    busy_ms = int(busy_timeout * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: SQLAlchemy's begin event
+        # below says BEGIN itself (the module would not, before SELECTs and DDL).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def reading(engine: Engine) -> Engine:
+    """The same engine (pool, events) for read-only transactions: no write lock on SQLite."""
+    return engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
+
+
+def alembic_config(url: str | URL | None = None, *, connection: Connection | None = None) -> Config:
+    """The Alembic configuration of the Manager's migrations, built in code."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
+    if url is not None:
+        rendered = normalise_url(url).render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = VERSION_TABLE
+    return config
+
+
+def migrate(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (the newest by default), in one transaction."""
+    if not isinstance(engine_or_url, Engine):
+        own_engine = create_engine(engine_or_url)
+        try:
+            migrate(own_engine, revision)
+        finally:
+            own_engine.dispose()
+        return
+    # SQLite: BEGIN IMMEDIATE (the begin event) makes a second migrator wait for the first.
+    with engine_or_url.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        command.upgrade(alembic_config(connection=connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a database never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with reading(engine).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

@@ -1,0 +1,1 @@
+"""The Manager's migration revisions (a package so that installs ship them)."""
