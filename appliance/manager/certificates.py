@@ -53,7 +53,7 @@ def jwk_for_chain(chain: Sequence[x509.Certificate], alg: str | None = None) -> 
         }
     elif isinstance(key, rsa.RSAPublicKey):
         numbers_rsa = key.public_numbers()
-        default_alg = "PS256"
+        default_alg = "RS256"  # FSC allows RS256-512 and ES256-512, not PSS
         jwk = {
             "kty": "RSA",
             "n": b64url(numbers_rsa.n.to_bytes((numbers_rsa.n.bit_length() + 7) // 8, "big")),

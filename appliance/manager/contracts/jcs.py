@@ -1,0 +1,183 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS): the bytes FSC hashes.
+
+Content and grant hashes are taken over the JCS form, so Peers whose JSON libraries order,
+escape and format differently still agree on every hash. JCS serialises like ECMAScript's
+``JSON.stringify``: object members sorted by their UTF-16 code units, strings with only the
+mandatory escapes, numbers as ECMAScript ``Number.prototype.toString`` writes IEEE doubles.
+
+The specification demands I-JSON (RFC 7493), so anything outside it is refused rather than
+guessed: NaN and infinities, lone surrogates, duplicate member names (in :func:`loads`) and
+numbers beyond the range of a double. Integers of 2**53 and more are written as the double
+nearest to them, as every JCS implementation that parses numbers as doubles does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+from appliance.errors import SluisError
+
+JsonValue: TypeAlias = (
+    bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
+)
+
+# Deeper nesting is no contract anyone writes; the limit keeps recursion far from Python's.
+MAX_DEPTH = 100
+
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
+class JcsError(SluisError):
+    """A value that is not I-JSON and so has no canonical form."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+def _string(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JcsError("string holds a lone surrogate, which I-JSON forbids") from None
+    return f'"{_NEEDS_ESCAPE.sub(_escape, text)}"'
+
+
+def _double(value: float) -> str:
+    """ECMAScript Number::toString for a finite double (ECMA-262, section 7.1.12.1)."""
+    if not math.isfinite(value):
+        raise JcsError(f"{value!r} is not a JSON number")
+    if value == 0:
+        return "0"  # also for -0
+    sign = "-" if value < 0 else ""
+    # repr() gives the shortest digits that round-trip, nearest to the value on a tie: the same
+    # digits ECMAScript chooses. Only the layout around them differs.
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    assert isinstance(exponent, int)
+    n = len(digit_tuple) + exponent  # value = 0.digits * 10**n
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return f"{sign}{digits[:n]}.{digits[n:]}"
+    if -6 < n <= 0:
+        return f"{sign}0.{'0' * -n}{digits}"
+    e = n - 1
+    mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+    return f"{sign}{mantissa}e{'+' if e > 0 else '-'}{abs(e)}"
+
+
+def _integer(value: int) -> str:
+    # JSON numbers are IEEE doubles to JCS (RFC 8785 section 3.2.2.3): a larger integer is the
+    # double nearest to it, exactly as a JavaScript or Go Peer reads the same text.
+    if abs(value) < 2**53:
+        return str(value)
+    try:
+        return _double(float(value))
+    except OverflowError:
+        raise JcsError(f"integer {value} is too large for a JSON number") from None
+
+
+def _serialise(value: object, out: list[str], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise JcsError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(_integer(value))
+    elif isinstance(value, float):
+        out.append(_double(value))
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, Mapping):
+        items = []
+        for key, member in value.items():
+            if not isinstance(key, str):
+                raise JcsError(f"object member name {key!r} is not a string")
+            items.append((key, _string(key), member))
+        # UTF-16BE bytes compare exactly like the UTF-16 code units RFC 8785 sorts by.
+        items.sort(key=lambda item: item[0].encode("utf-16-be", "surrogatepass"))
+        out.append("{")
+        for index, (_, encoded_key, member) in enumerate(items):
+            if index:
+                out.append(",")
+            out.append(encoded_key)
+            out.append(":")
+            _serialise(member, out, depth + 1)
+        out.append("}")
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        out.append("[")
+        for index, element in enumerate(value):
+            if index:
+                out.append(",")
+            _serialise(element, out, depth + 1)
+        out.append("]")
+    else:
+        raise JcsError(f"{type(value).__name__} is not a JSON value")
+
+
+def canonicalize(value: object) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of a JSON value (dicts, lists/tuples, scalars)."""
+    out: list[str] = []
+    _serialise(value, out, 0)
+    return "".join(out).encode("utf-8")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise JcsError(f"duplicate object member {name!r}")
+        result[name] = value
+    return result
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JcsError(f"number {text} is outside the range of a JSON number")
+    return value
+
+
+def _constant(name: str) -> None:
+    raise JcsError(f"{name} is not JSON")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse I-JSON strictly: UTF-8, no duplicate members, only values JCS can canonicalise."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_finite,
+            parse_constant=_constant,
+        )
+    except UnicodeDecodeError:
+        raise JcsError("JSON text is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise JcsError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise JcsError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    canonicalize(value)  # refuses lone surrogates, huge integers and deep nesting
+    return value
