@@ -11,6 +11,7 @@ from appliance.serving.launch import ServeOptions, exec_gunicorn
 
 COMPONENTS = {
     "whoami": "appliance.serving.whoami:create_app()",
+    "manager": "appliance.manager.app:create_app()",
 }
 
 

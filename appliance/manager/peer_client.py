@@ -130,6 +130,12 @@ class PeerClient:
         form = {"grant_type": "client_credentials", "scope": grant_hash, "client_id": client_id}
         return dict(await self._call("POST", address, "/token", data=form) or {})
 
+    async def peers(self, address: str, peer_ids: list[str]) -> list[dict[str, Any]]:
+        query = quote(",".join(peer_ids), safe=",")
+        listing = await self._call("GET", address, f"/peers?peer_id={query}")
+        peers = (listing or {}).get("peers", [])
+        return [p for p in peers if isinstance(p, dict)]
+
     async def contracts(self, address: str, **params: str) -> dict[str, Any]:
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
         return dict(

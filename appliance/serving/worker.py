@@ -50,7 +50,7 @@ class SluisWorker(Worker):  # type: ignore[misc]
             log_config=None,
             loop="uvloop",
             http=PeerCertificateProtocol,
-            lifespan="off",
+            lifespan="auto",
             server_header=False,
             timeout_keep_alive=self.cfg.keepalive,
             timeout_notify=self.timeout,

@@ -1,0 +1,150 @@
+"""``sluis contract``: propose, inspect, accept, reject and revoke FSC contracts.
+
+The command works on this appliance's Manager database and signs in the HSM; the running
+Manager (``sluis serve manager``) delivers the contract or signature to the other peers,
+retrying until they have it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from appliance.config import load_config
+from appliance.errors import ConfigurationError
+from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.proposals import connection_content, publication_content
+from appliance.manager.service import ContractView, ManagerService, utcnow
+from appliance.manager.setup import build_service, manager_settings
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("contract", help="propose and sign FSC contracts")
+    sub = parser.add_subparsers(dest="contract_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    pub = command("propose-publication", "publish one of our services in the Group's directory")
+    pub.add_argument("--service", required=True, help="service name")
+    pub.add_argument("--protocol", default="PROTOCOL_TCP_HTTP_1.1")
+    pub.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    pub.set_defaults(func=_propose_publication)
+
+    con = command("propose-connection", "ask another peer for a connection to its service")
+    con.add_argument("--service-peer", required=True, help="OIN of the peer offering the service")
+    con.add_argument("--service", required=True, help="service name")
+    con.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    con.add_argument("--properties", help="grant properties as a JSON object")
+    con.set_defaults(func=_propose_connection)
+
+    raw = command("propose", "propose a contract content read from a JSON file")
+    raw.add_argument("--file", type=Path, required=True, help="contract content (JSON)")
+    raw.set_defaults(func=_propose_file)
+
+    for kind in SignatureType:
+        sign = command(kind.value, f"{kind.value} a contract (signed in the HSM)")
+        sign.add_argument("hash", help="contract content hash ($1$1$...)")
+        sign.set_defaults(func=_sign, kind=kind)
+
+    show = command("show", "show a contract, its signatures and state")
+    show.add_argument("hash", help="contract content hash")
+    show.set_defaults(func=_show)
+
+    lst = command("list", "list contracts with their state")
+    lst.add_argument("--limit", type=int, default=100)
+    lst.set_defaults(func=_list)
+
+
+def _service(args: argparse.Namespace) -> ManagerService:
+    return build_service(load_config(args.config))
+
+
+def _print(args: argparse.Namespace, view: ContractView) -> int:
+    if args.json:
+        print(
+            json.dumps({"hash": view.content_hash, "state": view.state, **view.as_api()}, indent=2)
+        )
+        return 0
+    print(f"contract {view.content_hash}")
+    print(f"  state:   {view.state}")
+    for grant in view.content["grants"]:
+        data = grant["data"]
+        service = data.get("service", {})
+        print(f"  grant:   {data['type']} service {service.get('peer_id')}/{service.get('name')}")
+    for hash_ in view.grant_hashes:
+        print(f"  grant hash: {hash_}")
+    for kind, by_peer in view.signatures.items():
+        for peer in by_peer:
+            print(f"  {kind}: {peer}")
+    return 0
+
+
+def _propose(args: argparse.Namespace, content: dict[str, Any]) -> int:
+    return _print(args, _service(args).propose(content))
+
+
+def _propose_publication(args: argparse.Namespace) -> int:
+    service = _service(args)
+    settings = service.settings
+    if not settings.directory_peer_id:
+        raise ConfigurationError("[manager] directory_peer_id is needed to publish a service")
+    content = publication_content(
+        group_id=settings.group_id,
+        directory_peer_id=settings.directory_peer_id,
+        service_peer_id=service.peer_id,
+        service_name=args.service,
+        protocol=args.protocol,
+        now=utcnow(),
+        days=args.days,
+    )
+    return _print(args, service.propose(content))
+
+
+def _propose_connection(args: argparse.Namespace) -> int:
+    service = _service(args)
+    properties = json.loads(args.properties) if args.properties else None
+    content = connection_content(
+        group_id=service.settings.group_id,
+        service_peer_id=args.service_peer,
+        service_name=args.service,
+        outway_peer_id=service.peer_id,
+        # Our outway connects with this appliance's certificate: bind the grant to its key.
+        outway_public_key_thumbprint=service.identity.public_key_thumbprint,
+        now=utcnow(),
+        days=args.days,
+        properties=properties,
+    )
+    return _print(args, service.propose(content))
+
+
+def _propose_file(args: argparse.Namespace) -> int:
+    manager_settings(load_config(args.config))
+    return _propose(args, json.loads(args.file.read_text(encoding="utf-8")))
+
+
+def _sign(args: argparse.Namespace) -> int:
+    return _print(args, _service(args).sign(args.hash, args.kind))
+
+
+def _show(args: argparse.Namespace) -> int:
+    return _print(args, _service(args).get(args.hash))
+
+
+def _list(args: argparse.Namespace) -> int:
+    service = _service(args)
+    views, _ = service.contracts(limit=args.limit)
+    if args.json:
+        print(json.dumps([{"hash": v.content_hash, "state": v.state} for v in views], indent=2))
+        return 0
+    for view in views:
+        kinds = ", ".join(
+            sorted({g["data"]["type"].removeprefix("GRANT_TYPE_") for g in view.content["grants"]})
+        )
+        print(f"{view.state:9s} {view.content_hash}  {kinds}")
+    return 0

@@ -1,0 +1,288 @@
+"""The FSC Manager REST API (manager.yaml), as Falcon ASGI resources under ``/v1``.
+
+Every caller is another Peer's Manager (or Outway, for ``/token``) over mutual TLS; its
+identity comes from the verified certificate (``req.context.peer``). Errors use the FSC format
+(``Fsc-Error-Code`` header and JSON body, domain ``ERROR_DOMAIN_MANAGER``), except ``/token``,
+which answers in the OAuth 2.0 format (RFC 6749 section 5.2) as the specification requires.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from appliance.errors import SluisError
+from appliance.manager.contracts.errors import ContractError
+from appliance.manager.contracts.model import GrantType
+from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.contracts.tokens import TokenError
+from appliance.manager.peer_client import check_manager_address
+from appliance.manager.service import ManagerError, ManagerService
+from appliance.manager.storage import UnknownCursorError
+from appliance.serving.fsc_errors import ErrorDomain, FscError
+from appliance.tls.peer import PeerIdentity
+
+# Sluis's own code for a request that is malformed before any contract is looked at (a body
+# that is not JSON, a missing Fsc-Manager-Address, a bad query parameter): manager.yaml has
+# none. docs/manager.md lists it.
+REQUEST_INVALID = "ERROR_CODE_REQUEST_INVALID"
+MAX_BODY = 2 * 1024 * 1024  # contracts are small; properties are capped at 1 MB by the spec
+
+
+def _bad_request(message: str) -> FscError:
+    return FscError(falcon.HTTP_400, REQUEST_INVALID, ErrorDomain.MANAGER, message)
+
+
+def _contract_error(exc: ContractError) -> FscError:
+    return FscError(exc.status, exc.code, ErrorDomain.MANAGER, exc.message)
+
+
+async def _json_body(req: falcon.asgi.Request) -> dict[str, Any]:
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise _bad_request(f"request body larger than {MAX_BODY} bytes")
+    raw = await req.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise _bad_request(f"request body larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _bad_request(f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad_request("request body must be a JSON object")
+    return body
+
+
+def _signed_body(body: dict[str, Any]) -> tuple[Any, str]:
+    content, signature = body.get("contract_content"), body.get("signature")
+    if content is None or not isinstance(signature, str) or not signature:
+        raise _bad_request("body needs contract_content and signature")
+    return content, signature
+
+
+def _manager_address(req: falcon.asgi.Request) -> str:
+    address = req.get_header("Fsc-Manager-Address")
+    if not address:
+        raise _bad_request("the Fsc-Manager-Address header is required")
+    try:
+        return check_manager_address(address)
+    except SluisError as exc:
+        raise _bad_request(str(exc)) from None
+
+
+def _limit(req: falcon.asgi.Request) -> int:
+    limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
+    return int(limit) if limit is not None else 100
+
+
+def _descending(req: falcon.asgi.Request) -> bool:
+    order = req.get_param("sort_order", default="SORT_ORDER_DESCENDING")
+    if order not in ("SORT_ORDER_ASCENDING", "SORT_ORDER_DESCENDING"):
+        raise _bad_request(f"unknown sort_order {order!r}")
+    return order == "SORT_ORDER_DESCENDING"
+
+
+def _list_param(req: falcon.asgi.Request, name: str) -> list[str] | None:
+    """``style: form, explode: false``: one comma-separated value (repeats accepted too)."""
+    values = req.get_param_as_list(name)
+    if not values:
+        return None
+    return [item for value in values for item in value.split(",") if item]
+
+
+class Contracts:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        address = _manager_address(req)
+        content, signature = _signed_body(await _json_body(req))
+        peer: PeerIdentity = req.context.peer
+        try:
+            await self._service.receive_contract(content, signature, peer, address)
+        except ContractError as exc:
+            raise _contract_error(exc) from None
+        resp.status = falcon.HTTP_201
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        peer: PeerIdentity = req.context.peer
+        grant_hashes = _list_param(req, "grant_hash")
+        grant_type = req.get_param("grant_type")
+        if grant_type is not None and grant_type not in GrantType.__members__.values():
+            raise _bad_request(f"unknown grant_type {grant_type!r}")
+        try:
+            views, next_cursor = self._service.contracts(
+                peer_id=peer.peer_id,
+                # With grant_hash, pagination and the type filter are ignored (manager.yaml).
+                grant_type=None if grant_hashes else grant_type,
+                grant_hashes=grant_hashes,
+                cursor=None if grant_hashes else req.get_param("cursor") or None,
+                limit=1000 if grant_hashes else _limit(req),
+                descending=_descending(req),
+            )
+        except UnknownCursorError as exc:
+            raise _bad_request(str(exc)) from None
+        resp.media = {
+            "contracts": [view.as_api() for view in views],
+            "pagination": {"next_cursor": "" if grant_hashes else next_cursor},
+        }
+
+
+class ContractSignature:
+    def __init__(self, service: ManagerService, kind: SignatureType) -> None:
+        self._service = service
+        self._kind = kind
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, content_hash: str
+    ) -> None:
+        address = _manager_address(req)
+        content, signature = _signed_body(await _json_body(req))
+        peer: PeerIdentity = req.context.peer
+        try:
+            await self._service.receive_signature(
+                content_hash, self._kind, content, signature, peer, address
+            )
+        except ContractError as exc:
+            raise _contract_error(exc) from None
+        resp.status = falcon.HTTP_201
+
+
+class Token:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.set_header("Cache-Control", "no-store")  # RFC 6749 section 5.1
+        try:
+            form = await req.get_media()
+        except falcon.MediaMalformedError:
+            form = None
+        if (
+            not isinstance(form, dict)
+            or req.content_type is None
+            or not req.content_type.startswith(falcon.MEDIA_URLENCODED)
+        ):
+            return self._error(
+                resp, "invalid_request", "send an application/x-www-form-urlencoded body"
+            )
+        grant_type, scope, client_id = (form.get(k) for k in ("grant_type", "scope", "client_id"))
+        if grant_type != "client_credentials":
+            return self._error(
+                resp, "unsupported_grant_type", "only client_credentials is supported"
+            )
+        if not isinstance(scope, str) or not scope or not isinstance(client_id, str):
+            return self._error(resp, "invalid_request", "scope and client_id are required")
+        try:
+            token = self._service.issue_token(scope, client_id, req.context.peer)
+        except TokenError as exc:
+            return self._error(resp, exc.oauth_error, exc.description)
+        except ContractError as exc:
+            return self._error(resp, "invalid_grant", exc.message)
+        resp.media = {"access_token": token, "token_type": "bearer"}
+        return None
+
+    @staticmethod
+    def _error(resp: falcon.asgi.Response, error: str, description: str) -> None:
+        resp.status = falcon.HTTP_401 if error == "invalid_client" else falcon.HTTP_400
+        resp.media = {"error": error, "error_description": description}
+
+
+class Announce:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        self._service.announce(req.context.peer, _manager_address(req))
+        resp.media = {}
+
+
+class PeerInfo:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = self._service.peer_info()
+
+
+class Peers:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        peer_ids = _list_param(req, "peer_id")
+        rows = self._service.store.list_peers(
+            peer_ids=peer_ids,
+            name_contains=None if peer_ids else req.get_param("peer_name"),
+            after=None if peer_ids else req.get_param("cursor") or None,
+            limit=None if peer_ids else _limit(req),
+        )
+        resp.media = {
+            "peers": [
+                {"id": r.peer_id, "name": r.name or "", "manager_address": r.manager_address or ""}
+                for r in rows
+                if r.manager_address
+            ],
+            "pagination": {"next_cursor": rows[-1].peer_id if rows and not peer_ids else ""},
+        }
+
+
+class Services:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        peer_filter = req.get_param("peer_id")
+        name_filter = (req.get_param("service_name") or "").lower()
+        listing = []
+        for row in self._service.store.list_services():
+            wanted = (
+                (peer_filter is None and not name_filter)
+                or row.peer_id == peer_filter
+                or (name_filter and name_filter in row.service_name.lower())
+            )
+            if not wanted:
+                continue
+            peer = self._service.store.get_peer(row.peer_id)
+            listing.append(
+                {
+                    "data": {
+                        "type": "SERVICE_TYPE_SERVICE",
+                        "peer": {
+                            "id": row.peer_id,
+                            "name": (peer.name if peer else None) or "",
+                            "manager_address": (peer.manager_address if peer else None) or "",
+                        },
+                        "name": row.service_name,
+                        "protocol": row.protocol,
+                    }
+                }
+            )
+        resp.media = {"services": listing, "pagination": {"next_cursor": ""}}
+
+
+class Jwks:
+    def __init__(self, service: ManagerService) -> None:
+        self._service = service
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = self._service.jwks()
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], service: ManagerService) -> None:
+    app.add_route("/v1/announce", Announce(service))
+    app.add_route("/v1/contracts", Contracts(service))
+    for kind in SignatureType:
+        app.add_route(
+            f"/v1/contracts/{{content_hash}}/{kind.value}", ContractSignature(service, kind)
+        )
+    app.add_route("/v1/token", Token(service))
+    app.add_route("/v1/peer", PeerInfo(service))
+    app.add_route("/v1/peers", Peers(service))
+    app.add_route("/v1/services", Services(service))
+    app.add_route("/v1/.well-known/jwks.json", Jwks(service))
+
+
+__all__ = ["REQUEST_INVALID", "ManagerError", "add_routes"]

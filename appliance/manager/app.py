@@ -1,0 +1,63 @@
+"""The Manager as a gunicorn component: ``sluis serve manager`` (port 8443 by default).
+
+``create_app`` runs in each worker after fork: the store, the HSM signer and the mutual-TLS
+client for other Managers are created there, and the delivery loop runs in the worker's
+event loop for as long as the worker lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from appliance.config import load_config
+from appliance.manager.api import add_routes
+from appliance.manager.delivery import delivery_loop
+from appliance.manager.peer_client import PeerClient
+from appliance.manager.service import ManagerService
+from appliance.manager.setup import build_service, manager_settings, parse_resolve
+from appliance.serving.app import AsgiApp, create_base_app
+from appliance.serving.fsc_errors import ErrorDomain
+from appliance.serving.worker import CONFIG_ENV
+from appliance.tls.context import client_context
+
+
+class DeliveryLifecycle:
+    """Falcon lifespan middleware: start the outbox delivery loop, stop it cleanly."""
+
+    def __init__(self, service: ManagerService, interval_seconds: float) -> None:
+        self._service = service
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def process_startup(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        self._task = asyncio.create_task(delivery_loop(self._service, self._interval))
+
+    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._service.client is not None:
+            await self._service.client.close()
+
+
+def create_app() -> AsgiApp:
+    config = load_config(Path(os.environ[CONFIG_ENV]))
+    settings = manager_settings(config)
+    # The signer (python-pkcs11) is created before the TLS contexts load the key through the
+    # OpenSSL provider; appliance.tls.context keeps that order in any case.
+    service = build_service(config)
+    service.client = PeerClient(
+        ssl_context=client_context(config.tls, config.hsm),
+        own_address=settings.address,
+        resolve=parse_resolve(settings.resolve) or None,
+    )
+    app = create_base_app(ErrorDomain.MANAGER)
+    app.add_middleware(DeliveryLifecycle(service, settings.delivery_interval_seconds))
+    add_routes(app, service)
+    return app

@@ -1,0 +1,85 @@
+"""Send what the outbox holds to the other Managers, retrying with back-off.
+
+The outbox row is written in the same transaction as the contract or signature it carries, so
+nothing is lost when this process stops; a row leaves the outbox only when the receiving
+Manager answered 2xx. Receiving is idempotent, so a delivery repeated after a crash between
+"sent" and "marked delivered" does no harm. A lease on each row keeps several workers (or
+several nodes on one PostgreSQL) from sending the same row at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+
+from appliance.errors import SluisError
+from appliance.manager.peer_client import PeerCallError
+from appliance.manager.service import ManagerService
+from appliance.manager.storage import OutboxRow
+
+log = logging.getLogger("sluis.manager.delivery")
+
+LEASE = timedelta(seconds=60)
+MAX_BACKOFF = timedelta(minutes=5)
+# A peer that refuses (4xx) will not change its mind soon; try again much later, never give up
+# silently: the row, with its last error, stays visible to operators.
+REFUSED_BACKOFF = timedelta(hours=1)
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 s, 2 s, 4 s ... capped at MAX_BACKOFF."""
+    return min(timedelta(seconds=2 ** min(attempts, 16)), MAX_BACKOFF)
+
+
+async def deliver_one(service: ManagerService, row: OutboxRow) -> bool:
+    assert service.client is not None
+    payload = json.loads(row.payload_json)
+    try:
+        address = await service.manager_address(row.target_peer_id)
+        if row.kind == "contract":
+            await service.client.submit_contract(address, payload["content"], payload["signature"])
+        else:
+            await service.client.send_signature(
+                address,
+                row.contract_hash,
+                payload["type"],
+                payload["content"],
+                payload["signature"],
+            )
+    except (PeerCallError, SluisError) as exc:
+        permanent = isinstance(exc, PeerCallError) and exc.permanent
+        wait = REFUSED_BACKOFF if permanent else backoff(row.attempts)
+        service.store.mark_failed(row.id, str(exc)[:1000], service.clock() + wait)
+        log.warning(
+            "delivery %s of %s %s to %s failed (attempt %d, next in %s): %s",
+            row.id,
+            row.kind,
+            row.contract_hash,
+            row.target_peer_id,
+            row.attempts + 1,
+            wait,
+            exc,
+        )
+        return False
+    service.store.mark_delivered(row.id, service.clock())
+    log.info("delivered %s %s to %s", row.kind, row.contract_hash, row.target_peer_id)
+    return True
+
+
+async def deliver_due(service: ManagerService, limit: int = 20) -> int:
+    """Send every due row once; return how many arrived."""
+    rows = service.store.due_deliveries(service.clock(), limit, lease=LEASE)
+    results = await asyncio.gather(*(deliver_one(service, row) for row in rows))
+    return sum(results)
+
+
+async def delivery_loop(service: ManagerService, interval_seconds: float) -> None:
+    """Runs for the life of a worker; survives every error of a single round."""
+    while True:
+        try:
+            await deliver_due(service)
+        except Exception:  # a bad round must not end deliveries for this worker
+            log.exception("delivery round failed")
+        await asyncio.sleep(interval_seconds)

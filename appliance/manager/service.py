@@ -1,0 +1,539 @@
+"""The Manager's behaviour: contracts in and out, signatures, tokens, peers, services.
+
+The HTTP layer (``appliance.manager.api``) and the operators' CLI (``sluis contract``) both call
+this class. It ties the contract rules (``appliance.manager.contracts``), the store
+(``appliance.manager.storage``) and this Peer's HSM-backed signer together. Everything that has
+to reach another Manager goes through the outbox in the same transaction that stores it, and
+the delivery loop (``appliance.manager.delivery``) sends it, retrying with back-off: a crash or
+restart on either side loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from appliance.config import ManagerSettings
+from appliance.errors import SluisError
+from appliance.hsm.signer import Signer
+from appliance.manager.certificates import chains_from_jwks, jwks_document, without_roots
+from appliance.manager.contracts import jose
+from appliance.manager.contracts.errors import ContractError, ErrorCode
+from appliance.manager.contracts.hashing import (
+    check_path_hash,
+    content_hash,
+    find_grant,
+    grant_hash,
+)
+from appliance.manager.contracts.jcs import canonicalize
+from appliance.manager.contracts.model import (
+    CONNECTION_GRANTS,
+    Contract,
+    GrantType,
+    ServicePublicationGrant,
+)
+from appliance.manager.contracts.signatures import (
+    SignatureType,
+    VerifiedSignature,
+    create_signature,
+    verify_signature,
+)
+from appliance.manager.contracts.state import ContractState, contract_state
+from appliance.manager.contracts.tokens import (
+    TokenError,
+    authorize_token_request,
+    build_access_token_claims,
+    issue_access_token,
+)
+from appliance.manager.contracts.validation import validate_contract, validate_participants
+from appliance.manager.peer_client import PeerCallError, PeerClient, check_manager_address
+from appliance.manager.storage import (
+    ContractRow,
+    Delivery,
+    DuplicateIvError,
+    GrantRow,
+    ManagerStore,
+    StoreTransaction,
+)
+from appliance.tls.peer import PeerIdentity, certificate_thumbprint
+
+log = logging.getLogger("sluis.manager")
+
+FSC_VERSION = "1.0.0"
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(path.read_bytes())]
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def _pem(chain: Iterable[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in chain)
+
+
+def _from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class ManagerError(SluisError):
+    """A local operation that cannot be done (unknown contract, not a party, ...)."""
+
+
+@dataclass(frozen=True)
+class ContractView:
+    """A contract as the Manager API and the CLI show it."""
+
+    content_hash: str
+    content: dict[str, Any]
+    signatures: dict[str, dict[str, str]]
+    state: ContractState
+    grant_hashes: tuple[str, ...]
+
+    def as_api(self) -> dict[str, Any]:
+        return {"content": self.content, "signatures": self.signatures}
+
+
+@dataclass
+class ManagerService:
+    settings: ManagerSettings
+    store: ManagerStore
+    own_chain: list[x509.Certificate]
+    trust_anchors: list[x509.Certificate]
+    crls: Callable[[], list[x509.CertificateRevocationList]]
+    signer: Signer
+    client: PeerClient | None = None
+    clock: Callable[[], datetime] = utcnow
+
+    def __post_init__(self) -> None:
+        self.identity = PeerIdentity.from_der(self.own_chain[0].public_bytes(Encoding.DER))
+        # Our own certificate verifies our own signatures like any peer's.
+        self.store.put_certificate(
+            self.identity.certificate_thumbprint,
+            self.identity.peer_id,
+            _pem(without_roots(self.own_chain)),
+            self.own_chain[0].not_valid_after_utc,
+        )
+        self.store.upsert_peer(
+            self.identity.peer_id,
+            name=self.settings.peer_name,
+            manager_address=self.settings.address,
+        )
+        if self.settings.directory_peer_id and self.settings.directory_address:
+            self.store.upsert_peer(
+                self.settings.directory_peer_id, manager_address=self.settings.directory_address
+            )
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    # ------------------------------------------------------------------ reading
+
+    def _chain(self, thumbprint: str) -> list[x509.Certificate] | None:
+        row = self.store.get_certificate(thumbprint)
+        return x509.load_pem_x509_certificates(row.chain_pem.encode()) if row else None
+
+    def _verified(self, contract: Contract, row_hash: str) -> list[VerifiedSignature]:
+        """Stored signatures (each verified when it arrived) in the form the state rules take."""
+        verified = []
+        for sig in self.store.signatures(row_hash):
+            cert = self.store.get_certificate(sig.certificate_thumbprint)
+            if cert is None:
+                continue
+            verified.append(
+                VerifiedSignature(
+                    peer_id=sig.peer_id,
+                    type=SignatureType(sig.signature_type),
+                    signed_at=sig.signed_at,
+                    certificate_thumbprint=sig.certificate_thumbprint,
+                    jws=sig.jws,
+                    contract_content_hash=row_hash,
+                    certificate_not_after=cert.not_after,
+                )
+            )
+        return verified
+
+    def view(self, row: ContractRow) -> ContractView:
+        contract = Contract.from_json(json.loads(row.content_json))
+        signatures: dict[str, dict[str, str]] = {"accept": {}, "reject": {}, "revoke": {}}
+        for sig in self.store.signatures(row.content_hash):
+            signatures[sig.signature_type][sig.peer_id] = sig.jws
+        state = contract_state(contract, self._verified(contract, row.content_hash), self.clock())
+        return ContractView(
+            row.content_hash,
+            contract.to_json(),
+            signatures,
+            state,
+            tuple(g.grant_hash for g in row.grants),
+        )
+
+    def get(self, content_hash: str) -> ContractView:
+        row = self.store.get_contract(content_hash)
+        if row is None:
+            raise ManagerError(f"no contract {content_hash}")
+        return self.view(row)
+
+    def contracts(
+        self,
+        *,
+        peer_id: str | None = None,
+        grant_type: str | None = None,
+        grant_hashes: Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        descending: bool = True,
+    ) -> tuple[list[ContractView], str]:
+        rows = self.store.list_contracts(
+            peer_id=peer_id,
+            grant_type=grant_type,
+            grant_hashes=grant_hashes,
+            after=cursor,
+            limit=limit,
+            descending=descending,
+        )
+        next_cursor = rows[-1].content_hash if len(rows) == limit else ""
+        return [self.view(r) for r in rows], next_cursor
+
+    # ------------------------------------------------------------------ local actions
+
+    def _sign(self, contract: Contract, kind: SignatureType) -> str:
+        return create_signature(
+            contract, kind, self.signer, self.own_chain[0].public_bytes(Encoding.DER), self.clock()
+        )
+
+    def _others(self, contract: Contract) -> list[str]:
+        return sorted(contract.peer_ids() - {self.peer_id})
+
+    def _store_contract(
+        self, tx: StoreTransaction, contract: Contract, deliveries: Sequence[Delivery] = ()
+    ) -> str:
+        digest = content_hash(contract)
+        if tx.get_contract(digest) is not None:
+            return digest
+        grants = [
+            GrantRow.from_data(
+                grant_hash(contract, grant), canonicalize(grant.to_json()["data"]).decode()
+            )
+            for grant in contract.grants
+        ]
+        try:
+            self._put(tx, contract, digest, grants, deliveries)
+        except DuplicateIvError as exc:
+            raise ContractError(ErrorCode.CONTRACT_INVALID, str(exc)) from None
+        return digest
+
+    def _put(
+        self,
+        tx: StoreTransaction,
+        contract: Contract,
+        digest: str,
+        grants: Sequence[GrantRow],
+        deliveries: Sequence[Delivery],
+    ) -> None:
+        tx.put_contract_and_enqueue(
+            digest,
+            contract.group_id,
+            str(contract.iv),
+            contract.hash_algorithm,
+            _from_epoch(contract.created_at),
+            _from_epoch(contract.validity.not_before),
+            _from_epoch(contract.validity.not_after),
+            canonicalize(contract.to_json()).decode(),
+            grants,
+            deliveries,
+            now=self.clock(),
+        )
+
+    def propose(self, content: dict[str, Any]) -> ContractView:
+        """Validate, sign (accept) and store a new contract; queue it for the other peers."""
+        contract = Contract.from_json(content)
+        self._validate(contract)
+        if self.peer_id not in contract.peer_ids():
+            raise ContractError(
+                ErrorCode.PEER_NOT_PART_OF_CONTRACT,
+                f"this peer {self.peer_id} is not on the contract",
+            )
+        signature = self._sign(contract, SignatureType.ACCEPT)
+        payload = json.dumps({"content": contract.to_json(), "signature": signature})
+        deliveries = [Delivery(peer, "contract", payload) for peer in self._others(contract)]
+        with self.store.transaction() as tx:
+            digest = self._store_contract(tx, contract, deliveries)
+            self._record_signature(tx, digest, self.peer_id, SignatureType.ACCEPT, signature)
+        log.info("proposed contract %s to %s", digest, ", ".join(self._others(contract)))
+        return self.get(digest)
+
+    def sign(self, digest: str, kind: SignatureType) -> ContractView:
+        """Accept, reject or revoke a stored contract; queue the signature for the other peers."""
+        view = self.get(digest)
+        contract = Contract.from_json(view.content)
+        if self.peer_id not in contract.peer_ids():
+            raise ManagerError(f"this peer is not on contract {digest}")
+        if kind == SignatureType.ACCEPT and view.state in (
+            ContractState.REJECTED,
+            ContractState.REVOKED,
+        ):
+            raise ManagerError(f"contract {digest} is {view.state}; it cannot be accepted")
+        signature = self._sign(contract, kind)
+        payload = json.dumps(
+            {"content": contract.to_json(), "signature": signature, "type": str(kind)}
+        )
+        deliveries = [Delivery(peer, "signature", payload) for peer in self._others(contract)]
+        with self.store.transaction() as tx:
+            self._record_signature(tx, digest, self.peer_id, kind, signature, deliveries)
+        log.info("%s contract %s", kind, digest)
+        self._after_signature(contract, digest)
+        return self.get(digest)
+
+    def _record_signature(
+        self,
+        tx: StoreTransaction,
+        digest: str,
+        peer_id: str,
+        kind: SignatureType,
+        jws: str,
+        deliveries: Sequence[Delivery] = (),
+    ) -> None:
+        parsed = jose.parse_compact(jws)
+        thumbprint = str(parsed.header["x5t#S256"])
+        signed_at = _from_epoch(int(json.loads(parsed.payload)["signed_at"]))
+        tx.add_signature_and_enqueue(
+            digest,
+            peer_id,
+            kind.value,
+            jws,
+            signed_at,
+            thumbprint,
+            deliveries,
+            now=self.clock(),
+        )
+
+    # ------------------------------------------------------------------ from peers
+
+    def _validate(self, contract: Contract) -> None:
+        # The unique iv is checked when storing (DuplicateIvError, in the same transaction).
+        validate_contract(contract, group_id=self.settings.group_id, now=self.clock())
+
+    async def _chain_from_peer(self, thumbprint: str, address: str | None) -> None:
+        """Make sure the certificate named by a signature is known, asking its Manager."""
+        if self.store.get_certificate(thumbprint) is not None or not address or not self.client:
+            return
+        try:
+            document = await self.client.jwks(address)
+        except PeerCallError as exc:
+            log.warning("cannot fetch certificates from %s: %s", address, exc)
+            return
+        for found, chain in chains_from_jwks(document).items():
+            leaf = PeerIdentity.from_der(chain[0].public_bytes(Encoding.DER))
+            self.store.put_certificate(
+                found, leaf.peer_id, _pem(chain), chain[0].not_valid_after_utc
+            )
+
+    async def _verify_from(
+        self,
+        contract: Contract,
+        jws: str,
+        kind: SignatureType,
+        sender: PeerIdentity,
+        address: str | None,
+    ) -> VerifiedSignature:
+        try:
+            thumbprint = jose.parse_compact(jws).header.get("x5t#S256")
+        except jose.JoseError:
+            thumbprint = None
+        if isinstance(thumbprint, str):
+            await self._chain_from_peer(thumbprint, address)
+        return verify_signature(
+            jws,
+            contract,
+            expected_type=kind,
+            expected_peer_id=sender.peer_id,
+            chain_for_thumbprint=self._chain,
+            trust_anchors=self.trust_anchors,
+            crls=self.crls(),
+            now=self.clock(),
+        )
+
+    def _remember_peer(self, sender: PeerIdentity, address: str | None) -> None:
+        checked = check_manager_address(address) if address else None
+        self.store.upsert_peer(sender.peer_id, name=sender.organisation, manager_address=checked)
+
+    async def receive_contract(
+        self, content: Any, signature: str, sender: PeerIdentity, address: str | None
+    ) -> None:
+        """POST /contracts: a peer offers a contract with its accept signature."""
+        contract = Contract.from_json(content)
+        self._validate(contract)
+        validate_participants(
+            contract, submitting_peer_id=sender.peer_id, receiving_peer_id=self.peer_id
+        )
+        self._check_roles(contract, sender)
+        verified = await self._verify_from(
+            contract, signature, SignatureType.ACCEPT, sender, address
+        )
+        with self.store.transaction() as tx:
+            digest = self._store_contract(tx, contract)
+            self._record_signature(tx, digest, sender.peer_id, SignatureType.ACCEPT, verified.jws)
+        self._remember_peer(sender, address)
+        log.info("received contract %s from %s", digest, sender.peer_id)
+
+    async def receive_signature(
+        self,
+        path_hash: str,
+        kind: SignatureType,
+        content: Any,
+        signature: str,
+        sender: PeerIdentity,
+        address: str | None,
+    ) -> None:
+        """PUT /contracts/{hash}/{accept|reject|revoke}: a peer signs a contract."""
+        contract = Contract.from_json(content)
+        check_path_hash(contract, path_hash)
+        validate_participants(
+            contract, submitting_peer_id=sender.peer_id, receiving_peer_id=self.peer_id
+        )
+        digest = content_hash(contract)
+        known = self.store.get_contract(digest) is not None
+        if not known:
+            self._validate(contract)
+        verified = await self._verify_from(contract, signature, kind, sender, address)
+        with self.store.transaction() as tx:
+            if not known:
+                self._store_contract(tx, contract)
+            self._record_signature(tx, digest, sender.peer_id, kind, verified.jws)
+        self._remember_peer(sender, address)
+        log.info("received %s of contract %s from %s", kind, digest, sender.peer_id)
+        self._after_signature(contract, digest)
+
+    def _check_roles(self, contract: Contract, sender: PeerIdentity) -> None:
+        """Grant rules that name who may offer a contract to whom (core "Contract validation")."""
+        for grant in contract.grants:
+            if isinstance(grant, ServicePublicationGrant):
+                if (
+                    grant.directory.peer_id == self.peer_id
+                    and grant.service.peer_id != sender.peer_id
+                ):
+                    raise ContractError(
+                        ErrorCode.PEER_NOT_PART_OF_CONTRACT,
+                        "only the peer offering the service may offer its publication",
+                    )
+            elif (
+                isinstance(grant, CONNECTION_GRANTS)
+                and grant.service.peer_id == self.peer_id
+                and grant.service.name not in self.offered_services()
+            ):
+                raise ContractError(
+                    ErrorCode.CONTRACT_INVALID,
+                    f"this peer offers no service {grant.service.name!r}",
+                )
+
+    def _after_signature(self, contract: Contract, digest: str) -> None:
+        """Keep the service listing in step with publication contracts."""
+        if not contract.publication_grants():
+            return
+        state = self.get(digest).state
+        self.store.remove_services_of_contract(digest)
+        if state != ContractState.VALID:
+            return
+        for grant in contract.publication_grants():
+            service = grant.service
+            self.store.put_service(service.peer_id, service.name, digest, str(service.protocol))
+
+    # ------------------------------------------------------------------ services, peers
+
+    def offered_services(self) -> set[str]:
+        """Services this peer offers: published through a valid contract with the directory."""
+        return {s.service_name for s in self.store.list_services(peer_id=self.peer_id)}
+
+    def announce(self, sender: PeerIdentity, address: str) -> None:
+        self._remember_peer(sender, address)
+
+    def peer_info(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "peer_name": self.settings.peer_name,
+            "fsc_version": FSC_VERSION,
+            "enabled_extensions": {},
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        return jwks_document([self.own_chain])
+
+    async def manager_address(self, peer_id: str) -> str:
+        """Where another peer's Manager is: remembered, or asked from the directory."""
+        row = self.store.get_peer(peer_id)
+        if row and row.manager_address:
+            return row.manager_address
+        directory = self.settings.directory_address
+        if not directory or not self.client or peer_id == self.settings.directory_peer_id:
+            raise ManagerError(f"no Manager address known for peer {peer_id}")
+        for peer in await self.client.peers(directory, [peer_id]):
+            if peer.get("id") == peer_id and peer.get("manager_address"):
+                address = check_manager_address(peer["manager_address"])
+                self.store.upsert_peer(peer_id, name=peer.get("name"), manager_address=address)
+                return address
+        raise ManagerError(f"the directory does not know peer {peer_id}")
+
+    # ------------------------------------------------------------------ tokens
+
+    def issue_token(self, scope: str, client_id: str, client: PeerIdentity) -> str:
+        """POST /token: an access token for a valid connection grant, bound to ``client``."""
+        rows = self.store.list_contracts(grant_hashes=[scope], limit=100)
+        if not rows:
+            raise TokenError("invalid_grant", "no contract holds this grant")
+        problems = []
+        for row in rows:
+            view = self.view(row)
+            if view.state != ContractState.VALID:
+                problems.append(f"contract {row.content_hash} is {view.state}")
+                continue
+            contract = Contract.from_json(view.content)
+            grant = find_grant(contract, scope)
+            assert grant is not None
+            authorize_token_request(
+                contract, grant, issuer_peer_id=self.peer_id, client_id=client_id, client=client
+            )
+            if (
+                not isinstance(grant, CONNECTION_GRANTS)
+                or grant.service.name not in self.offered_services()
+            ):
+                raise TokenError("invalid_scope", "this peer's inway does not offer the service")
+            claims = build_access_token_claims(
+                contract,
+                grant,
+                issuer_peer_id=self.peer_id,
+                inway_address=self.settings.inway_address,
+                client_certificate_thumbprint=client.certificate_thumbprint,
+                now=self.clock(),
+                lifetime_seconds=self.settings.token_lifetime_seconds,
+            )
+            return issue_access_token(
+                claims, self.signer, self.own_chain[0].public_bytes(Encoding.DER)
+            )
+        raise TokenError("invalid_grant", "; ".join(problems))
+
+
+def grant_type_value(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return GrantType(name).value
+
+
+def thumbprint(certificate: x509.Certificate) -> str:
+    return certificate_thumbprint(certificate.public_bytes(Encoding.DER))
