@@ -8,6 +8,7 @@ retrying until they have it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.peer_client import PeerClient
 from appliance.manager.proposals import connection_content, publication_content
 from appliance.manager.service import ContractView, ManagerService, utcnow
-from appliance.manager.setup import build_service, manager_settings
+from appliance.manager.setup import build_service, manager_settings, parse_resolve
+from appliance.tls.context import client_context
 
 
 def register(subparsers: Any) -> None:
@@ -55,6 +58,14 @@ def register(subparsers: Any) -> None:
     show = command("show", "show a contract, its signatures and state")
     show.add_argument("hash", help="contract content hash")
     show.set_defaults(func=_show)
+
+    tok = command(
+        "token",
+        "get an access token from the service peer's Manager (mutual TLS; run with OPENSSL_CONF)",
+    )
+    tok.add_argument("--grant-hash", required=True, help="hash of the connection grant ($1$3$...)")
+    tok.add_argument("--service-peer", required=True, help="OIN of the peer offering the service")
+    tok.set_defaults(func=_token)
 
     lst = command("list", "list contracts with their state")
     lst.add_argument("--limit", type=int, default=100)
@@ -134,6 +145,29 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     return _print(args, _service(args).get(args.hash))
+
+
+def _token(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings = manager_settings(config)
+    service = build_service(config)
+    service.client = PeerClient(
+        ssl_context=client_context(config.tls, config.hsm),
+        own_address=settings.address,
+        resolve=parse_resolve(settings.resolve) or None,
+    )
+
+    async def fetch() -> dict[str, Any]:
+        assert service.client is not None
+        try:
+            address = await service.manager_address(args.service_peer)
+            return await service.client.token(address, args.grant_hash, service.peer_id)
+        finally:
+            await service.client.close()
+
+    result = asyncio.run(fetch())
+    print(json.dumps(result, indent=2) if args.json else result.get("access_token", ""))
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

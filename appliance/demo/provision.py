@@ -19,14 +19,15 @@ Layout of ``root`` (the same as /etc/sluis on an appliance)::
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from appliance.config import SluisConfig, TlsSettings, load_config
+from appliance.config import ManagerSettings, SluisConfig, TlsSettings, load_config
 from appliance.hsm.certs import import_certificate
 from appliance.hsm.csr import make_csr
 from appliance.hsm.keyref import write_key_reference
@@ -46,9 +47,25 @@ class Organisation:
     key_algorithm: KeyAlgorithm = "ec-p256"
 
 
-def config_text(hsm: HsmSettings, tls: TlsSettings) -> str:
-    def q(value: object) -> str:
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def manager_text(manager: ManagerSettings) -> str:
+    lines = ["[manager]"]
+    for field in fields(manager):
+        lines.append(f"{field.name} = {_toml(getattr(manager, field.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def config_text(hsm: HsmSettings, tls: TlsSettings, manager: ManagerSettings | None = None) -> str:
+    q = _toml
 
     return "\n".join(
         [
@@ -68,6 +85,7 @@ def config_text(hsm: HsmSettings, tls: TlsSettings) -> str:
             f"crls = {q(tls.crls)}",
             f"openssl_conf = {q(tls.openssl_conf)}",
             "",
+            *([manager_text(manager)] if manager else []),
         ]
     )
 
@@ -93,7 +111,12 @@ def write_softhsm_conf(root: Path) -> Path:
     return conf
 
 
-def provision_organisation(ca: DemoCA, organisation: Organisation, root: Path) -> SluisConfig:
+def provision_organisation(
+    ca: DemoCA,
+    organisation: Organisation,
+    root: Path,
+    manager: ManagerSettings | None = None,
+) -> SluisConfig:
     """Provision one organisation with its own SoftHSM2 instance (a real appliance has one HSM).
 
     SoftHSM reads its configuration once per process, so the token work happens in a fresh
@@ -104,17 +127,21 @@ def provision_organisation(ca: DemoCA, organisation: Organisation, root: Path) -
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         config_path: Path = pool.apply(
-            _provision_in_child, (ca.directory, organisation, root, softhsm_conf)
+            _provision_in_child, (ca.directory, organisation, root, softhsm_conf, manager)
         )
     return load_config(config_path)
 
 
 def _provision_in_child(
-    ca_dir: Path, organisation: Organisation, root: Path, softhsm_conf: Path
+    ca_dir: Path,
+    organisation: Organisation,
+    root: Path,
+    softhsm_conf: Path,
+    manager: ManagerSettings | None,
 ) -> Path:
     os.environ["SOFTHSM2_CONF"] = str(softhsm_conf)
     config = provision_with_token(
-        DemoCA.open(ca_dir), organisation, root, softhsm_conf=softhsm_conf
+        DemoCA.open(ca_dir), organisation, root, softhsm_conf=softhsm_conf, manager=manager
     )
     assert config.source is not None
     return config.source
@@ -129,6 +156,7 @@ def provision_with_token(
     login_lock: Path | None = None,
     init_token: bool = True,
     softhsm_conf: Path | None = None,
+    manager: ManagerSettings | None = None,
 ) -> SluisConfig:
     """Create token, key, certificate and configuration for one organisation under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -166,5 +194,5 @@ def provision_with_token(
     write_key_reference(tls.key_reference, hsm.pkcs11_uri())
     write_openssl_config(tls.openssl_conf, hsm)
     config_path = root / "sluis.toml"
-    config_path.write_text(config_text(hsm, tls), encoding="utf-8")
+    config_path.write_text(config_text(hsm, tls, manager), encoding="utf-8")
     return load_config(config_path)

@@ -14,11 +14,9 @@ HASH_ALGORITHM = "HASH_ALGORITHM_SHA3_512"
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
     """RFC 9562 UUIDv7: time-ordered, so contracts sort by creation in any store."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= int.from_bytes(os.urandom(2), "big") & 0x0FFF
-    value <<= 64
-    value |= (0b10 << 62) | (int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1))
+    rand_a = int.from_bytes(os.urandom(2), "big") & 0x0FFF
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
     return uuid.UUID(int=value)
 
 

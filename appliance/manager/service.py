@@ -229,7 +229,7 @@ class ManagerService:
             return digest
         grants = [
             GrantRow.from_data(
-                grant_hash(contract, grant), canonicalize(grant.to_json()["data"]).decode()
+                grant_hash(contract, grant), canonicalize(grant.to_json()).decode()
             )
             for grant in contract.grants
         ]
@@ -411,7 +411,9 @@ class ManagerService:
         digest = content_hash(contract)
         known = self.store.get_contract(digest) is not None
         if not known:
+            # Stored now: the same checks as POST /contracts, or a PUT would bypass them.
             self._validate(contract)
+            self._check_roles(contract, sender)
         verified = await self._verify_from(contract, signature, kind, sender, address)
         with self.store.transaction() as tx:
             if not known:

@@ -40,6 +40,7 @@ class SluisWorker(Worker):  # type: ignore[misc]
         for name, target in (
             ("uvicorn.error", self.log.error_log),
             ("uvicorn.access", self.log.access_log),
+            ("sluis", self.log.error_log),
         ):
             logger = logging.getLogger(name)
             logger.handlers = target.handlers
