@@ -75,10 +75,26 @@ async def deliver_due(service: ManagerService, limit: int = 20) -> int:
     return sum(results)
 
 
+async def announce_to_directory(service: ManagerService) -> bool:
+    """Register this Manager's address with the Group's directory (core "Announce")."""
+    settings = service.settings
+    if settings.is_directory or not settings.directory_address or service.client is None:
+        return True
+    try:
+        await service.client.announce(settings.directory_address)
+    except PeerCallError as exc:
+        log.warning("announcing to the directory failed (will retry): %s", exc)
+        return False
+    log.info("announced %s to the directory", settings.address)
+    return True
+
+
 async def delivery_loop(service: ManagerService, interval_seconds: float) -> None:
     """Runs for the life of a worker; survives every error of a single round."""
+    announced = False
     while True:
         try:
+            announced = announced or await announce_to_directory(service)
             await deliver_due(service)
         except Exception:  # a bad round must not end deliveries for this worker
             log.exception("delivery round failed")

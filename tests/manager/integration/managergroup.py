@@ -49,9 +49,7 @@ class Member:
         return result
 
 
-def plan(
-    ca: DemoCA, root: Path, database: Callable[[str], str]
-) -> dict[str, Member]:
+def plan(ca: DemoCA, root: Path, database: Callable[[str], str]) -> dict[str, Member]:
     """Provision the three appliances; ``database(name)`` gives each Manager's database URL."""
     names = {"directory": OIN_DIRECTORY, "a": OIN_A, "b": OIN_B}
     ports = {name: free_port() for name in names}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import jwt
@@ -14,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from managergroup import OIN_A, OIN_B, OIN_DIRECTORY, Member, state_of, wait_for
 
+from appliance.demo.processes import start_component
 from appliance.tls.peer import certificate_thumbprint
 
 pytestmark = pytest.mark.slow
@@ -41,7 +43,9 @@ def publication(members: dict[str, Member]) -> str:
 @pytest.fixture(scope="module")
 def connection(members: dict[str, Member], publication: str) -> dict[str, Any]:
     a, b = members["a"], members["b"]
-    proposed = a.sluis("contract", "propose-connection", "--service-peer", OIN_B, "--service", SERVICE)
+    proposed = a.sluis(
+        "contract", "propose-connection", "--service-peer", OIN_B, "--service", SERVICE
+    )
     digest = proposed["hash"]
     wait_for(lambda: state_of(b, digest) == "proposed", "b to receive the connection request")
     accepted = b.sluis("contract", "accept", digest)
@@ -70,10 +74,13 @@ def test_publication_is_signed_by_both_and_listed_by_the_directory(
 ) -> None:
     shown = members["directory"].sluis("contract", "show", publication)
     assert set(shown["signatures"]["accept"]) == {OIN_B, OIN_DIRECTORY}
-    assert shown["signatures"]["reject"] == {} and shown["signatures"]["revoke"] == {}
+    assert shown["signatures"]["reject"] == {}
+    assert shown["signatures"]["revoke"] == {}
 
 
-def test_connection_is_valid_at_both_ends(members: dict[str, Member], connection: dict[str, Any]) -> None:
+def test_connection_is_valid_at_both_ends(
+    members: dict[str, Member], connection: dict[str, Any]
+) -> None:
     assert set(connection["signatures"]["accept"]) == {OIN_A, OIN_B}
     assert state_of(members["b"], connection["hash"]) == "valid"
 
@@ -89,7 +96,9 @@ def test_token_is_bound_to_the_consumer_certificate_and_verifies_independently(
 
     # PyJWT, with b's certificate: the token was signed in b's HSM.
     issuer_key = leaf(b).public_key()
-    claims = jwt.decode(access, issuer_key, algorithms=["ES256"], audience=b.config.manager.inway_address)  # type: ignore[union-attr]
+    claims = jwt.decode(
+        access, issuer_key, algorithms=["ES256"], audience=b.config.manager.inway_address
+    )  # type: ignore[union-attr]
     assert claims["gth"] == gth
     assert claims["sub"] == OIN_A
     assert claims["iss"] == OIN_B
@@ -106,14 +115,22 @@ def test_token_is_bound_to_the_consumer_certificate_and_verifies_independently(
     forged["sub"] = OIN_B
     forged_payload = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(f"{head}.{forged_payload}.{signature}", issuer_key, algorithms=["ES256"],
-                   audience=claims["aud"])
+        jwt.decode(
+            f"{head}.{forged_payload}.{signature}",
+            issuer_key,
+            algorithms=["ES256"],
+            audience=claims["aud"],
+        )
 
 
-def test_only_the_grantee_gets_a_token(members: dict[str, Member], connection: dict[str, Any]) -> None:
+def test_only_the_grantee_gets_a_token(
+    members: dict[str, Member], connection: dict[str, Any]
+) -> None:
     directory = members["directory"]
     gth = grant_hash_of(members["a"], connection["hash"])
-    result = directory.sluis("contract", "token", "--grant-hash", gth, "--service-peer", OIN_B, check=False)
+    result = directory.sluis(
+        "contract", "token", "--grant-hash", gth, "--service-peer", OIN_B, check=False
+    )
     assert result.returncode != 0
     assert "400" in result.stderr or "401" in result.stderr
 
@@ -128,3 +145,37 @@ def test_revoked_connection_gives_no_more_tokens(
     result = a.sluis("contract", "token", "--grant-hash", gth, "--service-peer", OIN_B, check=False)
     assert result.returncode != 0
     assert "invalid_grant" in result.stderr
+
+
+def _restart(member: Member) -> None:
+    assert member.manager is not None
+    member.manager = start_component(
+        f"manager-{member.name}-again",
+        member.config_path,
+        "manager",
+        port=member.port,
+        workers=2,
+        log_dir=member.manager.log_path.parent,
+    )
+
+
+def test_nothing_is_lost_when_both_managers_restart_mid_way(
+    members: dict[str, Member], publication: str
+) -> None:
+    a, b = members["a"], members["b"]
+    assert a.manager is not None
+    assert b.manager is not None
+    a.manager.stop()
+    b.manager.stop()
+    # Proposed while a's own Manager is down: only the database and its outbox have it.
+    proposed = a.sluis(
+        "contract", "propose-connection", "--service-peer", OIN_B, "--service", SERVICE
+    )
+    digest = proposed["hash"]
+    _restart(a)
+    time.sleep(3)  # a's delivery loop tries and fails: b is still down
+    assert state_of(b, digest) is None
+    _restart(b)
+    wait_for(lambda: state_of(b, digest) == "proposed", "the retried delivery to reach b")
+    b.sluis("contract", "accept", digest)
+    wait_for(lambda: state_of(a, digest) == "valid", "b's signature to reach a")
