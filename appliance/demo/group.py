@@ -1,13 +1,19 @@
-"""The demo Group: a demo CA and organisations whose keys live in their own SoftHSM tokens.
+"""The demo Group: a demo CA, a directory and two organisations, each with its own SoftHSM token.
 
-``sluis demo`` runs it on one machine: the CA publishes its CRLs over HTTP, every appliance
-fetches them, each organisation's listener runs under gunicorn with its key in its token, and
-the organisations reach each other over mutual TLS. Later components (manager, outway, inway)
-join the same Group.
+``sluis demo`` runs it on one machine:
+1. the demo CA publishes its CRLs over HTTP and every appliance fetches them;
+2. every organisation's key is generated in its token, its CSR signed there, its certificate
+   issued and imported;
+3. each organisation runs its FSC Manager under gunicorn (mutual TLS, key in the token);
+4. Dienst Registers publishes a service in the directory, Gemeente Sluisdam asks for a
+   connection, both sides sign, and the Gemeente obtains an access token bound to its
+   certificate.
+Outway and inway join the same Group with their issue.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,29 +21,144 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from appliance.config import SluisConfig
+from appliance.config import ManagerSettings, SluisConfig
 from appliance.demo.processes import Component, free_port, run_with_identity, start_component
 from appliance.demo.provision import Organisation, provision_organisation
+from appliance.errors import SluisError
 from appliance.pki.ca import DemoCA
 from appliance.pki.crl import refresh_crls
 from appliance.pki.identity import OrganisationIdentity
 from appliance.pki.publish import serve_public
 
-MEMBERS = (
-    Organisation(
+GROUP_ID = "sluis.demo"
+SERVICE = "basisregistratie"
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    name: str
+    organisation: OrganisationIdentity
+
+    @property
+    def fqdn(self) -> str:
+        return self.organisation.fqdns[0]
+
+
+DEMO_MEMBERS = (
+    MemberPlan(
+        "directory",
         OrganisationIdentity("Demo Directory", "00000001000000000100", ("directory.sluis.test",)),
-        "demo-directory",
     ),
-    Organisation(
+    MemberPlan(
+        "gemeente",
         OrganisationIdentity("Gemeente Sluisdam", "00000001001234567001", ("gemeente.sluis.test",)),
-        "demo-gemeente",
     ),
-    Organisation(
+    MemberPlan(
+        "registers",
         OrganisationIdentity("Dienst Registers", "00000001001234567002", ("registers.sluis.test",)),
-        "demo-registers",
     ),
 )
+
+
+@dataclass
+class Member:
+    name: str
+    oin: str
+    fqdn: str
+    port: int
+    config: SluisConfig
+    manager: Component | None = None
+
+    @property
+    def config_path(self) -> Path:
+        assert self.config.source is not None
+        return self.config.source
+
+    def sluis(self, *argv: str) -> Any:
+        """``sluis <argv> --config <this appliance> --json``, parsed; a failure raises."""
+        result = run_with_identity(self.config_path, [*argv, "--json"])
+        if result.returncode != 0:
+            raise SluisError(f"sluis {' '.join(argv)} ({self.name}): {result.stderr.strip()}")
+        return json.loads(result.stdout)
+
+
+def provision_group(
+    ca: DemoCA,
+    root: Path,
+    plans: tuple[MemberPlan, ...],
+    *,
+    group_id: str,
+    database: Callable[[str], str],
+    directory: str = "directory",
+) -> dict[str, Member]:
+    """Provision every member with its token, certificate and Manager configuration.
+
+    Managers listen on free loopback ports; ``resolve`` entries let them find each other by
+    FQDN (the certificates name FQDNs, and no DNS knows the demo's).
+    """
+    ports = {p.name: free_port() for p in plans}
+    resolve = tuple(f"{p.fqdn}:{ports[p.name]}=127.0.0.1:{ports[p.name]}" for p in plans)
+    directory_plan = next(p for p in plans if p.name == directory)
+    members = {}
+    for plan in plans:
+        manager = ManagerSettings(
+            peer_name=plan.organisation.name,
+            group_id=group_id,
+            address=f"https://{plan.fqdn}:{ports[plan.name]}",
+            database=database(plan.name),
+            inway_address=f"https://{plan.fqdn}:443",
+            directory_peer_id=directory_plan.organisation.oin,
+            directory_address=f"https://{directory_plan.fqdn}:{ports[directory]}",
+            is_directory=plan.name == directory,
+            token_lifetime_seconds=300,
+            delivery_interval_seconds=1,
+            resolve=resolve,
+        )
+        config = provision_organisation(
+            ca, Organisation(plan.organisation, f"demo-{plan.name}"), root / plan.name, manager
+        )
+        members[plan.name] = Member(
+            plan.name, plan.organisation.oin, plan.fqdn, ports[plan.name], config
+        )
+    return members
+
+
+def start_managers(members: dict[str, Member], log_dir: Path, workers: int = 2) -> None:
+    for member in members.values():
+        member.manager = start_component(
+            f"manager-{member.name}",
+            member.config_path,
+            "manager",
+            port=member.port,
+            workers=workers,
+            log_dir=log_dir,
+        )
+
+
+def stop_managers(members: dict[str, Member]) -> None:
+    for member in members.values():
+        if member.manager is not None:
+            member.manager.stop()
+
+
+def state_of(member: Member, content_hash: str) -> str | None:
+    try:
+        return str(member.sluis("contract", "show", content_hash)["state"])
+    except SluisError:
+        return None
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise SluisError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass
@@ -45,21 +166,12 @@ class DemoGroup:
     root: Path
     ca: DemoCA
     crl_url: str
-    members: dict[str, SluisConfig] = field(default_factory=dict)
-    listeners: dict[str, Component] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        for component in self.listeners.values():
-            component.stop()
+    members: dict[str, Member] = field(default_factory=dict)
 
 
 def bypass_proxy_for_loopback() -> None:
-    # The CRL server runs on loopback; never send those fetches through a proxy.
+    # The CRL server and the Managers run on loopback; never send that through a proxy.
     os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1"]))
-
-
-def slug(organisation: Organisation) -> str:
-    return organisation.token_label.removeprefix("demo-")
 
 
 def build_group(root: Path, say: Callable[[str], None]) -> DemoGroup:
@@ -75,76 +187,75 @@ def build_group(root: Path, say: Callable[[str], None]) -> DemoGroup:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     say(f"demo CA created in {ca.directory}; CRLs published at {crl_url}/")
 
-    group = DemoGroup(root, ca, crl_url)
-    for member in MEMBERS:
-        config = provision_organisation(ca, member, root / slug(member))
+    members = provision_group(
+        ca,
+        root,
+        DEMO_MEMBERS,
+        group_id=GROUP_ID,
+        database=lambda name: f"sqlite:///{root / name / 'manager.db'}",
+    )
+    for member in members.values():
         # Fetch the CRLs the way an appliance does (signature and freshness checked).
         refresh_crls(
             [
                 (f"{crl_url}/root.crl", ca.root_certificate),
                 (f"{crl_url}/intermediate.crl", ca.intermediate_certificate),
             ],
-            config.tls.crls,
+            member.config.tls.crls,
         )
-        group.members[slug(member)] = config
         say(
-            f"{member.identity.name} (OIN {member.identity.oin}): key generated in token "
-            f"{member.token_label!r}, CSR signed in the token, certificate issued and imported"
+            f"{member.config.manager.peer_name if member.config.manager else member.name} "
+            f"(OIN {member.oin}): key generated in its own SoftHSM token, CSR signed in the "
+            "token, certificate issued and imported, CRLs fetched"
         )
-    return group
+    return DemoGroup(root, ca, crl_url, members)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> int:
     group = build_group(root, say)
+    members = group.members
+    directory, gemeente, registers = members["directory"], members["gemeente"], members["registers"]
     try:
-        for name in ("directory", "registers"):
-            config = group.members[name]
-            assert config.source is not None
-            component = start_component(
-                f"{name}-whoami", config.source, "whoami", workers=2, log_dir=root / "logs"
-            )
-            group.listeners[name] = component
-            say(f"{name}: listening on https://{component.host}:{component.port} (2 workers)")
+        start_managers(members, root / "logs")
+        for member in members.values():
+            assert member.manager is not None
+            say(f"{member.name}: FSC Manager listening on https://{member.fqdn}:{member.port}")
 
-        gemeente = group.members["gemeente"]
-        assert gemeente.source is not None
-        failures = 0
-        for name, fqdn in (
-            ("registers", "registers.sluis.test"),
-            ("directory", "directory.sluis.test"),
-        ):
-            target = group.listeners[name]
-            result = run_with_identity(
-                gemeente.source,
-                [
-                    "tls",
-                    "probe",
-                    "--connect",
-                    f"{target.host}:{target.port}",
-                    "--server-name",
-                    fqdn,
-                    "--count",
-                    "50",
-                    "--concurrency",
-                    "10",
-                ],
-            )
-            try:
-                report = json.loads(result.stdout)
-            except ValueError:
-                say(f"probe of {name} failed:\n{result.stdout}{result.stderr}")
-                return 1
-            seen = report["first_response"] or {}
-            server = report["server"] or {}
-            say(
-                f"gemeente -> {name}: {report['ok']}/{report['requests']} mutual-TLS requests OK, "
-                f"{report['per_second']} handshakes/s; {name} saw peer {seen.get('peer_id')} "
-                f"({seen.get('organisation')}); gemeente saw server {server.get('peer_id')} "
-                f"({server.get('organisation')}) over {server.get('tls_version')}"
-            )
-            failures += report["failed"]
-            for reason, count in report["failures"].items():
-                say(f"  {count} failed: {reason}")
+        published = registers.sluis("contract", "propose-publication", "--service", SERVICE)
+        say(f"registers proposes publishing {SERVICE!r} in the directory: {published['hash']}")
+        wait_for(lambda: state_of(directory, published["hash"]) == "proposed", "the directory")
+        directory.sluis("contract", "accept", published["hash"])
+        wait_for(lambda: state_of(registers, published["hash"]) == "valid", "registers")
+        say("directory accepted (signed in its HSM): the publication is valid at both ends")
+
+        asked = gemeente.sluis(
+            "contract", "propose-connection", "--service-peer", registers.oin, "--service", SERVICE
+        )
+        say(f"gemeente asks registers for a connection to {SERVICE!r}: {asked['hash']}")
+        wait_for(lambda: state_of(registers, asked["hash"]) == "proposed", "registers")
+        registers.sluis("contract", "accept", asked["hash"])
+        wait_for(lambda: state_of(gemeente, asked["hash"]) == "valid", "gemeente")
+        say("registers accepted: the connection contract is valid at both ends")
+
+        from appliance.manager.contracts.hashing import grant_hashes
+        from appliance.manager.contracts.model import Contract
+
+        grant = grant_hashes(Contract.from_json(asked["content"]))[0]
+        token = gemeente.sluis(
+            "contract", "token", "--grant-hash", grant, "--service-peer", registers.oin
+        )
+        claims = _claims(token["access_token"])
+        say(
+            "gemeente obtained an access token from registers' Manager (signed in registers' "
+            f"HSM): sub={claims['sub']} iss={claims['iss']} svc={claims['svc']} "
+            f"aud={claims['aud']} cnf.x5t#S256={claims['cnf']['x5t#S256']} "
+            f"valid {claims['exp'] - claims['nbf']}s"
+        )
 
         key_files = private_key_files(root)
         say(
@@ -156,11 +267,11 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
             say("ERROR: an organisation private key was found on disk")
             return 1
         if keep_running:
-            say("listeners keep running; press Ctrl-C to stop")
+            say("Managers keep running; press Ctrl-C to stop")
             threading.Event().wait()
-        return 0 if failures == 0 else 1
+        return 0
     finally:
-        group.stop()
+        stop_managers(members)
 
 
 def private_key_files(root: Path) -> list[Path]:

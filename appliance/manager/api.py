@@ -73,7 +73,10 @@ def _manager_address(req: falcon.asgi.Request) -> str:
 
 
 def _limit(req: falcon.asgi.Request) -> int:
-    limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
+    try:
+        limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
+    except falcon.HTTPBadRequest:  # Falcon's own error lacks the FSC format
+        raise _bad_request("limit must be an integer from 1 to 1000") from None
     return int(limit) if limit is not None else 100
 
 
@@ -156,19 +159,20 @@ class Token:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.set_header("Cache-Control", "no-store")  # RFC 6749 section 5.1
-        try:
-            form = await req.get_media()
-        except falcon.MediaMalformedError:
-            form = None
-        if (
-            not isinstance(form, dict)
-            or req.content_type is None
-            or not req.content_type.startswith(falcon.MEDIA_URLENCODED)
-        ):
+        form = None
+        # The type first: Falcon answers other types (415) or no body in its own format.
+        if req.content_type is not None and req.content_type.startswith(falcon.MEDIA_URLENCODED):
+            try:
+                form = await req.get_media()
+            except (falcon.MediaMalformedError, falcon.MediaNotFoundError):
+                form = None
+        if not isinstance(form, dict):
             return self._error(
                 resp, "invalid_request", "send an application/x-www-form-urlencoded body"
             )
         grant_type, scope, client_id = (form.get(k) for k in ("grant_type", "scope", "client_id"))
+        if not isinstance(grant_type, str) or not grant_type:
+            return self._error(resp, "invalid_request", "grant_type is required")
         if grant_type != "client_credentials":
             return self._error(
                 resp, "unsupported_grant_type", "only client_credentials is supported"
@@ -186,7 +190,9 @@ class Token:
 
     @staticmethod
     def _error(resp: falcon.asgi.Response, error: str, description: str) -> None:
-        resp.status = falcon.HTTP_401 if error == "invalid_client" else falcon.HTTP_400
+        # manager.yaml gives /token only 400; a 401 would need WWW-Authenticate (RFC 9110),
+        # and the client authenticates with its TLS certificate, not an HTTP scheme.
+        resp.status = falcon.HTTP_400
         resp.media = {"error": error, "error_description": description}
 
 

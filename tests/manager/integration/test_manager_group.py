@@ -13,9 +13,11 @@ import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from managergroup import OIN_A, OIN_B, OIN_DIRECTORY, Member, state_of, wait_for
+from managergroup import OIN_A, OIN_B, OIN_DIRECTORY, Member, run_failing, state_of, wait_for
 
 from appliance.demo.processes import start_component
+from appliance.manager.contracts.hashing import grant_hashes
+from appliance.manager.contracts.model import Contract
 from appliance.tls.peer import certificate_thumbprint
 
 pytestmark = pytest.mark.slow
@@ -58,15 +60,11 @@ def connection(members: dict[str, Member], publication: str) -> dict[str, Any]:
 
 
 def grant_hash_of(member: Member, digest: str) -> str:
-    result = member.sluis("contract", "list")
-    assert any(c["hash"] == digest for c in result)
-    text = member.sluis("contract", "show", digest)
-    # sluis contract show --json carries the content; the grant hash comes from the CLI text
-    # form too, but computing it here with the library keeps the test honest about the spec.
-    from appliance.manager.contracts.hashing import grant_hashes
-    from appliance.manager.contracts.model import Contract
-
-    return grant_hashes(Contract.from_json(text["content"]))[0]
+    """The grant hash as the CLI shows it, checked against the library's own computation."""
+    shown = member.sluis("contract", "show", digest)
+    expected = grant_hashes(Contract.from_json(shown["content"]))
+    assert shown["grant_hashes"] == list(expected)
+    return str(expected[0])
 
 
 def test_publication_is_signed_by_both_and_listed_by_the_directory(
@@ -128,8 +126,8 @@ def test_only_the_grantee_gets_a_token(
 ) -> None:
     directory = members["directory"]
     gth = grant_hash_of(members["a"], connection["hash"])
-    result = directory.sluis(
-        "contract", "token", "--grant-hash", gth, "--service-peer", OIN_B, check=False
+    result = run_failing(
+        directory, "contract", "token", "--grant-hash", gth, "--service-peer", OIN_B
     )
     assert result.returncode != 0
     assert "400" in result.stderr or "401" in result.stderr
@@ -142,7 +140,7 @@ def test_revoked_connection_gives_no_more_tokens(
     gth = grant_hash_of(a, connection["hash"])
     assert a.sluis("contract", "revoke", connection["hash"])["state"] == "revoked"
     wait_for(lambda: state_of(b, connection["hash"]) == "revoked", "b to see the revocation")
-    result = a.sluis("contract", "token", "--grant-hash", gth, "--service-peer", OIN_B, check=False)
+    result = run_failing(a, "contract", "token", "--grant-hash", gth, "--service-peer", OIN_B)
     assert result.returncode != 0
     assert "invalid_grant" in result.stderr
 
