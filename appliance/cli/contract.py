@@ -78,9 +78,13 @@ def _service(args: argparse.Namespace) -> ManagerService:
 
 def _print(args: argparse.Namespace, view: ContractView) -> int:
     if args.json:
-        print(
-            json.dumps({"hash": view.content_hash, "state": view.state, **view.as_api()}, indent=2)
-        )
+        shown = {
+            "hash": view.content_hash,
+            "state": view.state,
+            "grant_hashes": list(view.grant_hashes),
+            **view.as_api(),
+        }
+        print(json.dumps(shown, indent=2))
         return 0
     print(f"contract {view.content_hash}")
     print(f"  state:   {view.state}")
