@@ -219,19 +219,22 @@ class Peers:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         peer_ids = _list_param(req, "peer_id")
+        limit = None if peer_ids else _limit(req)
         rows = self._service.store.list_peers(
             peer_ids=peer_ids,
             name_contains=None if peer_ids else req.get_param("peer_name"),
             after=None if peer_ids else req.get_param("cursor") or None,
-            limit=None if peer_ids else _limit(req),
+            limit=limit,
         )
+        # manager.yaml: the cursor is empty when there are no more results.
+        more = limit is not None and len(rows) == limit
         resp.media = {
             "peers": [
                 {"id": r.peer_id, "name": r.name or "", "manager_address": r.manager_address or ""}
                 for r in rows
                 if r.manager_address
             ],
-            "pagination": {"next_cursor": rows[-1].peer_id if rows and not peer_ids else ""},
+            "pagination": {"next_cursor": rows[-1].peer_id if more else ""},
         }
 
 

@@ -183,9 +183,7 @@ class Api:
             },
         )
 
-    def announce(
-        self, *, peer: PeerCredentials, address: str | None = ""
-    ) -> falcon.testing.Result:
+    def announce(self, *, peer: PeerCredentials, address: str | None = "") -> falcon.testing.Result:
         return self.client.simulate_put("/v1/announce", headers=self._headers(peer, address))
 
     def _headers(self, peer: PeerCredentials, address: str | None) -> dict[str, str]:

@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "contracts"))
 
-from apitest import Api, running_api, sign  # noqa: E402
-from contracttest import (  # noqa: E402
+from apitest import Api, running_api, sign
+from contracttest import (
     OIN_A,
     OIN_B,
     OIN_C,
@@ -27,7 +27,7 @@ from contracttest import (  # noqa: E402
     make_group,
     publication_data,
 )
-from cryptography import x509  # noqa: E402
+from cryptography import x509
 
 PUBLICATION_IV = "0197a000-0000-7000-8000-000000000001"
 CONNECTION_IV = "0197a000-0000-7000-8000-000000000002"
@@ -85,6 +85,4 @@ def provider(bare_provider: Api, publication: dict[str, Any], group: Group) -> A
 @pytest.fixture
 def connection(group: Group) -> dict[str, Any]:
     """A (outway, with its certificate's key) may call B's ``basisregistratie``."""
-    return content(
-        connection_data(thumbprint=group[OIN_A].public_key_thumbprint), iv=CONNECTION_IV
-    )
+    return content(connection_data(thumbprint=group[OIN_A].public_key_thumbprint), iv=CONNECTION_IV)

@@ -15,7 +15,9 @@ from contracttest import DAY, OIN_A, OIN_B, OIN_D, Group, connection_data, conte
 
 def _state(api: Api, content_hash: str, peer: Any) -> tuple[str, dict[str, dict[str, str]]]:
     """The contract as GET /v1/contracts shows it to ``peer``, and its state."""
-    result = api.get("/v1/contracts", peer=peer, params={"grant_hash": _grant_hash(api, content_hash)})
+    result = api.get(
+        "/v1/contracts", peer=peer, params={"grant_hash": _grant_hash(api, content_hash)}
+    )
     assert result.status_code == 200, result.text
     (listed,) = json.loads(result.text)["contracts"]
     return api.service.get(content_hash).state, listed["signatures"]
@@ -49,14 +51,18 @@ def test_state_moves_from_proposed_to_valid_to_revoked(
     assert set(signatures["accept"]) == {OIN_B}
 
     accept = sign(connection, group[OIN_A])
-    assert provider.put_signature("accept", connection, accept, peer=group[OIN_A]).status_code == 201
+    assert (
+        provider.put_signature("accept", connection, accept, peer=group[OIN_A]).status_code == 201
+    )
     state, signatures = _state(provider, digest, group[OIN_A])
     assert state == "valid"
     assert signatures["accept"][OIN_A] == accept
     assert set(signatures["accept"]) == {OIN_A, OIN_B}
 
     revoke = sign(connection, group[OIN_A], "revoke")
-    assert provider.put_signature("revoke", connection, revoke, peer=group[OIN_A]).status_code == 201
+    assert (
+        provider.put_signature("revoke", connection, revoke, peer=group[OIN_A]).status_code == 201
+    )
     state, signatures = _state(provider, digest, group[OIN_A])
     assert state == "revoked"
     assert signatures["revoke"] == {OIN_A: revoke}
@@ -69,7 +75,9 @@ def test_reject_makes_the_contract_rejected(
     digest = provider.service.propose(connection).content_hash
 
     reject = sign(connection, group[OIN_A], "reject")
-    assert provider.put_signature("reject", connection, reject, peer=group[OIN_A]).status_code == 201
+    assert (
+        provider.put_signature("reject", connection, reject, peer=group[OIN_A]).status_code == 201
+    )
 
     assert provider.service.get(digest).state == "rejected"
 

@@ -15,7 +15,6 @@ from contracttest import (
     OIN_B,
     OIN_C,
     OIN_D,
-    OIN_OUTSIDER,
     Group,
     connection_data,
     content,
@@ -202,12 +201,10 @@ def test_malformed_signature_is_refused(
 def test_signature_with_an_algorithm_fsc_does_not_allow_is_refused(
     provider: Api, connection: dict[str, Any], group: Group
 ) -> None:
-    header, payload, signature = sign(connection, group[OIN_A]).split(".")
+    _header, payload, signature = sign(connection, group[OIN_A]).split(".")
     hs256 = "eyJhbGciOiJIUzI1NiJ9"  # {"alg":"HS256"}
 
-    result = provider.post_contract(
-        connection, f"{hs256}.{payload}.{signature}", peer=group[OIN_A]
-    )
+    result = provider.post_contract(connection, f"{hs256}.{payload}.{signature}", peer=group[OIN_A])
 
     assert_fsc_error(result, 422, "ERROR_CODE_UNKNOWN_ALGORITHM_SIGNATURE")
 
@@ -301,7 +298,9 @@ def test_publication_offered_by_another_peer_than_the_service_is_refused(
     directory: Api, group: Group
 ) -> None:
     # D asks directory C to publish a service of B, on a contract that names D as well.
-    publication = content(publication_data(service_peer=OIN_B), publication_data(service_peer=OIN_D))
+    publication = content(
+        publication_data(service_peer=OIN_B), publication_data(service_peer=OIN_D)
+    )
 
     result = directory.post_contract(
         publication, sign(publication, group[OIN_D]), peer=group[OIN_D]
