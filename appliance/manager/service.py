@@ -392,6 +392,8 @@ class ManagerService:
             self._record_signature(tx, digest, sender.peer_id, SignatureType.ACCEPT, verified.jws)
         self._remember_peer(sender, address)
         log.info("received contract %s from %s", digest, sender.peer_id)
+        # The submitter's accept may be the last one needed (signatures arrived first).
+        self._after_signature(contract, digest)
 
     async def receive_signature(
         self,

@@ -142,7 +142,7 @@ class Api:
         if signature is not None:
             body["signature"] = signature
         return self.client.simulate_post(
-            "/v1/contracts", json=body, headers=self._headers(peer, address)
+            "/v1/contracts", json=body, headers=self.headers(peer, address)
         )
 
     def put_signature(
@@ -159,7 +159,7 @@ class Api:
         return self.client.simulate_put(
             f"/v1/contracts/{quote(digest, safe='')}/{kind}",
             json={"contract_content": content, "signature": signature},
-            headers=self._headers(peer, address),
+            headers=self.headers(peer, address),
         )
 
     def get(
@@ -184,9 +184,9 @@ class Api:
         )
 
     def announce(self, *, peer: PeerCredentials, address: str | None = "") -> falcon.testing.Result:
-        return self.client.simulate_put("/v1/announce", headers=self._headers(peer, address))
+        return self.client.simulate_put("/v1/announce", headers=self.headers(peer, address))
 
-    def _headers(self, peer: PeerCredentials, address: str | None) -> dict[str, str]:
+    def headers(self, peer: PeerCredentials, address: str | None) -> dict[str, str]:
         """``address=""`` sends the peer's own Manager address; None sends no header."""
         headers = peer_headers(peer)
         if address is not None:

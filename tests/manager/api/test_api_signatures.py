@@ -139,7 +139,7 @@ def test_path_hash_may_be_sent_unencoded(
     result = provider.client.simulate_put(
         f"/v1/contracts/{digest}/accept",
         json={"contract_content": connection, "signature": sign(connection, group[OIN_A])},
-        headers=provider._headers(group[OIN_A], ""),
+        headers=provider.headers(group[OIN_A], ""),
     )
 
     assert result.status_code == 201, result.text
