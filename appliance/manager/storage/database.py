@@ -20,6 +20,8 @@ revision, point :func:`alembic_config` at a database migrated to head and let Al
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,28 @@ def create_engine(
     return sa.create_engine(parsed, **kwargs)
 
 
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch a database file to write-ahead logging (a persistent setting, so done once).
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once, without
+    its busy handler, while another connection holds a lock on a new database (several workers
+    opening it at the same moment): retry for as long as the busy timeout allows.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.01
+    while True:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _sqlite_engine(url: URL, busy_timeout: float, **kwargs: Any) -> Engine:
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", busy_timeout)
@@ -76,7 +100,7 @@ def _sqlite_engine(url: URL, busy_timeout: float, **kwargs: Any) -> Engine:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor, busy_timeout)
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA synchronous = FULL")
         finally:
