@@ -228,9 +228,7 @@ class ManagerService:
         if tx.get_contract(digest) is not None:
             return digest
         grants = [
-            GrantRow.from_data(
-                grant_hash(contract, grant), canonicalize(grant.to_json()).decode()
-            )
+            GrantRow.from_data(grant_hash(contract, grant), canonicalize(grant.to_json()).decode())
             for grant in contract.grants
         ]
         try:
