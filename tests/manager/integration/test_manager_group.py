@@ -18,6 +18,7 @@ from managergroup import OIN_A, OIN_B, OIN_DIRECTORY, Member, run_failing, state
 from appliance.demo.processes import start_component
 from appliance.manager.contracts.hashing import grant_hashes
 from appliance.manager.contracts.model import Contract
+from appliance.manager.storage import ManagerStore
 from appliance.tls.peer import certificate_thumbprint
 
 pytestmark = pytest.mark.slow
@@ -177,3 +178,19 @@ def test_nothing_is_lost_when_both_managers_restart_mid_way(
     wait_for(lambda: state_of(b, digest) == "proposed", "the retried delivery to reach b")
     b.sluis("contract", "accept", digest)
     wait_for(lambda: state_of(a, digest) == "valid", "b's signature to reach a")
+
+
+def test_revoked_publication_leaves_the_directory_listing(
+    members: dict[str, Member], publication: str
+) -> None:
+    b, directory = members["b"], members["directory"]
+    assert directory.config.manager is not None
+
+    def listed() -> set[str]:
+        with ManagerStore.open(directory.config.manager.database) as store:  # type: ignore[union-attr]
+            return {s.service_name for s in store.list_services(peer_id=OIN_B)}
+
+    assert SERVICE in listed()
+    assert b.sluis("contract", "revoke", publication)["state"] == "revoked"
+    wait_for(lambda: state_of(directory, publication) == "revoked", "the directory to see it")
+    wait_for(lambda: SERVICE not in listed(), "the service to leave the directory's listing")
