@@ -21,7 +21,7 @@ from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.tokens import TokenError
 from appliance.manager.peer_client import check_manager_address
 from appliance.manager.service import ManagerError, ManagerService
-from appliance.manager.storage import UnknownCursorError
+from appliance.manager.storage import ServiceRow, UnknownCursorError
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 from appliance.tls.peer import PeerIdentity
 
@@ -230,7 +230,7 @@ class Peers:
         more = limit is not None and len(rows) == limit
         resp.media = {
             "peers": [
-                {"id": r.peer_id, "name": r.name or "", "manager_address": r.manager_address or ""}
+                {"id": r.peer_id, "name": r.name or r.peer_id, "manager_address": r.manager_address}
                 for r in rows
                 if r.manager_address
             ],
@@ -242,34 +242,59 @@ class Services:
     def __init__(self, service: ManagerService) -> None:
         self._service = service
 
+    def _peer(self, peer_id: str) -> dict[str, str]:
+        peer = self._service.store.get_peer(peer_id)
+        return {
+            "id": peer_id,
+            # peerName needs 3+ characters: a peer known only by its address shows its OIN.
+            "name": (peer.name if peer else None) or peer_id,
+            "manager_address": (peer.manager_address if peer else None) or "",
+        }
+
+    def _listing(self, row: ServiceRow) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "type": "SERVICE_TYPE_SERVICE",
+            "peer": self._peer(row.peer_id),
+            "name": row.service_name,
+            "protocol": row.protocol,
+        }
+        if row.delegator_peer_id:
+            delegator = self._peer(row.delegator_peer_id)
+            data["type"] = "SERVICE_TYPE_DELEGATED_SERVICE"
+            data["delegator"] = {"peer_id": delegator["id"], "peer_name": delegator["name"]}
+        # manager.yaml's serviceListing requires ``type`` next to ``data``.
+        return {"type": data["type"], "data": data}
+
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         peer_filter = req.get_param("peer_id")
         name_filter = (req.get_param("service_name") or "").lower()
-        listing = []
-        for row in self._service.store.list_services():
-            wanted = (
-                (peer_filter is None and not name_filter)
-                or row.peer_id == peer_filter
-                or (name_filter and name_filter in row.service_name.lower())
-            )
-            if not wanted:
-                continue
-            peer = self._service.store.get_peer(row.peer_id)
-            listing.append(
-                {
-                    "data": {
-                        "type": "SERVICE_TYPE_SERVICE",
-                        "peer": {
-                            "id": row.peer_id,
-                            "name": (peer.name if peer else None) or "",
-                            "manager_address": (peer.manager_address if peer else None) or "",
-                        },
-                        "name": row.service_name,
-                        "protocol": row.protocol,
-                    }
-                }
-            )
-        resp.media = {"services": listing, "pagination": {"next_cursor": ""}}
+        rows = sorted(
+            self._service.store.list_services(),
+            key=lambda r: (r.peer_id, r.service_name, r.contract_hash),
+            reverse=_descending(req),
+        )
+        # Either condition may match when both filters are given (manager.yaml).
+        if peer_filter is not None or name_filter:
+            rows = [
+                r
+                for r in rows
+                if r.peer_id == peer_filter
+                or (name_filter and name_filter in r.service_name.lower())
+            ]
+        keys = [f"{r.peer_id}/{r.service_name}/{r.contract_hash}" for r in rows]
+        cursor = req.get_param("cursor") or None
+        start = 0
+        if cursor is not None:
+            if cursor not in keys:
+                raise _bad_request(f"unknown cursor {cursor!r}")
+            start = keys.index(cursor) + 1
+        limit = _limit(req)
+        page = rows[start : start + limit]
+        more = start + limit < len(rows)
+        resp.media = {
+            "services": [self._listing(r) for r in page],
+            "pagination": {"next_cursor": keys[start + limit - 1] if more else ""},
+        }
 
 
 class Jwks:

@@ -38,6 +38,7 @@ from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import (
     CONNECTION_GRANTS,
     Contract,
+    DelegatedServicePublicationGrant,
     GrantType,
     ServicePublicationGrant,
 )
@@ -63,6 +64,7 @@ from appliance.manager.storage import (
     GrantRow,
     ManagerStore,
     StoreTransaction,
+    UnknownCursorError,
 )
 from appliance.tls.peer import PeerIdentity, certificate_thumbprint
 
@@ -200,6 +202,12 @@ class ManagerService:
         limit: int = 100,
         descending: bool = True,
     ) -> tuple[list[ContractView], str]:
+        if cursor is not None and peer_id is not None:
+            # A cursor must be one of the caller's own contracts: otherwise it would tell any
+            # peer whether some content hash exists here.
+            anchor = self.store.get_contract(cursor)
+            if anchor is None or peer_id not in anchor.peer_ids:
+                raise UnknownCursorError(cursor)
         rows = self.store.list_contracts(
             peer_id=peer_id,
             grant_type=grant_type,
@@ -455,7 +463,17 @@ class ManagerService:
             return
         for grant in contract.publication_grants():
             service = grant.service
-            self.store.put_service(service.peer_id, service.name, digest, str(service.protocol))
+            self.store.put_service(
+                service.peer_id,
+                service.name,
+                digest,
+                str(service.protocol),
+                delegator_peer_id=(
+                    grant.delegator.peer_id
+                    if isinstance(grant, DelegatedServicePublicationGrant)
+                    else None
+                ),
+            )
 
     # ------------------------------------------------------------------ services, peers
 

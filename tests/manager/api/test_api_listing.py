@@ -213,3 +213,13 @@ def test_bad_pagination_parameters_are_refused(
     result = provider.get("/v1/contracts", peer=group[OIN_A], params=params)
 
     assert_fsc_error(result, 400, "ERROR_CODE_REQUEST_INVALID")
+
+
+def test_a_cursor_must_be_one_of_the_callers_own_contracts(provider: Api, group: Group) -> None:
+    """Otherwise the cursor would tell any peer whether a content hash exists here."""
+    digests = _connections(provider, group, 2)
+    # D is on none of A and B's contracts: their hashes are unknown cursors to D.
+    result = provider.get("/v1/contracts", peer=group[OIN_D], params={"cursor": digests[0]})
+    assert_fsc_error(result, 400, "ERROR_CODE_REQUEST_INVALID")
+    # A itself may page from it.
+    assert _listing(provider, group[OIN_A], cursor=digests[1], limit="1")["contracts"]

@@ -181,6 +181,7 @@ def test_services_lists_a_publication_once_it_is_valid(directory: Api, group: Gr
     assert services == {
         "services": [
             {
+                "type": "SERVICE_TYPE_SERVICE",
                 "data": {
                     "type": "SERVICE_TYPE_SERVICE",
                     "peer": {
@@ -190,7 +191,7 @@ def test_services_lists_a_publication_once_it_is_valid(directory: Api, group: Gr
                     },
                     "name": "basisregistratie",
                     "protocol": "PROTOCOL_TCP_HTTP_2",
-                }
+                },
             }
         ],
         "pagination": {"next_cursor": ""},
