@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any, TypeAlias
 
 from appliance.errors import SluisError
+from appliance.strictjson import unique_members
 
 JsonValue: TypeAlias = (
     bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
@@ -143,13 +144,7 @@ def canonicalize(value: object) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise JcsError(f"duplicate object member {name!r}")
-        result[name] = value
-    return result
+_no_duplicates = unique_members(lambda name: JcsError(f"duplicate object member {name!r}"))
 
 
 def _finite(text: str) -> float:

@@ -3,6 +3,7 @@
 ``ManagerStore.open(url)`` connects and migrates; every method is one transaction.
 """
 
+from appliance.manager.storage import rows
 from appliance.manager.storage.database import create_engine, migrate
 from appliance.manager.storage.errors import (
     DuplicateIvError,
@@ -10,33 +11,12 @@ from appliance.manager.storage.errors import (
     UnknownContractError,
     UnknownCursorError,
 )
-from appliance.manager.storage.rows import (
-    CertificateRow,
-    ContractRow,
-    Delivery,
-    GrantRow,
-    OutboxKind,
-    OutboxRow,
-    PeerRow,
-    ServiceRow,
-    SignatureRow,
-    SignatureType,
-)
+from appliance.manager.storage.rows import *  # noqa: F403 - the names in rows.__all__
 from appliance.manager.storage.store import ManagerStore, StoreTransaction
 
 __all__ = [
-    "CertificateRow",
-    "ContractRow",
-    "Delivery",
     "DuplicateIvError",
-    "GrantRow",
     "ManagerStore",
-    "OutboxKind",
-    "OutboxRow",
-    "PeerRow",
-    "ServiceRow",
-    "SignatureRow",
-    "SignatureType",
     "StorageError",
     "StoreTransaction",
     "UnknownContractError",
@@ -44,3 +24,4 @@ __all__ = [
     "create_engine",
     "migrate",
 ]
+__all__ += rows.__all__

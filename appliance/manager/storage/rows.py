@@ -8,6 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+__all__ = [
+    "CertificateRow",
+    "ContractRow",
+    "Delivery",
+    "GrantRow",
+    "OutboxKind",
+    "OutboxRow",
+    "PeerRow",
+    "ServiceRow",
+    "SignatureRow",
+    "SignatureType",
+]
+
 SignatureType = Literal["accept", "reject", "revoke"]
 OutboxKind = Literal["contract", "signature"]
 

@@ -4,7 +4,10 @@
 its own. When several changes must stand or fall together (a contract, its submitter's
 signature and the peer's address from one request), :meth:`ManagerStore.transaction` gives a
 :class:`StoreTransaction` with the same methods, committed at the end of the ``with`` block
-and rolled back if anything in it raises.
+and rolled back if anything in it raises. Both get those methods from one base class, where each
+operation is written once and says whether it writes: a :class:`ManagerStore` call begins a
+writing transaction for it (``BEGIN IMMEDIATE`` on SQLite) or a reading one, a
+:class:`StoreTransaction` call runs it in the transaction already open.
 
 The outbox makes propagation reliable: ``put_contract_and_enqueue`` and
 ``add_signature_and_enqueue`` write the change and the deliveries to the other Managers in one
@@ -15,8 +18,9 @@ the time of the next attempt: the backoff is the worker's choice).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, cast
@@ -65,15 +69,16 @@ def _at(value: datetime | None, what: str = "now") -> datetime:
     return _now() if value is None else _aware(value, what)
 
 
-class StoreTransaction:
-    """The store's operations on one open transaction (see :meth:`ManagerStore.transaction`)."""
+class _StoreOperations(ABC):
+    """Each operation of :class:`ManagerStore` and :class:`StoreTransaction`, written once.
 
-    def __init__(self, connection: Connection) -> None:
-        self._conn = connection
+    An operation runs in the transaction :meth:`_begin` gives it, and says whether it writes.
+    One that uses other operations calls them on that transaction, so it stays one transaction.
+    """
 
-    @property
-    def connection(self) -> Connection:
-        return self._conn
+    @abstractmethod
+    def _begin(self, *, write: bool) -> AbstractContextManager[StoreTransaction]:
+        """The transaction for one operation; ``write`` if the operation may write."""
 
     # -- contracts -------------------------------------------------------------------------
 
@@ -95,77 +100,71 @@ class StoreTransaction:
 
         Raises :class:`DuplicateIvError` if another contract of ``group_id`` has ``iv``.
         """
-        if not grants:
-            raise ValueError("a contract has at least one grant")
-        times = {"created_at": created_at, "not_before": not_before, "not_after": not_after}
-        for what, value in times.items():
-            _aware(value, what)
-        existing = self._iv_owner(group_id, iv)
-        if existing == content_hash:
-            return False
-        if existing is not None:
-            raise DuplicateIvError(group_id, iv, existing)
-        insert = _insert(self._conn, t.contracts).values(
-            content_hash=content_hash,
-            group_id=group_id,
-            iv=iv,
-            hash_algorithm=hash_algorithm,
-            created_at=created_at,
-            not_before=not_before,
-            not_after=not_after,
-            content_json=content_json,
-            received_at=_at(received_at, "received_at"),
-        )
-        try:
-            # Only a conflict on the content hash is "already stored"; one on the iv raises.
-            # The savepoint keeps the transaction usable after that (PostgreSQL aborts it).
-            with self._conn.begin_nested():
-                inserted = _inserted(
-                    self._conn,
-                    insert.on_conflict_do_nothing(index_elements=[t.contracts.c.content_hash]),
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            if not grants:
+                raise ValueError("a contract has at least one grant")
+            times = {"created_at": created_at, "not_before": not_before, "not_after": not_after}
+            for what, value in times.items():
+                _aware(value, what)
+            existing = _iv_owner(conn, group_id, iv)
+            if existing == content_hash:
+                return False
+            if existing is not None:
+                raise DuplicateIvError(group_id, iv, existing)
+            insert = _insert(conn, t.contracts).values(
+                content_hash=content_hash,
+                group_id=group_id,
+                iv=iv,
+                hash_algorithm=hash_algorithm,
+                created_at=created_at,
+                not_before=not_before,
+                not_after=not_after,
+                content_json=content_json,
+                received_at=_at(received_at, "received_at"),
+            )
+            try:
+                # Only a conflict on the content hash is "already stored"; one on the iv raises.
+                # The savepoint keeps the transaction usable after that (PostgreSQL aborts it).
+                with conn.begin_nested():
+                    inserted = _inserted(
+                        conn,
+                        insert.on_conflict_do_nothing(index_elements=[t.contracts.c.content_hash]),
+                    )
+            except IntegrityError as exc:
+                owner = _iv_owner(conn, group_id, iv)  # a concurrent writer took the iv first
+                if owner is not None and owner != content_hash:
+                    raise DuplicateIvError(group_id, iv, owner) from exc
+                raise
+            if not inserted:
+                return False
+            conn.execute(
+                t.grants.insert(),
+                [
+                    {
+                        "contract_hash": content_hash,
+                        "position": position,
+                        "grant_hash": grant.grant_hash,
+                        "grant_type": grant.grant_type,
+                        "data_json": grant.data_json,
+                        "service_peer_id": grant.service_peer_id,
+                        "service_name": grant.service_name,
+                        "outway_peer_id": grant.outway_peer_id,
+                        "outway_public_key_thumbprint": grant.outway_public_key_thumbprint,
+                        "directory_peer_id": grant.directory_peer_id,
+                        "delegator_peer_id": grant.delegator_peer_id,
+                        "service_delegator_peer_id": grant.service_delegator_peer_id,
+                    }
+                    for position, grant in enumerate(grants)
+                ],
+            )
+            peer_ids = dict.fromkeys(peer for grant in grants for peer in grant.peer_ids)
+            if peer_ids:
+                conn.execute(
+                    t.contract_peers.insert(),
+                    [{"contract_hash": content_hash, "peer_id": peer} for peer in peer_ids],
                 )
-        except IntegrityError as exc:
-            owner = self._iv_owner(group_id, iv)  # a concurrent writer took the iv first
-            if owner is not None and owner != content_hash:
-                raise DuplicateIvError(group_id, iv, owner) from exc
-            raise
-        if not inserted:
-            return False
-        self._conn.execute(
-            t.grants.insert(),
-            [
-                {
-                    "contract_hash": content_hash,
-                    "position": position,
-                    "grant_hash": grant.grant_hash,
-                    "grant_type": grant.grant_type,
-                    "data_json": grant.data_json,
-                    "service_peer_id": grant.service_peer_id,
-                    "service_name": grant.service_name,
-                    "outway_peer_id": grant.outway_peer_id,
-                    "outway_public_key_thumbprint": grant.outway_public_key_thumbprint,
-                    "directory_peer_id": grant.directory_peer_id,
-                    "delegator_peer_id": grant.delegator_peer_id,
-                    "service_delegator_peer_id": grant.service_delegator_peer_id,
-                }
-                for position, grant in enumerate(grants)
-            ],
-        )
-        peer_ids = dict.fromkeys(peer for grant in grants for peer in grant.peer_ids)
-        if peer_ids:
-            self._conn.execute(
-                t.contract_peers.insert(),
-                [{"contract_hash": content_hash, "peer_id": peer} for peer in peer_ids],
-            )
-        return True
-
-    def _iv_owner(self, group_id: str, iv: str) -> str | None:
-        owner: str | None = self._conn.execute(
-            sa.select(t.contracts.c.content_hash).where(
-                t.contracts.c.group_id == group_id, t.contracts.c.iv == iv
-            )
-        ).scalar_one_or_none()
-        return owner
+            return True
 
     def put_contract_and_enqueue(
         self,
@@ -183,26 +182,28 @@ class StoreTransaction:
         now: datetime | None = None,
     ) -> bool:
         """:meth:`put_contract`, and if the contract is new, queue ``deliveries`` for it."""
-        now = _at(now)
-        stored = self.put_contract(
-            content_hash,
-            group_id,
-            iv,
-            hash_algorithm,
-            created_at,
-            not_before,
-            not_after,
-            content_json,
-            grants,
-            received_at=now,
-        )
-        if stored:
-            self._enqueue_all(content_hash, deliveries, now)
-        return stored
+        with self._begin(write=True) as tx:
+            now = _at(now)
+            stored = tx.put_contract(
+                content_hash,
+                group_id,
+                iv,
+                hash_algorithm,
+                created_at,
+                not_before,
+                not_after,
+                content_json,
+                grants,
+                received_at=now,
+            )
+            if stored:
+                _enqueue_all(tx, content_hash, deliveries, now)
+            return stored
 
     def get_contract(self, content_hash: str) -> ContractRow | None:
-        found = self.list_contracts(content_hashes=[content_hash], limit=1)
-        return found[0] if found else None
+        with self._begin(write=False) as tx:
+            found = tx.list_contracts(content_hashes=[content_hash], limit=1)
+            return found[0] if found else None
 
     def list_contracts(
         self,
@@ -222,88 +223,67 @@ class StoreTransaction:
         ``after`` is the cursor: the content hash of the last contract of the previous page
         (:class:`UnknownCursorError` if no such contract is stored).
         """
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit must be 1..{MAX_PAGE}, got {limit}")
-        c = t.contracts.c
-        query = sa.select(t.contracts)
-        if peer_id is not None:
-            query = query.join(
-                t.contract_peers,
-                sa.and_(
-                    t.contract_peers.c.contract_hash == c.content_hash,
-                    t.contract_peers.c.peer_id == peer_id,
-                ),
-            )
-        if grant_type is not None:
-            query = query.where(
-                sa.exists().where(
-                    t.grants.c.contract_hash == c.content_hash,
-                    t.grants.c.grant_type == grant_type,
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            if not 1 <= limit <= MAX_PAGE:
+                raise ValueError(f"limit must be 1..{MAX_PAGE}, got {limit}")
+            c = t.contracts.c
+            query = sa.select(t.contracts)
+            if peer_id is not None:
+                query = query.join(
+                    t.contract_peers,
+                    sa.and_(
+                        t.contract_peers.c.contract_hash == c.content_hash,
+                        t.contract_peers.c.peer_id == peer_id,
+                    ),
                 )
-            )
-        if content_hashes is not None:
-            query = query.where(c.content_hash.in_(list(content_hashes)))
-        if grant_hashes is not None:
-            query = query.where(
-                sa.exists().where(
-                    t.grants.c.contract_hash == c.content_hash,
-                    t.grants.c.grant_hash.in_(list(grant_hashes)),
-                )
-            )
-        if after is not None:
-            pivot = self._conn.execute(
-                sa.select(c.created_at).where(c.content_hash == after)
-            ).scalar_one_or_none()
-            if pivot is None:
-                raise UnknownCursorError(after)
-            if descending:
+            if grant_type is not None:
                 query = query.where(
-                    sa.or_(
-                        c.created_at < pivot,
-                        sa.and_(c.created_at == pivot, c.content_hash < after),
+                    sa.exists().where(
+                        t.grants.c.contract_hash == c.content_hash,
+                        t.grants.c.grant_type == grant_type,
                     )
                 )
-            else:
+            if content_hashes is not None:
+                query = query.where(c.content_hash.in_(list(content_hashes)))
+            if grant_hashes is not None:
                 query = query.where(
-                    sa.or_(
-                        c.created_at > pivot,
-                        sa.and_(c.created_at == pivot, c.content_hash > after),
+                    sa.exists().where(
+                        t.grants.c.contract_hash == c.content_hash,
+                        t.grants.c.grant_hash.in_(list(grant_hashes)),
                     )
                 )
-        order = (
-            (c.created_at.desc(), c.content_hash.desc())
-            if descending
-            else (
-                c.created_at.asc(),
-                c.content_hash.asc(),
-            )
-        )
-        rows = self._conn.execute(query.order_by(*order).limit(limit)).all()
-        grants = self._grants_of([row.content_hash for row in rows])
-        return [_contract_row(row, grants.get(row.content_hash, ())) for row in rows]
-
-    def _grants_of(self, content_hashes: Sequence[str]) -> dict[str, tuple[GrantRow, ...]]:
-        if not content_hashes:
-            return {}
-        rows = self._conn.execute(
-            sa.select(t.grants)
-            .where(t.grants.c.contract_hash.in_(list(content_hashes)))
-            .order_by(t.grants.c.contract_hash, t.grants.c.position)
-        ).all()
-        found: dict[str, list[GrantRow]] = {}
-        for row in rows:
-            found.setdefault(row.contract_hash, []).append(_grant_row(row))
-        return {key: tuple(value) for key, value in found.items()}
-
-    def contract_exists(self, content_hash: str) -> bool:
-        return (
-            self._conn.execute(
-                sa.select(t.contracts.c.content_hash).where(
-                    t.contracts.c.content_hash == content_hash
+            if after is not None:
+                pivot = conn.execute(
+                    sa.select(c.created_at).where(c.content_hash == after)
+                ).scalar_one_or_none()
+                if pivot is None:
+                    raise UnknownCursorError(after)
+                if descending:
+                    query = query.where(
+                        sa.or_(
+                            c.created_at < pivot,
+                            sa.and_(c.created_at == pivot, c.content_hash < after),
+                        )
+                    )
+                else:
+                    query = query.where(
+                        sa.or_(
+                            c.created_at > pivot,
+                            sa.and_(c.created_at == pivot, c.content_hash > after),
+                        )
+                    )
+            order = (
+                (c.created_at.desc(), c.content_hash.desc())
+                if descending
+                else (
+                    c.created_at.asc(),
+                    c.content_hash.asc(),
                 )
-            ).first()
-            is not None
-        )
+            )
+            rows = conn.execute(query.order_by(*order).limit(limit)).all()
+            grants = _grants_of(conn, [row.content_hash for row in rows])
+            return [_contract_row(row, grants.get(row.content_hash, ())) for row in rows]
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -323,38 +303,42 @@ class StoreTransaction:
         after renewing its certificate); an older or equally old one is ignored (False).
         Raises :class:`UnknownContractError` if the contract is not stored.
         """
-        if signature_type not in t.SIGNATURE_TYPES:
-            raise ValueError(f"unknown signature type {signature_type!r}")
-        signed_at = _aware(signed_at, "signed_at")
-        if not self.contract_exists(content_hash):
-            raise UnknownContractError(content_hash)
-        s = t.signatures.c
-        key = sa.and_(
-            s.contract_hash == content_hash,
-            s.peer_id == peer_id,
-            s.signature_type == signature_type,
-        )
-        inserted = _inserted(
-            self._conn,
-            _insert(self._conn, t.signatures)
-            .values(
-                contract_hash=content_hash,
-                peer_id=peer_id,
-                signature_type=signature_type,
-                jws=jws,
-                signed_at=signed_at,
-                certificate_thumbprint=certificate_thumbprint,
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            if signature_type not in t.SIGNATURE_TYPES:
+                raise ValueError(f"unknown signature type {signature_type!r}")
+            signed_at = _aware(signed_at, "signed_at")
+            if not tx.contract_exists(content_hash):
+                raise UnknownContractError(content_hash)
+            s = t.signatures.c
+            key = sa.and_(
+                s.contract_hash == content_hash,
+                s.peer_id == peer_id,
+                s.signature_type == signature_type,
             )
-            .on_conflict_do_nothing(index_elements=[s.contract_hash, s.peer_id, s.signature_type]),
-        )
-        if inserted:
-            return True
-        replaced = self._conn.execute(
-            t.signatures.update()
-            .where(key, s.signed_at < signed_at, s.jws != jws)
-            .values(jws=jws, signed_at=signed_at, certificate_thumbprint=certificate_thumbprint)
-        ).rowcount
-        return bool(replaced)
+            inserted = _inserted(
+                conn,
+                _insert(conn, t.signatures)
+                .values(
+                    contract_hash=content_hash,
+                    peer_id=peer_id,
+                    signature_type=signature_type,
+                    jws=jws,
+                    signed_at=signed_at,
+                    certificate_thumbprint=certificate_thumbprint,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[s.contract_hash, s.peer_id, s.signature_type]
+                ),
+            )
+            if inserted:
+                return True
+            replaced = conn.execute(
+                t.signatures.update()
+                .where(key, s.signed_at < signed_at, s.jws != jws)
+                .values(jws=jws, signed_at=signed_at, certificate_thumbprint=certificate_thumbprint)
+            ).rowcount
+            return bool(replaced)
 
     def add_signature_and_enqueue(
         self,
@@ -369,41 +353,45 @@ class StoreTransaction:
         now: datetime | None = None,
     ) -> bool:
         """:meth:`add_signature`, and if it stored something, queue ``deliveries`` for it."""
-        stored = self.add_signature(
-            content_hash, peer_id, signature_type, jws, signed_at, certificate_thumbprint
-        )
-        if stored:
-            self._enqueue_all(content_hash, deliveries, _at(now))
-        return stored
+        with self._begin(write=True) as tx:
+            stored = tx.add_signature(
+                content_hash, peer_id, signature_type, jws, signed_at, certificate_thumbprint
+            )
+            if stored:
+                _enqueue_all(tx, content_hash, deliveries, _at(now))
+            return stored
 
     def signatures(self, content_hash: str) -> list[SignatureRow]:
-        return self.signatures_by_contract([content_hash]).get(content_hash, [])
+        with self._begin(write=False) as tx:
+            return tx.signatures_by_contract([content_hash]).get(content_hash, [])
 
     def signatures_by_contract(
         self, content_hashes: Sequence[str]
     ) -> dict[str, list[SignatureRow]]:
         """The signatures of several contracts (one query), by type then peer."""
-        if not content_hashes:
-            return {}
-        s = t.signatures.c
-        rows = self._conn.execute(
-            sa.select(t.signatures)
-            .where(s.contract_hash.in_(list(content_hashes)))
-            .order_by(s.contract_hash, s.signature_type, s.peer_id)
-        ).all()
-        found: dict[str, list[SignatureRow]] = {}
-        for row in rows:
-            found.setdefault(row.contract_hash, []).append(
-                SignatureRow(
-                    content_hash=row.contract_hash,
-                    peer_id=row.peer_id,
-                    signature_type=row.signature_type,
-                    jws=row.jws,
-                    signed_at=row.signed_at,
-                    certificate_thumbprint=row.certificate_thumbprint,
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            if not content_hashes:
+                return {}
+            s = t.signatures.c
+            rows = conn.execute(
+                sa.select(t.signatures)
+                .where(s.contract_hash.in_(list(content_hashes)))
+                .order_by(s.contract_hash, s.signature_type, s.peer_id)
+            ).all()
+            found: dict[str, list[SignatureRow]] = {}
+            for row in rows:
+                found.setdefault(row.contract_hash, []).append(
+                    SignatureRow(
+                        content_hash=row.contract_hash,
+                        peer_id=row.peer_id,
+                        signature_type=row.signature_type,
+                        jws=row.jws,
+                        signed_at=row.signed_at,
+                        certificate_thumbprint=row.certificate_thumbprint,
+                    )
                 )
-            )
-        return found
+            return found
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -416,29 +404,32 @@ class StoreTransaction:
         now: datetime | None = None,
     ) -> PeerRow:
         """Record a peer; a field given as None keeps what was stored before."""
-        p = t.peers.c
-        insert = _insert(self._conn, t.peers).values(
-            peer_id=peer_id, name=name, manager_address=manager_address, updated_at=_at(now)
-        )
-        self._conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[p.peer_id],
-                set_={
-                    "name": sa.func.coalesce(insert.excluded.name, p.name),
-                    "manager_address": sa.func.coalesce(
-                        insert.excluded.manager_address, p.manager_address
-                    ),
-                    "updated_at": insert.excluded.updated_at,
-                },
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            p = t.peers.c
+            insert = _insert(conn, t.peers).values(
+                peer_id=peer_id, name=name, manager_address=manager_address, updated_at=_at(now)
             )
-        )
-        peer = self.get_peer(peer_id)
-        assert peer is not None
-        return peer
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[p.peer_id],
+                    set_={
+                        "name": sa.func.coalesce(insert.excluded.name, p.name),
+                        "manager_address": sa.func.coalesce(
+                            insert.excluded.manager_address, p.manager_address
+                        ),
+                        "updated_at": insert.excluded.updated_at,
+                    },
+                )
+            )
+            peer = tx.get_peer(peer_id)
+            assert peer is not None
+            return peer
 
     def get_peer(self, peer_id: str) -> PeerRow | None:
-        found = self.list_peers([peer_id])
-        return found[0] if found else None
+        with self._begin(write=False) as tx:
+            found = tx.list_peers([peer_id])
+            return found[0] if found else None
 
     def list_peers(
         self,
@@ -449,25 +440,27 @@ class StoreTransaction:
         limit: int | None = None,
     ) -> list[PeerRow]:
         """Peers by Peer ID; ``after`` is the last Peer ID of the previous page."""
-        p = t.peers.c
-        query = sa.select(t.peers).order_by(p.peer_id)
-        if peer_ids is not None:
-            query = query.where(p.peer_id.in_(list(peer_ids)))
-        if name_contains:
-            query = query.where(p.name.icontains(name_contains, autoescape=True))
-        if after is not None:
-            query = query.where(p.peer_id > after)
-        if limit is not None:
-            query = query.limit(limit)
-        return [
-            PeerRow(
-                peer_id=row.peer_id,
-                name=row.name,
-                manager_address=row.manager_address,
-                updated_at=row.updated_at,
-            )
-            for row in self._conn.execute(query)
-        ]
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            p = t.peers.c
+            query = sa.select(t.peers).order_by(p.peer_id)
+            if peer_ids is not None:
+                query = query.where(p.peer_id.in_(list(peer_ids)))
+            if name_contains:
+                query = query.where(p.name.icontains(name_contains, autoescape=True))
+            if after is not None:
+                query = query.where(p.peer_id > after)
+            if limit is not None:
+                query = query.limit(limit)
+            return [
+                PeerRow(
+                    peer_id=row.peer_id,
+                    name=row.name,
+                    manager_address=row.manager_address,
+                    updated_at=row.updated_at,
+                )
+                for row in conn.execute(query)
+            ]
 
     # -- certificates ----------------------------------------------------------------------
 
@@ -475,34 +468,40 @@ class StoreTransaction:
         self, thumbprint: str, peer_id: str, chain_pem: str, not_after: datetime
     ) -> bool:
         """Store a peer's certificate chain under its x5t#S256; False if it was there."""
-        not_after = _aware(not_after, "not_after")
-        return _inserted(
-            self._conn,
-            _insert(self._conn, t.certificates)
-            .values(
-                thumbprint=thumbprint,
-                peer_id=peer_id,
-                chain_pem=chain_pem,
-                not_after=not_after,
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            not_after = _aware(not_after, "not_after")
+            return _inserted(
+                conn,
+                _insert(conn, t.certificates)
+                .values(
+                    thumbprint=thumbprint,
+                    peer_id=peer_id,
+                    chain_pem=chain_pem,
+                    not_after=not_after,
+                )
+                .on_conflict_do_nothing(index_elements=[t.certificates.c.thumbprint]),
             )
-            .on_conflict_do_nothing(index_elements=[t.certificates.c.thumbprint]),
-        )
 
     def get_certificate(self, thumbprint: str) -> CertificateRow | None:
-        row = self._conn.execute(
-            sa.select(t.certificates).where(t.certificates.c.thumbprint == thumbprint)
-        ).first()
-        return _certificate_row(row) if row is not None else None
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            row = conn.execute(
+                sa.select(t.certificates).where(t.certificates.c.thumbprint == thumbprint)
+            ).first()
+            return _certificate_row(row) if row is not None else None
 
     def certificates_of(self, peer_id: str) -> list[CertificateRow]:
         """A peer's certificates, the one valid longest first."""
-        c = t.certificates.c
-        rows = self._conn.execute(
-            sa.select(t.certificates)
-            .where(c.peer_id == peer_id)
-            .order_by(c.not_after.desc(), c.thumbprint)
-        )
-        return [_certificate_row(row) for row in rows]
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            c = t.certificates.c
+            rows = conn.execute(
+                sa.select(t.certificates)
+                .where(c.peer_id == peer_id)
+                .order_by(c.not_after.desc(), c.thumbprint)
+            )
+            return [_certificate_row(row) for row in rows]
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -516,37 +515,27 @@ class StoreTransaction:
         now: datetime | None = None,
     ) -> int:
         """Queue a delivery to another Manager, due at once; returns its id."""
-        if kind not in t.OUTBOX_KINDS:
-            raise ValueError(f"unknown outbox kind {kind!r}")
-        if not self.contract_exists(contract_hash):
-            raise UnknownContractError(contract_hash)
-        now = _at(now)
-        result = self._conn.execute(
-            t.outbox.insert()
-            .values(
-                target_peer_id=target_peer_id,
-                kind=kind,
-                contract_hash=contract_hash,
-                payload_json=payload_json,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            if kind not in t.OUTBOX_KINDS:
+                raise ValueError(f"unknown outbox kind {kind!r}")
+            if not tx.contract_exists(contract_hash):
+                raise UnknownContractError(contract_hash)
+            now = _at(now)
+            result = conn.execute(
+                t.outbox.insert()
+                .values(
+                    target_peer_id=target_peer_id,
+                    kind=kind,
+                    contract_hash=contract_hash,
+                    payload_json=payload_json,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                .returning(t.outbox.c.id)
             )
-            .returning(t.outbox.c.id)
-        )
-        return int(result.scalar_one())
-
-    def _enqueue_all(
-        self, contract_hash: str, deliveries: Sequence[Delivery], now: datetime
-    ) -> None:
-        for delivery in deliveries:
-            self.enqueue(
-                delivery.target_peer_id,
-                delivery.kind,
-                contract_hash,
-                delivery.payload_json,
-                now=now,
-            )
+            return int(result.scalar_one())
 
     def due_deliveries(
         self, now: datetime, limit: int = 100, *, lease: timedelta | None = None
@@ -557,67 +546,77 @@ class StoreTransaction:
         lease``, so another worker (another node on the same PostgreSQL) does not take them
         while this one sends; :meth:`mark_failed` or :meth:`mark_delivered` ends the lease.
         """
-        now = _aware(now, "now")
-        o = t.outbox.c
-        query = (
-            sa.select(t.outbox)
-            .where(o.delivered_at.is_(None), o.next_attempt_at <= now)
-            .order_by(o.next_attempt_at, o.id)
-            .limit(limit)
-        )
-        if lease is not None and self._conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = [_outbox_row(row) for row in self._conn.execute(query)]
-        if lease is not None and rows:
-            until = now + lease
-            self._conn.execute(
-                t.outbox.update()
-                .where(o.id.in_([row.id for row in rows]))
-                .values(next_attempt_at=until)
+        with self._begin(write=lease is not None) as tx:
+            conn = tx.connection
+            now = _aware(now, "now")
+            o = t.outbox.c
+            query = (
+                sa.select(t.outbox)
+                .where(o.delivered_at.is_(None), o.next_attempt_at <= now)
+                .order_by(o.next_attempt_at, o.id)
+                .limit(limit)
             )
-        return rows
+            if lease is not None and conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = [_outbox_row(row) for row in conn.execute(query)]
+            if lease is not None and rows:
+                until = now + lease
+                conn.execute(
+                    t.outbox.update()
+                    .where(o.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=until)
+                )
+            return rows
 
     def mark_delivered(self, id: int, now: datetime) -> bool:
         """The entry reached its peer; False if it was not pending."""
-        now = _aware(now, "now")
-        o = t.outbox.c
-        return bool(
-            self._conn.execute(
-                t.outbox.update()
-                .where(o.id == id, o.delivered_at.is_(None))
-                .values(delivered_at=now, attempts=o.attempts + 1, last_error=None)
-            ).rowcount
-        )
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            now = _aware(now, "now")
+            o = t.outbox.c
+            return bool(
+                conn.execute(
+                    t.outbox.update()
+                    .where(o.id == id, o.delivered_at.is_(None))
+                    .values(delivered_at=now, attempts=o.attempts + 1, last_error=None)
+                ).rowcount
+            )
 
     def mark_failed(self, id: int, error: str, next_attempt_at: datetime) -> bool:
         """The attempt failed: count it, keep the error, try again at ``next_attempt_at``."""
-        next_attempt_at = _aware(next_attempt_at, "next_attempt_at")
-        o = t.outbox.c
-        return bool(
-            self._conn.execute(
-                t.outbox.update()
-                .where(o.id == id, o.delivered_at.is_(None))
-                .values(
-                    attempts=o.attempts + 1,
-                    last_error=error[:MAX_ERROR_LENGTH],
-                    next_attempt_at=next_attempt_at,
-                )
-            ).rowcount
-        )
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            next_attempt_at = _aware(next_attempt_at, "next_attempt_at")
+            o = t.outbox.c
+            return bool(
+                conn.execute(
+                    t.outbox.update()
+                    .where(o.id == id, o.delivered_at.is_(None))
+                    .values(
+                        attempts=o.attempts + 1,
+                        last_error=error[:MAX_ERROR_LENGTH],
+                        next_attempt_at=next_attempt_at,
+                    )
+                ).rowcount
+            )
 
     def get_delivery(self, id: int) -> OutboxRow | None:
-        row = self._conn.execute(sa.select(t.outbox).where(t.outbox.c.id == id)).first()
-        return _outbox_row(row) if row is not None else None
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            row = conn.execute(sa.select(t.outbox).where(t.outbox.c.id == id)).first()
+            return _outbox_row(row) if row is not None else None
 
     def delete_delivered(self, before: datetime) -> int:
         """Forget entries delivered before ``before``; returns how many."""
-        before = _aware(before, "before")
-        o = t.outbox.c
-        return int(
-            self._conn.execute(
-                t.outbox.delete().where(o.delivered_at.is_not(None), o.delivered_at < before)
-            ).rowcount
-        )
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            before = _aware(before, "before")
+            o = t.outbox.c
+            return int(
+                conn.execute(
+                    t.outbox.delete().where(o.delivered_at.is_not(None), o.delivered_at < before)
+                ).rowcount
+            )
 
     # -- services (directory) --------------------------------------------------------------
 
@@ -633,52 +632,84 @@ class StoreTransaction:
         now: datetime | None = None,
     ) -> bool:
         """Publish a service under the contract that grants it; False if already there."""
-        if not self.contract_exists(contract_hash):
-            raise UnknownContractError(contract_hash)
-        s = t.services.c
-        return _inserted(
-            self._conn,
-            _insert(self._conn, t.services)
-            .values(
-                peer_id=peer_id,
-                service_name=service_name,
-                contract_hash=contract_hash,
-                protocol=protocol,
-                inway_address=inway_address,
-                delegator_peer_id=delegator_peer_id,
-                created_at=_at(now),
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            if not tx.contract_exists(contract_hash):
+                raise UnknownContractError(contract_hash)
+            s = t.services.c
+            return _inserted(
+                conn,
+                _insert(conn, t.services)
+                .values(
+                    peer_id=peer_id,
+                    service_name=service_name,
+                    contract_hash=contract_hash,
+                    protocol=protocol,
+                    inway_address=inway_address,
+                    delegator_peer_id=delegator_peer_id,
+                    created_at=_at(now),
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[s.peer_id, s.service_name, s.contract_hash]
+                ),
             )
-            .on_conflict_do_nothing(index_elements=[s.peer_id, s.service_name, s.contract_hash]),
-        )
 
     def list_services(self, peer_id: str | None = None) -> list[ServiceRow]:
-        s = t.services.c
-        query = sa.select(t.services).order_by(s.peer_id, s.service_name, s.contract_hash)
-        if peer_id is not None:
-            query = query.where(s.peer_id == peer_id)
-        return [
-            ServiceRow(
-                peer_id=row.peer_id,
-                service_name=row.service_name,
-                contract_hash=row.contract_hash,
-                protocol=row.protocol,
-                inway_address=row.inway_address,
-                delegator_peer_id=row.delegator_peer_id,
-                created_at=row.created_at,
-            )
-            for row in self._conn.execute(query)
-        ]
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            s = t.services.c
+            query = sa.select(t.services).order_by(s.peer_id, s.service_name, s.contract_hash)
+            if peer_id is not None:
+                query = query.where(s.peer_id == peer_id)
+            return [
+                ServiceRow(
+                    peer_id=row.peer_id,
+                    service_name=row.service_name,
+                    contract_hash=row.contract_hash,
+                    protocol=row.protocol,
+                    inway_address=row.inway_address,
+                    delegator_peer_id=row.delegator_peer_id,
+                    created_at=row.created_at,
+                )
+                for row in conn.execute(query)
+            ]
 
     def remove_services_of_contract(self, content_hash: str) -> int:
         """Unpublish what a (revoked or expired) contract published; returns how many."""
-        return int(
+        with self._begin(write=True) as tx:
+            conn = tx.connection
+            return int(
+                conn.execute(
+                    t.services.delete().where(t.services.c.contract_hash == content_hash)
+                ).rowcount
+            )
+
+
+class StoreTransaction(_StoreOperations):
+    """The store's operations on one open transaction (see :meth:`ManagerStore.transaction`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    def _begin(self, *, write: bool) -> AbstractContextManager[StoreTransaction]:
+        return nullcontext(self)  # every operation runs in the transaction already open
+
+    def contract_exists(self, content_hash: str) -> bool:
+        return (
             self._conn.execute(
-                t.services.delete().where(t.services.c.contract_hash == content_hash)
-            ).rowcount
+                sa.select(t.contracts.c.content_hash).where(
+                    t.contracts.c.content_hash == content_hash
+                )
+            ).first()
+            is not None
         )
 
 
-class ManagerStore:
+class ManagerStore(_StoreOperations):
     """The Manager's database. Each method is one transaction; see :meth:`transaction`."""
 
     def __init__(self, engine: Engine) -> None:
@@ -726,246 +757,44 @@ class ManagerStore:
         with self._reader.begin() as connection:
             yield StoreTransaction(connection)
 
-    # Every method below is one transaction of its own.
+    def _begin(self, *, write: bool) -> AbstractContextManager[StoreTransaction]:
+        return self.transaction() if write else self.snapshot()
 
-    def put_contract(
-        self,
-        content_hash: str,
-        group_id: str,
-        iv: str,
-        hash_algorithm: str,
-        created_at: datetime,
-        not_before: datetime,
-        not_after: datetime,
-        content_json: str,
-        grants: Sequence[GrantRow],
-        *,
-        received_at: datetime | None = None,
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.put_contract(
-                content_hash,
-                group_id,
-                iv,
-                hash_algorithm,
-                created_at,
-                not_before,
-                not_after,
-                content_json,
-                grants,
-                received_at=received_at,
-            )
 
-    def put_contract_and_enqueue(
-        self,
-        content_hash: str,
-        group_id: str,
-        iv: str,
-        hash_algorithm: str,
-        created_at: datetime,
-        not_before: datetime,
-        not_after: datetime,
-        content_json: str,
-        grants: Sequence[GrantRow],
-        deliveries: Sequence[Delivery],
-        *,
-        now: datetime | None = None,
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.put_contract_and_enqueue(
-                content_hash,
-                group_id,
-                iv,
-                hash_algorithm,
-                created_at,
-                not_before,
-                not_after,
-                content_json,
-                grants,
-                deliveries,
-                now=now,
-            )
+def _iv_owner(conn: Connection, group_id: str, iv: str) -> str | None:
+    owner: str | None = conn.execute(
+        sa.select(t.contracts.c.content_hash).where(
+            t.contracts.c.group_id == group_id, t.contracts.c.iv == iv
+        )
+    ).scalar_one_or_none()
+    return owner
 
-    def get_contract(self, content_hash: str) -> ContractRow | None:
-        with self.snapshot() as tx:
-            return tx.get_contract(content_hash)
 
-    def list_contracts(
-        self,
-        *,
-        peer_id: str | None = None,
-        grant_type: str | None = None,
-        content_hashes: Sequence[str] | None = None,
-        grant_hashes: Sequence[str] | None = None,
-        after: str | None = None,
-        limit: int = 100,
-        descending: bool = False,
-    ) -> list[ContractRow]:
-        with self.snapshot() as tx:
-            return tx.list_contracts(
-                peer_id=peer_id,
-                grant_type=grant_type,
-                content_hashes=content_hashes,
-                grant_hashes=grant_hashes,
-                after=after,
-                limit=limit,
-                descending=descending,
-            )
+def _grants_of(conn: Connection, content_hashes: Sequence[str]) -> dict[str, tuple[GrantRow, ...]]:
+    if not content_hashes:
+        return {}
+    rows = conn.execute(
+        sa.select(t.grants)
+        .where(t.grants.c.contract_hash.in_(list(content_hashes)))
+        .order_by(t.grants.c.contract_hash, t.grants.c.position)
+    ).all()
+    found: dict[str, list[GrantRow]] = {}
+    for row in rows:
+        found.setdefault(row.contract_hash, []).append(_grant_row(row))
+    return {key: tuple(value) for key, value in found.items()}
 
-    def add_signature(
-        self,
-        content_hash: str,
-        peer_id: str,
-        signature_type: SignatureType,
-        jws: str,
-        signed_at: datetime,
-        certificate_thumbprint: str,
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.add_signature(
-                content_hash, peer_id, signature_type, jws, signed_at, certificate_thumbprint
-            )
 
-    def add_signature_and_enqueue(
-        self,
-        content_hash: str,
-        peer_id: str,
-        signature_type: SignatureType,
-        jws: str,
-        signed_at: datetime,
-        certificate_thumbprint: str,
-        deliveries: Sequence[Delivery],
-        *,
-        now: datetime | None = None,
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.add_signature_and_enqueue(
-                content_hash,
-                peer_id,
-                signature_type,
-                jws,
-                signed_at,
-                certificate_thumbprint,
-                deliveries,
-                now=now,
-            )
-
-    def signatures(self, content_hash: str) -> list[SignatureRow]:
-        with self.snapshot() as tx:
-            return tx.signatures(content_hash)
-
-    def signatures_by_contract(
-        self, content_hashes: Sequence[str]
-    ) -> dict[str, list[SignatureRow]]:
-        with self.snapshot() as tx:
-            return tx.signatures_by_contract(content_hashes)
-
-    def upsert_peer(
-        self,
-        peer_id: str,
-        *,
-        name: str | None = None,
-        manager_address: str | None = None,
-        now: datetime | None = None,
-    ) -> PeerRow:
-        with self.transaction() as tx:
-            return tx.upsert_peer(peer_id, name=name, manager_address=manager_address, now=now)
-
-    def get_peer(self, peer_id: str) -> PeerRow | None:
-        with self.snapshot() as tx:
-            return tx.get_peer(peer_id)
-
-    def list_peers(
-        self,
-        peer_ids: Sequence[str] | None = None,
-        *,
-        name_contains: str | None = None,
-        after: str | None = None,
-        limit: int | None = None,
-    ) -> list[PeerRow]:
-        with self.snapshot() as tx:
-            return tx.list_peers(peer_ids, name_contains=name_contains, after=after, limit=limit)
-
-    def put_certificate(
-        self, thumbprint: str, peer_id: str, chain_pem: str, not_after: datetime
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.put_certificate(thumbprint, peer_id, chain_pem, not_after)
-
-    def get_certificate(self, thumbprint: str) -> CertificateRow | None:
-        with self.snapshot() as tx:
-            return tx.get_certificate(thumbprint)
-
-    def certificates_of(self, peer_id: str) -> list[CertificateRow]:
-        with self.snapshot() as tx:
-            return tx.certificates_of(peer_id)
-
-    def enqueue(
-        self,
-        target_peer_id: str,
-        kind: OutboxKind,
-        contract_hash: str,
-        payload_json: str,
-        *,
-        now: datetime | None = None,
-    ) -> int:
-        with self.transaction() as tx:
-            return tx.enqueue(target_peer_id, kind, contract_hash, payload_json, now=now)
-
-    def due_deliveries(
-        self, now: datetime, limit: int = 100, *, lease: timedelta | None = None
-    ) -> list[OutboxRow]:
-        if lease is None:
-            with self.snapshot() as tx:
-                return tx.due_deliveries(now, limit)
-        with self.transaction() as tx:
-            return tx.due_deliveries(now, limit, lease=lease)
-
-    def mark_delivered(self, id: int, now: datetime) -> bool:
-        with self.transaction() as tx:
-            return tx.mark_delivered(id, now)
-
-    def mark_failed(self, id: int, error: str, next_attempt_at: datetime) -> bool:
-        with self.transaction() as tx:
-            return tx.mark_failed(id, error, next_attempt_at)
-
-    def get_delivery(self, id: int) -> OutboxRow | None:
-        with self.snapshot() as tx:
-            return tx.get_delivery(id)
-
-    def delete_delivered(self, before: datetime) -> int:
-        with self.transaction() as tx:
-            return tx.delete_delivered(before)
-
-    def put_service(
-        self,
-        peer_id: str,
-        service_name: str,
-        contract_hash: str,
-        protocol: str,
-        *,
-        inway_address: str | None = None,
-        delegator_peer_id: str | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        with self.transaction() as tx:
-            return tx.put_service(
-                peer_id,
-                service_name,
-                contract_hash,
-                protocol,
-                inway_address=inway_address,
-                delegator_peer_id=delegator_peer_id,
-                now=now,
-            )
-
-    def list_services(self, peer_id: str | None = None) -> list[ServiceRow]:
-        with self.snapshot() as tx:
-            return tx.list_services(peer_id)
-
-    def remove_services_of_contract(self, content_hash: str) -> int:
-        with self.transaction() as tx:
-            return tx.remove_services_of_contract(content_hash)
+def _enqueue_all(
+    tx: StoreTransaction, contract_hash: str, deliveries: Sequence[Delivery], now: datetime
+) -> None:
+    for delivery in deliveries:
+        tx.enqueue(
+            delivery.target_peer_id,
+            delivery.kind,
+            contract_hash,
+            delivery.payload_json,
+            now=now,
+        )
 
 
 def _insert(connection: Connection, table: sa.Table) -> Any:
