@@ -68,11 +68,34 @@ class ManagerSettings:
 
 
 @dataclass(frozen=True)
+class InwaySettings:
+    """The inway of this appliance (``[inway]``; only on boxes that run one).
+
+    ``services`` maps each offered Service to its backend: ``"name=http://host:port/base"``.
+    ``address`` is the inway's own URL (https with a port), the ``aud`` of the access tokens
+    it accepts; ``group_id`` the Group's id. Both default to the ``[manager]`` values
+    (``inway_address``, ``group_id``) when empty. ``transaction_log`` names the transaction
+    log writer (``module:factory``; see ``appliance.inway.logging``).
+    """
+
+    services: tuple[str, ...] = ()
+    address: str = ""
+    group_id: str = ""
+    bind: str = "0.0.0.0:443"
+    transaction_log: str = ""
+    connect_timeout_seconds: int = 5
+    read_timeout_seconds: int = 30
+    backend_connections: int = 256
+    clock_skew_seconds: int = 5
+
+
+@dataclass(frozen=True)
 class SluisConfig:
     hsm: HsmSettings
     tls: TlsSettings
     source: Path | None = None
     manager: ManagerSettings | None = None
+    inway: InwaySettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -120,7 +143,12 @@ def load_config(path: Path) -> SluisConfig:
         if "manager" in data
         else None
     )
-    unknown = sorted(set(data) - {"hsm", "tls", "manager"})
+    inway = (
+        _build(InwaySettings, _section(data, "inway", path), f"{path} [inway]")
+        if "inway" in data
+        else None
+    )
+    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway"})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager)
+    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager, inway=inway)

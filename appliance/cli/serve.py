@@ -7,12 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from appliance.config import InwaySettings, load_config
 from appliance.serving.launch import ServeOptions, exec_gunicorn
 
 COMPONENTS = {
     "whoami": "appliance.serving.whoami:create_app()",
     "manager": "appliance.manager.app:create_app()",
+    "inway": "appliance.inway.app:create_app()",
 }
+DEFAULT_BIND = "127.0.0.1:8443"
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +27,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("component", help=f"one of {', '.join(COMPONENTS)}, or module:factory()")
     parser.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
-    parser.add_argument("--bind", default="127.0.0.1:8443", help="host:port (default %(default)s)")
+    parser.add_argument(
+        "--bind",
+        help=f"host:port (default: [inway] bind for the inway, otherwise {DEFAULT_BIND})",
+    )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)"
     )
@@ -38,10 +44,16 @@ def _serve(args: argparse.Namespace) -> int:
         ServeOptions(
             config=args.config,
             app=app,
-            bind=args.bind,
+            bind=args.bind or _default_bind(args.component, args.config),
             workers=args.workers,
             proc_name=f"sluis-{args.component}",
             pidfile=args.pidfile,
         )
     )
     return 0  # pragma: no cover
+
+
+def _default_bind(component: str, config: Path) -> str:
+    if component == "inway":
+        return (load_config(config).inway or InwaySettings()).bind
+    return DEFAULT_BIND

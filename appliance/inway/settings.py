@@ -1,0 +1,170 @@
+"""The inway's settings, checked and resolved from the appliance configuration.
+
+``[inway]`` (``appliance.config.InwaySettings``)::
+
+    [inway]
+    services = ["basisregistratie=http://127.0.0.1:8080/api", "kadaster=https://10.0.0.5/v2"]
+    address = "https://inway.example.nl:443"   # the aud of accepted tokens; default [manager]
+    group_id = "fsc.group"                     # default: [manager] group_id
+    bind = "0.0.0.0:443"                       # `sluis serve inway` without --bind
+    transaction_log = "appliance.txlog...:factory"  # see appliance.inway.logging
+    connect_timeout_seconds = 5                # backend connect (and pool wait)
+    read_timeout_seconds = 30                  # backend silent for this long: 502 / abort
+    backend_connections = 256                  # keep-alive pool per worker
+    clock_skew_seconds = 5                     # leeway on the token's exp and nbf
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from yarl import URL
+
+from appliance.config import InwaySettings, SluisConfig
+from appliance.errors import ConfigurationError
+
+# Core "Group ID" and the Service name of contracts (appliance.manager.contracts.validation).
+GROUP_ID = re.compile(r"[a-zA-Z0-9./_-]{1,100}")
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a Service's requests go: ``origin`` (scheme://host:port) and a base ``path``."""
+
+    name: str
+    origin: str
+    path: str  # without a trailing slash; "" for the root
+
+    @property
+    def url(self) -> str:
+        return self.origin + (self.path or "/")
+
+
+@dataclass(frozen=True)
+class InwayRuntime:
+    """Everything the inway app needs besides its certificates and its log writer."""
+
+    address: str
+    group_id: str
+    services: Mapping[str, Backend]
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    backend_connections: int = 256
+    clock_skew: float = 5.0
+
+
+def normalise_address(address: str) -> str:
+    """An inway address as compared with a token's ``aud``: lower-case scheme and host, no
+    trailing slash. Raises ValueError unless it is an https URL with host and port."""
+    parts = urllib.parse.urlsplit(address.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        parts.scheme.lower() != "https"
+        or not parts.hostname
+        or port is None
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"inway address {address!r} must be an https URL with host and port, like "
+            "https://inway.example.nl:443"
+        )
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"https://{host}:{port}"
+
+
+def parse_backend(entry: str) -> Backend:
+    """``name=http(s)://host[:port][/base]``; no credentials, query or fragment."""
+    name, sep, url_text = entry.partition("=")
+    name, url_text = name.strip(), url_text.strip()
+    if not sep or not SERVICE_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"[inway] services entry {entry!r} must be name=URL with a service name of "
+            "letters, digits, '.', '_' or '-'"
+        )
+    raw_path = urllib.parse.urlsplit(url_text).path  # as written: yarl resolves dot segments
+    try:
+        url = URL(url_text)
+    except (ValueError, TypeError):
+        url = None
+    if (
+        url is None
+        or url.scheme not in ("http", "https")
+        or not url.host
+        or url.user is not None
+        or url.password is not None
+        or url.raw_query_string
+        or url.raw_fragment
+        or "%" in raw_path
+        or any(segment in (".", "..") for segment in raw_path.split("/"))
+    ):
+        raise ConfigurationError(
+            f"[inway] services entry {entry!r}: the backend must be an http or https URL "
+            "without credentials, query, fragment, dot segments or percent-escapes"
+        )
+    return Backend(name=name, origin=str(url.origin()), path=url.raw_path.rstrip("/"))
+
+
+def parse_services(entries: tuple[str, ...]) -> dict[str, Backend]:
+    services: dict[str, Backend] = {}
+    for entry in entries:
+        backend = parse_backend(entry)
+        if backend.name in services:
+            raise ConfigurationError(f"[inway] service {backend.name!r} is listed twice")
+        services[backend.name] = backend
+    return services
+
+
+def inway_settings(config: SluisConfig) -> InwaySettings:
+    if config.inway is None:
+        raise ConfigurationError(f"{config.source}: no [inway] section; this box runs no inway")
+    return config.inway
+
+
+def resolve_runtime(config: SluisConfig) -> InwayRuntime:
+    """Check ``[inway]`` and fill ``address`` and ``group_id`` from ``[manager]`` when empty."""
+    settings = inway_settings(config)
+    manager = config.manager
+    address = settings.address or (manager.inway_address if manager else "")
+    group_id = settings.group_id or (manager.group_id if manager else "")
+    if not address:
+        raise ConfigurationError("[inway] address is not set (nor [manager] inway_address)")
+    try:
+        address = normalise_address(address)
+    except ValueError as exc:
+        raise ConfigurationError(f"[inway] {exc}") from None
+    if not GROUP_ID.fullmatch(group_id):
+        raise ConfigurationError(
+            f"[inway] group_id {group_id!r} is not a Group ID (set [inway] or [manager] "
+            "group_id; letters, digits and ./_- , at most 100)"
+        )
+    for name, value in (
+        ("connect_timeout_seconds", settings.connect_timeout_seconds),
+        ("read_timeout_seconds", settings.read_timeout_seconds),
+        ("backend_connections", settings.backend_connections),
+    ):
+        if value <= 0:
+            raise ConfigurationError(f"[inway] {name} must be positive")
+    if settings.clock_skew_seconds < 0:
+        raise ConfigurationError("[inway] clock_skew_seconds must not be negative")
+    return InwayRuntime(
+        address=address,
+        group_id=group_id,
+        services=parse_services(settings.services),
+        connect_timeout=float(settings.connect_timeout_seconds),
+        read_timeout=float(settings.read_timeout_seconds),
+        backend_connections=settings.backend_connections,
+        clock_skew=float(settings.clock_skew_seconds),
+    )

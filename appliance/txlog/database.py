@@ -1,0 +1,111 @@
+"""The transaction log's database: engines (the Manager's recipe) and its own migrations.
+
+Engines come from :func:`appliance.manager.storage.database.create_engine`: SQLite in WAL mode
+with ``synchronous = FULL``, a busy timeout and ``BEGIN IMMEDIATE`` for writers; PostgreSQL
+through psycopg 3. The transaction log adds one thing on PostgreSQL: a server configured with
+``synchronous_commit = off`` would acknowledge a commit before it is on disk, so every
+connection of the log sets it back to ``on``.
+
+Migrations live in ``migrations/`` (no ``alembic.ini``), record their state in
+``txlog_alembic_version`` and take their own PostgreSQL advisory lock, so the log can share a
+database with the Manager or have one of its own. To write the next revision::
+
+    from alembic import command
+    from appliance.txlog.database import alembic_config
+    command.revision(alembic_config("sqlite:////tmp/t.db"), "what changes", autogenerate=True,
+                     rev_id="0002")
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Connection, Engine
+
+from appliance.manager.storage.database import create_engine as _manager_engine
+from appliance.manager.storage.database import normalise_url, reading
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "txlog_alembic_version"
+SQLITE_BUSY_TIMEOUT_SECONDS = 5.0  # a gateway request should fail closed, not hang for long
+_MIGRATION_LOCK = zlib.crc32(b"sluis txlog migrations")
+
+__all__ = [
+    "VERSION_TABLE",
+    "alembic_config",
+    "create_engine",
+    "current_revision",
+    "migrate",
+    "reading",
+]
+
+
+def create_engine(
+    url: str | URL, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS, **kwargs: Any
+) -> Engine:
+    """An engine for the transaction log (the Manager's set-up, durable commits enforced).
+
+    SQL parameters are left out of error messages (``hide_parameters``): an error that reaches
+    a log file or a SIEM names no peer, pseudonym or trace id of a record.
+    """
+    kwargs.setdefault("hide_parameters", True)
+    engine = _manager_engine(url, sqlite_busy_timeout=sqlite_busy_timeout, **kwargs)
+    if engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _durable_commit(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SHOW synchronous_commit")
+                row = cursor.fetchone()
+                if row is not None and str(row[0]).lower() == "off":
+                    cursor.execute("SET synchronous_commit = on")
+            finally:
+                cursor.close()
+            # psycopg opens a transaction for SHOW: end it before the pool hands it out.
+            dbapi_connection.commit()
+
+    return engine
+
+
+def alembic_config(url: str | URL | None = None, *, connection: Connection | None = None) -> Config:
+    """The Alembic configuration of the transaction log's migrations, built in code."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
+    if url is not None:
+        rendered = normalise_url(url).render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = VERSION_TABLE
+    return config
+
+
+def migrate(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
+    """Upgrade the log's tables to ``revision`` (the newest by default), in one transaction."""
+    if not isinstance(engine_or_url, Engine):
+        own_engine = create_engine(engine_or_url)
+        try:
+            migrate(own_engine, revision)
+        finally:
+            own_engine.dispose()
+        return
+    # SQLite: BEGIN IMMEDIATE (the engine's begin event) makes a second migrator wait.
+    with engine_or_url.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        command.upgrade(alembic_config(connection=connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the log's tables are at, or None when never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with reading(engine).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

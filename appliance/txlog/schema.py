@@ -1,0 +1,64 @@
+"""The transaction log's table, as SQLAlchemy Core metadata (SQLite and PostgreSQL alike).
+
+One row per record, ``txlog_records``; every name starts with ``txlog_`` so the log can share a
+database with the Manager (its own Alembic version table, ``txlog_alembic_version``). There is
+no column for message content: the columns are the FSC fields and the three purpose fields.
+
+- ``id``: insertion order; with ``created_at`` the sort and cursor key of ``/logs``.
+- ``(transaction_id, direction)`` is unique: an Outway and an Inway of one appliance may log
+  the same transaction, each once.
+- One index per peer column, for "records naming peer X" (the ``/logs`` filter), and one on
+  ``data_subject_pseudonym`` for a privacy officer's search about one person.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from appliance.manager.storage.schema import NAMING_CONVENTION, UtcDateTime
+
+TABLE_PREFIX = "txlog_"
+PEER_ID_LENGTH = 255  # the column; records are checked against logging.yaml's 20
+NAME_LENGTH = 255
+HASH_LENGTH = 1024
+TRANSACTION_ID_LENGTH = 36
+DIRECTION_LENGTH = 32
+PROCESSING_ACTIVITY_LENGTH = 200
+TRACE_ID_LENGTH = 32
+PSEUDONYM_LENGTH = 64
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+records = sa.Table(
+    "txlog_records",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("transaction_id", sa.String(TRANSACTION_ID_LENGTH), nullable=False),
+    sa.Column("direction", sa.String(DIRECTION_LENGTH), nullable=False),
+    sa.Column("grant_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("service_name", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("source_outway_peer_id", sa.String(PEER_ID_LENGTH), nullable=False),
+    sa.Column("source_delegator_peer_id", sa.String(PEER_ID_LENGTH), nullable=True),
+    sa.Column("destination_service_peer_id", sa.String(PEER_ID_LENGTH), nullable=False),
+    sa.Column("destination_delegator_peer_id", sa.String(PEER_ID_LENGTH), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    # Sluis-local purpose binding (AVG); never part of the FSC API output.
+    sa.Column("processing_activity_id", sa.String(PROCESSING_ACTIVITY_LENGTH), nullable=True),
+    sa.Column("trace_id", sa.String(TRACE_ID_LENGTH), nullable=True),
+    sa.Column("data_subject_pseudonym", sa.String(PSEUDONYM_LENGTH), nullable=True),
+    sa.UniqueConstraint("transaction_id", "direction"),
+    sa.CheckConstraint(
+        "direction IN ('DIRECTION_INCOMING', 'DIRECTION_OUTGOING')", name="direction"
+    ),
+    sa.Index(None, "created_at", "id"),
+    sa.Index(None, "source_outway_peer_id"),
+    sa.Index(None, "destination_service_peer_id"),
+    sa.Index(None, "source_delegator_peer_id"),
+    sa.Index(None, "destination_delegator_peer_id"),
+    sa.Index(None, "data_subject_pseudonym"),
+)

@@ -1,0 +1,601 @@
+"""The transaction log store: durable writes with group commit, and the ``/logs`` query.
+
+:meth:`TransactionLog.write` returns only after the record's transaction has committed
+(SQLite in WAL mode with ``synchronous = FULL``; PostgreSQL with ``synchronous_commit`` at
+least ``on``). A gateway writes first and forwards after; when ``write`` raises
+:class:`TransactionLogWriteError` it refuses the request. There is no buffering that could
+acknowledge a record before it is on disk, and no path on which a failed commit goes unseen.
+
+Group commit: one writer thread per open log (per worker process) takes the records waiting
+in its queue and commits them in one transaction, so that concurrent requests share one disk
+flush instead of paying for one each. A batch is committed when it holds ``max_batch`` records,
+or when its oldest record has waited ``max_delay`` seconds (2 ms by default); while a batch
+commits, the next one fills up. Every writer in a batch is answered after the commit: all
+succeed, or all get :class:`TransactionLogWriteError`. A record whose transaction id and
+direction are already stored is refused (:class:`DuplicateTransactionError`) without failing
+the others in its batch.
+
+The writer thread is started by the first write and belongs to the process that opened the
+log: open it in each gunicorn worker after fork, as every database handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+
+from appliance.txlog import schema
+from appliance.txlog.database import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    create_engine,
+    migrate,
+    reading,
+)
+from appliance.txlog.errors import (
+    DuplicateTransactionError,
+    InvalidTransactionIdError,
+    TransactionLogClosedError,
+    TransactionLogError,
+    TransactionLogWriteError,
+    UnknownCursorError,
+)
+from appliance.txlog.record import (
+    Destination,
+    Direction,
+    LogRecord,
+    PurposeBinding,
+    Source,
+    parse_transaction_id,
+)
+
+log = logging.getLogger("sluis.txlog")
+
+DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_DELAY = 0.002  # seconds the oldest record of a batch may wait for company
+DEFAULT_WRITE_TIMEOUT = 30.0  # a write not confirmed by then fails (the gateway refuses)
+DEFAULT_LIMIT = 25  # logging.yaml queryPaginationLimit
+MAX_LIMIT = 1000
+MAX_TRANSACTION_IDS = 500
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+_Key = tuple[str, str]
+_Outcome = TransactionLogWriteError | None
+
+
+# --- the group-commit writer -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: LogRecord
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+    deadline: float  # time.monotonic() by which its batch should start committing
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """What the writer did since the log was opened (read them for metrics)."""
+
+    batches: int = 0
+    records: int = 0
+    failed_batches: int = 0
+    failed_records: int = 0
+    largest_batch: int = 0
+
+
+class _GroupCommitWriter:
+    """A thread that commits queued records in batches and answers each caller's future."""
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[LogRecord]], list[_Outcome]],
+        *,
+        max_batch: int,
+        max_delay: float,
+        name: str,
+    ) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._name = name
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._pid = os.getpid()
+        self.stats = WriterStats()
+
+    def submit(self, record: LogRecord, future: asyncio.Future[None]) -> None:
+        pending = _Pending(record, future, future.get_loop(), time.monotonic() + self._max_delay)
+        with self._cond:
+            if self._closing:
+                raise TransactionLogClosedError("the transaction log is closed")
+            if os.getpid() != self._pid:
+                raise TransactionLogClosedError(
+                    "the transaction log was opened in another process: open it in each "
+                    "worker after fork"
+                )
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._queue.append(pending)
+            # Wake the writer only when it waits for a first record or a batch is full; while
+            # it lingers for company it wakes by itself at the oldest record's deadline.
+            if len(self._queue) == 1 or len(self._queue) >= self._max_batch:
+                self._cond.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then stop the thread; later submits are refused."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._flush(batch)
+        finally:
+            # Normally the queue is empty here. Should the thread ever stop otherwise, nothing
+            # may wait forever: refuse what is queued and every later write.
+            with self._cond:
+                self._closing = True
+                leftovers = list(self._queue)
+                self._queue.clear()
+            for pending in leftovers:
+                _settle(pending, TransactionLogClosedError("the transaction log writer stopped"))
+
+    def _next_batch(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            deadline = self._queue[0].deadline
+            while len(self._queue) < self._max_batch and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            size = min(len(self._queue), self._max_batch)
+            return [self._queue.popleft() for _ in range(size)]
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.records += len(batch)
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        try:
+            outcomes = self._commit([pending.record for pending in batch])
+            if len(outcomes) != len(batch):  # a bug, never a success
+                raise RuntimeError("the commit answered for a different number of records")
+        except BaseException as exc:
+            stats.failed_batches += 1
+            stats.failed_records += len(batch)
+            log.error(
+                "transaction log: a batch of %d records was not committed (%s: %s); "
+                "every request in it is refused",
+                len(batch),
+                type(exc).__name__,
+                _reason(exc),
+            )
+            for pending in batch:
+                error = TransactionLogWriteError(
+                    f"the transaction log record was not committed ({type(exc).__name__})"
+                )
+                error.__cause__ = exc
+                _settle(pending, error)
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            _settle(pending, outcome)
+
+
+def _expire(future: asyncio.Future[None], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(
+            TransactionLogWriteError(
+                f"the transaction log did not confirm the record within {timeout} s"
+            )
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own words, without the statement or its parameters."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        return (
+            str(exc.orig).strip().splitlines()[0]
+            if str(exc.orig).strip()
+            else type(exc.orig).__name__
+        )
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _settle(pending: _Pending, error: BaseException | None) -> None:
+    def apply() -> None:
+        future = pending.future
+        if future.done():  # cancelled, or timed out: nobody waits for it
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    # RuntimeError: the caller's loop is closed, nobody is left to answer.
+    with contextlib.suppress(RuntimeError):
+        pending.loop.call_soon_threadsafe(apply)
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+def _row(record: LogRecord) -> dict[str, Any]:
+    return {
+        "transaction_id": record.transaction_id,
+        "direction": record.direction.value,
+        "grant_hash": record.grant_hash,
+        "service_name": record.service_name,
+        "source_outway_peer_id": record.source.outway_peer_id,
+        "source_delegator_peer_id": record.source.delegator_peer_id,
+        "destination_service_peer_id": record.destination.service_peer_id,
+        "destination_delegator_peer_id": record.destination.delegator_peer_id,
+        "created_at": record.created_at,
+        "processing_activity_id": record.purpose.processing_activity_id,
+        "trace_id": record.purpose.trace_id,
+        "data_subject_pseudonym": record.purpose.data_subject_pseudonym,
+    }
+
+
+def _record(row: sa.Row[Any]) -> LogRecord:
+    return LogRecord(
+        transaction_id=row.transaction_id,
+        direction=Direction(row.direction),
+        grant_hash=row.grant_hash,
+        service_name=row.service_name,
+        source=Source(row.source_outway_peer_id, row.source_delegator_peer_id),
+        destination=Destination(row.destination_service_peer_id, row.destination_delegator_peer_id),
+        created_at=row.created_at,
+        purpose=PurposeBinding(
+            processing_activity_id=row.processing_activity_id,
+            trace_id=row.trace_id,
+            data_subject_pseudonym=row.data_subject_pseudonym,
+        ),
+    )
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _cursor(row: sa.Row[Any]) -> str:
+    return f"{_micros(row.created_at)}-{row.id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int]:
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise UnknownCursorError(cursor)
+    micros, row_id = int(match.group(1)), int(match.group(2))
+    try:
+        return _EPOCH + timedelta(microseconds=micros), row_id
+    except OverflowError:
+        raise UnknownCursorError(cursor) from None
+
+
+def _moment(value: int | datetime, what: str, *, plus_seconds: int = 0) -> datetime:
+    """A Unix timestamp (logging.yaml ``timestamp``) or an aware datetime, plus some seconds."""
+    try:
+        if isinstance(value, datetime):
+            if value.utcoffset() is None:
+                raise ValueError(f"{what} must be a timezone-aware datetime")
+            return value.astimezone(UTC) + timedelta(seconds=plus_seconds)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what} must be a non-negative Unix timestamp")
+        return _EPOCH + timedelta(seconds=value + plus_seconds)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range") from None
+
+
+# --- the log ------------------------------------------------------------------------------------
+
+
+class TransactionLog:
+    """The FSC transaction log of this appliance, on SQLite (default) or PostgreSQL."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_delay: float = DEFAULT_MAX_DELAY,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        dispose_engine: bool = False,
+    ) -> None:
+        if not 1 <= max_batch <= 10_000:
+            raise ValueError("max_batch must be 1..10000")
+        if not 0 <= max_delay <= 1:
+            raise ValueError("max_delay must be 0..1 seconds")
+        if write_timeout is not None and write_timeout <= 0:
+            raise ValueError("write_timeout must be positive (or None)")
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise TransactionLogError(f"unsupported database {engine.dialect.name!r}")
+        if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            raise TransactionLogError(
+                "the transaction log must be durable: give a database file, not :memory:"
+            )
+        self._engine = engine
+        self._dispose_engine = dispose_engine
+        self._write_timeout = write_timeout
+        self._insert = self._insert_statement(engine)
+        self._writer = _GroupCommitWriter(
+            self._commit_batch,
+            max_batch=max_batch,
+            max_delay=max_delay,
+            name=f"sluis-txlog-writer-{engine.url.get_backend_name()}",
+        )
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        url: str | URL,
+        *,
+        migrate_schema: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_delay: float = DEFAULT_MAX_DELAY,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        **engine_kwargs: Any,
+    ) -> TransactionLog:
+        """Connect to ``url`` (``sqlite:////var/lib/sluis/txlog.db``, ``postgresql://...``),
+        bring the log's tables up to date, and return the log (close it when done)."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise TransactionLogError(
+                "the transaction log must be durable: give a database file, not :memory:"
+            )
+        engine = create_engine(parsed, sqlite_busy_timeout=sqlite_busy_timeout, **engine_kwargs)
+        try:
+            if migrate_schema:
+                migrate(engine)
+            return cls(
+                engine,
+                max_batch=max_batch,
+                max_delay=max_delay,
+                write_timeout=write_timeout,
+                dispose_engine=True,
+            )
+        except BaseException:
+            engine.dispose()
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def stats(self) -> WriterStats:
+        return self._writer.stats
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def write(self, record: LogRecord) -> None:
+        """Store ``record``; return once it is committed, raise if it is not.
+
+        Raises :class:`TransactionLogWriteError` (a :class:`DuplicateTransactionError` for a
+        transaction id and direction already stored, a :class:`TransactionLogClosedError`
+        after :meth:`close`) when the record is not durably stored: refuse the request then.
+        """
+        if not isinstance(record, LogRecord):
+            raise TypeError(f"expected a LogRecord, got {type(record).__name__}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._writer.submit(record, future)
+        if self._write_timeout is None:
+            await future
+            return
+        # A timer on the future itself (cheaper than asyncio.wait_for on every request). A
+        # record that times out may still be committed later; the request is refused anyway.
+        timer = loop.call_later(self._write_timeout, _expire, future, self._write_timeout)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _insert_statement(engine: Engine) -> Any:
+        table = schema.records
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        return (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=["transaction_id", "direction"])
+            .returning(table.c.transaction_id, table.c.direction)
+        )
+
+    def _commit_batch(self, batch: Sequence[LogRecord]) -> list[_Outcome]:
+        """One transaction for the batch (runs in the writer thread); raises if not committed.
+
+        ``ON CONFLICT DO NOTHING ... RETURNING`` says exactly which rows went in, also when
+        another process stored the same key a moment earlier.
+        """
+        outcomes: list[_Outcome] = [None] * len(batch)
+        first: dict[_Key, int] = {}
+        rows: list[dict[str, Any]] = []
+        for index, record in enumerate(batch):
+            key = (record.transaction_id, record.direction.value)
+            if key in first:
+                outcomes[index] = DuplicateTransactionError(*key)
+                continue
+            first[key] = index
+            rows.append(_row(record))
+        with self._engine.connect() as connection:
+            try:
+                with connection.begin():
+                    result = connection.execute(self._insert, rows)
+                    inserted = {(row[0], row[1]) for row in result}
+            except BaseException:
+                # A connection that failed a write is not trusted again (SQLite opens a file
+                # it may not write read-only, and stays so after the operator fixes it):
+                # start afresh, so the log recovers by itself once the database does.
+                connection.invalidate()
+                self._engine.dispose()
+                raise
+        # Only here, after the commit returned, is any record acknowledged.
+        for key, index in first.items():
+            if key not in inserted:
+                outcomes[index] = DuplicateTransactionError(*key)
+        return outcomes
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def query(
+        self,
+        peer_id: str,
+        *,
+        after: int | datetime | None = None,
+        before: int | datetime | None = None,
+        grant_hashes: Sequence[str] | None = None,
+        service_names: Sequence[str] | None = None,
+        transaction_ids: Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        descending: bool = True,
+        processing_activity_id: str | None = None,
+        data_subject_pseudonym: str | None = None,
+    ) -> tuple[list[LogRecord], str]:
+        """Records naming ``peer_id`` (logging spec "Providing TransactionLog records").
+
+        Only records with ``peer_id`` as source outway, destination service, or either
+        delegator are ever returned. ``after``/``before`` (Unix seconds, exclusive, compared
+        with the API's whole-second ``created_at``); ``grant_hashes`` and ``service_names``
+        match when either list matches (logging.yaml: "either condition"). Order: creation
+        time, then insertion; newest first unless ``descending`` is False. Returns the page and
+        the cursor of the next one (``""`` when there is none).
+
+        ``transaction_ids`` overrides pagination and the other filters (logging.yaml) and
+        returns every record of those transactions that names ``peer_id``.
+        ``processing_activity_id`` and ``data_subject_pseudonym`` are for local audits only.
+        """
+        if not isinstance(peer_id, str) or not peer_id:
+            raise ValueError("peer_id is required: the log answers only about a peer")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        c = schema.records.c
+        query = sa.select(schema.records).where(
+            sa.or_(
+                c.source_outway_peer_id == peer_id,
+                c.destination_service_peer_id == peer_id,
+                c.source_delegator_peer_id == peer_id,
+                c.destination_delegator_peer_id == peer_id,
+            )
+        )
+        order = (c.created_at.desc(), c.id.desc()) if descending else (c.created_at, c.id)
+        if transaction_ids is not None:
+            if len(transaction_ids) > MAX_TRANSACTION_IDS:
+                raise ValueError(f"at most {MAX_TRANSACTION_IDS} transaction ids at once")
+            wanted = []
+            for value in transaction_ids:
+                try:
+                    wanted.append(parse_transaction_id(value, any_version=True))
+                except InvalidTransactionIdError:
+                    continue  # cannot match a stored record
+            if not wanted:
+                return [], ""
+            query = query.where(c.transaction_id.in_(wanted)).order_by(*order)
+            with reading(self._engine).connect() as connection:
+                return [_record(row) for row in connection.execute(query)], ""
+        if after is not None:
+            # The API shows whole seconds: "after T" means shown created_at > T.
+            query = query.where(c.created_at >= _moment(after, "after", plus_seconds=1))
+        if before is not None:
+            query = query.where(c.created_at < _moment(before, "before"))
+        matches = []
+        if grant_hashes:
+            matches.append(c.grant_hash.in_(list(grant_hashes)))
+        if service_names:
+            matches.append(c.service_name.in_(list(service_names)))
+        if matches:
+            query = query.where(sa.or_(*matches))
+        if processing_activity_id is not None:
+            query = query.where(c.processing_activity_id == processing_activity_id)
+        if data_subject_pseudonym is not None:
+            query = query.where(c.data_subject_pseudonym == data_subject_pseudonym)
+        if cursor:
+            pivot_time, pivot_id = _parse_cursor(cursor)
+            if descending:
+                query = query.where(
+                    sa.or_(
+                        c.created_at < pivot_time,
+                        sa.and_(c.created_at == pivot_time, c.id < pivot_id),
+                    )
+                )
+            else:
+                query = query.where(
+                    sa.or_(
+                        c.created_at > pivot_time,
+                        sa.and_(c.created_at == pivot_time, c.id > pivot_id),
+                    )
+                )
+        query = query.order_by(*order).limit(limit + 1)
+        with reading(self._engine).connect() as connection:
+            rows = connection.execute(query).all()
+        more = len(rows) > limit
+        page = rows[:limit]
+        return [_record(row) for row in page], (_cursor(page[-1]) if more else "")
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit what is queued, stop the writer, release the database (if opened here)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close(timeout)
+        if self._dispose_engine:
+            self._engine.dispose()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

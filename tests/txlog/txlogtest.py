@@ -1,0 +1,167 @@
+"""Helpers for the transaction log tests: peers, records, running writes, logging.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jsonschema
+import sqlalchemy as sa
+import yaml
+
+from appliance.txlog import (
+    Destination,
+    Direction,
+    LogRecord,
+    PurposeBinding,
+    Source,
+    TransactionLog,
+    new_transaction_id,
+)
+
+# The FSC documents sit beside the repository (shared/fsc), as docs/manager.md refers to them.
+FSC = Path(__file__).resolve().parents[3] / "shared" / "fsc"
+LOGGING_YAML = FSC / "logging.yaml"
+MANAGER_YAML = FSC / "manager.yaml"
+
+PEER_A = "00000001000000000001"
+PEER_B = "00000001000000000002"
+PEER_C = "00000001000000000003"
+PEER_D = "00000001000000000004"
+PEER_E = "00000001000000000005"
+GRANT_1 = "$1$3$" + "A" * 86
+GRANT_2 = "$1$3$" + "B" * 86
+T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+def record(
+    *,
+    source: str = PEER_A,
+    destination: str = PEER_B,
+    source_delegator: str | None = None,
+    destination_delegator: str | None = None,
+    service: str = "basisregistratie",
+    grant: str = GRANT_1,
+    direction: Direction = Direction.OUTGOING,
+    created_at: datetime | None = None,
+    transaction_id: str | None = None,
+    purpose: PurposeBinding | None = None,
+) -> LogRecord:
+    return LogRecord(
+        transaction_id=transaction_id or new_transaction_id(),
+        direction=direction,
+        grant_hash=grant,
+        service_name=service,
+        source=Source(source, source_delegator),
+        destination=Destination(destination, destination_delegator),
+        created_at=created_at or datetime.now(UTC),
+        purpose=purpose or PurposeBinding(),
+    )
+
+
+def records_at(
+    count: int, start: datetime = T0, step: timedelta = timedelta(seconds=1), **kw: Any
+) -> list[LogRecord]:
+    return [record(created_at=start + i * step, **kw) for i in range(count)]
+
+
+def run(coroutine: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await coroutine
+
+    return asyncio.run(wrapper())
+
+
+async def write_all(
+    log: TransactionLog, records: Iterable[LogRecord]
+) -> list[BaseException | None]:
+    """Write concurrently; the exception of each write (None for success), in order."""
+    results = await asyncio.gather(*(log.write(r) for r in records), return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]
+
+
+def stored(url: str) -> list[dict[str, Any]]:
+    """Every row of txlog_records, read through a new engine (a new connection)."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT * FROM txlog_records ORDER BY id"))
+            return [dict(row._mapping) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def count_commits(engine: sa.Engine) -> Callable[[], int]:
+    commits = [0]
+
+    def on_commit(_connection: Any) -> None:
+        commits[0] += 1
+
+    sa.event.listen(engine, "commit", on_commit)
+    return lambda: commits[0]
+
+
+# -- logging.yaml ---------------------------------------------------------------------------
+
+
+@functools.cache
+def logging_spec() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(LOGGING_YAML.read_text(encoding="utf-8"))
+    return data
+
+
+@functools.cache
+def manager_spec() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(MANAGER_YAML.read_text(encoding="utf-8"))
+    return data
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft7Validator:
+    root = {**schema, "components": logging_spec()["components"]}
+    return jsonschema.Draft7Validator(root)
+
+
+def _resolve_discriminator(property_schema: Mapping[str, Any], value: Any) -> dict[str, Any]:
+    """OpenAPI's ``discriminator`` picks one ``oneOf`` branch by ``type``; plain JSON Schema
+    does not know it (and a delegated source matches both branches, so ``oneOf`` alone would
+    fail). Validate against exactly the mapped branch, as an OpenAPI validator does."""
+    mapping = property_schema["discriminator"]["mapping"]
+    kind = value.get("type") if isinstance(value, dict) else None
+    assert kind in mapping, f"type {kind!r} is not one of {sorted(mapping)}"
+    return {"$ref": mapping[kind]}
+
+
+def validate_log_record(data: Any) -> None:
+    """``data`` is a valid logging.yaml ``logRecord`` (discriminators honoured)."""
+    log_record = logging_spec()["components"]["schemas"]["logRecord"]
+    flat = dict(log_record)
+    flat["properties"] = dict(log_record["properties"])
+    for name in ("source", "destination"):
+        flat["properties"][name] = _resolve_discriminator(
+            log_record["properties"][name], data.get(name)
+        )
+    _validator(flat).validate(data)
+    # The delegated branches are supersets: a plain type must not carry a delegator either.
+    for name, plain in (
+        ("source", "SOURCE_TYPE_SOURCE"),
+        ("destination", "DESTINATION_TYPE_DESTINATION"),
+    ):
+        if data[name]["type"] == plain:
+            assert "delegator_peer_id" not in data[name], data
+
+
+def validate_logs_response(body: Any) -> None:
+    """``body`` is a valid 200 answer of ``GET /logs``."""
+    response = logging_spec()["paths"]["/logs"]["get"]["responses"][200]
+    schema = response["content"]["application/json"]["schema"]
+    envelope = dict(schema)
+    envelope["properties"] = {**schema["properties"], "records": {"type": "array"}}
+    _validator(envelope).validate(body)
+    for item in body["records"]:
+        validate_log_record(item)
