@@ -90,12 +90,27 @@ class InwaySettings:
 
 
 @dataclass(frozen=True)
+class TxlogSettings:
+    """The transaction log (``[txlog]``): where both gateways write, the Manager reads.
+
+    ``pseudonym_key_file`` holds the secret that pseudonymises data subjects (root-only);
+    see docs/txlog.md.
+    """
+
+    database: str
+    pseudonym_key_file: str = ""
+    max_batch: int = 256
+    write_timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class SluisConfig:
     hsm: HsmSettings
     tls: TlsSettings
     source: Path | None = None
     manager: ManagerSettings | None = None
     inway: InwaySettings | None = None
+    txlog: TxlogSettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -148,7 +163,12 @@ def load_config(path: Path) -> SluisConfig:
         if "inway" in data
         else None
     )
-    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway"})
+    txlog = (
+        _build(TxlogSettings, _section(data, "txlog", path), f"{path} [txlog]")
+        if "txlog" in data
+        else None
+    )
+    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway", "txlog"})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager, inway=inway)
+    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager, inway=inway, txlog=txlog)

@@ -24,6 +24,9 @@ from appliance.serving.app import AsgiApp, create_base_app
 from appliance.serving.fsc_errors import ErrorDomain
 from appliance.serving.worker import CONFIG_ENV
 from appliance.tls.context import client_context
+from appliance.txlog.api import ENABLED_EXTENSIONS, add_log_routes
+from appliance.txlog.gateway import open_log
+from appliance.txlog.store import TransactionLog
 
 
 class DeliveryLifecycle:
@@ -46,6 +49,16 @@ class DeliveryLifecycle:
             await self._service.client.close()
 
 
+class CloseLog:
+    """Flush and close the transaction log when the worker stops."""
+
+    def __init__(self, log: TransactionLog) -> None:
+        self._log = log
+
+    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        await self._log.aclose()
+
+
 def create_app() -> AsgiApp:
     config = load_config(Path(os.environ[CONFIG_ENV]))
     settings = manager_settings(config)
@@ -60,4 +73,10 @@ def create_app() -> AsgiApp:
     app = create_base_app(ErrorDomain.MANAGER)
     app.add_middleware(DeliveryLifecycle(service, settings.delivery_interval_seconds))
     add_routes(app, service)
+    if config.txlog is not None:
+        # The logging extension: peers read the records that name them on /v1/logs.
+        log = open_log(config)
+        add_log_routes(app, log)
+        app.add_middleware(CloseLog(log))
+        service.enabled_extensions = dict(ENABLED_EXTENSIONS)
     return app

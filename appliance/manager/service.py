@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ class ManagerService:
     signer: Signer
     client: PeerClient | None = None
     clock: Callable[[], datetime] = utcnow
+    enabled_extensions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.identity = PeerIdentity.from_der(self.own_chain[0].public_bytes(Encoding.DER))
@@ -489,7 +490,7 @@ class ManagerService:
             "peer_id": self.peer_id,
             "peer_name": self.settings.peer_name,
             "fsc_version": FSC_VERSION,
-            "enabled_extensions": {},
+            "enabled_extensions": dict(self.enabled_extensions),
         }
 
     def jwks(self) -> dict[str, Any]:

@@ -1,0 +1,44 @@
+"""The transaction log as the gateways and the Manager use it, opened from ``[txlog]``.
+
+``inway_writer`` is the factory ``[inway] transaction_log = "appliance.txlog.gateway:inway_writer"``
+names: it opens the durable log in the worker (after fork, where it is used) and stores the
+inway's logging.yaml records through group commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.config import SluisConfig, TxlogSettings
+from appliance.errors import ConfigurationError
+from appliance.txlog.record import LogRecord
+from appliance.txlog.store import TransactionLog
+
+
+def txlog_settings(config: SluisConfig) -> TxlogSettings:
+    if config.txlog is None:
+        raise ConfigurationError(f"{config.source}: no [txlog] section: where is the log?")
+    return config.txlog
+
+
+def open_log(config: SluisConfig) -> TransactionLog:
+    settings = txlog_settings(config)
+    return TransactionLog.open(
+        settings.database,
+        max_batch=settings.max_batch,
+        write_timeout=float(settings.write_timeout_seconds),
+    )
+
+
+class DurableLogWriter:
+    """Adapts the inway's record dicts (logging.yaml ``logRecord``) to the durable log."""
+
+    def __init__(self, log: TransactionLog) -> None:
+        self._log = log
+
+    async def write(self, record: dict[str, Any]) -> None:
+        await self._log.write(LogRecord.from_api(record))
+
+
+def inway_writer(config: SluisConfig) -> DurableLogWriter:
+    return DurableLogWriter(open_log(config))
