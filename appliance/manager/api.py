@@ -213,28 +213,43 @@ class PeerInfo:
         resp.media = self._service.peer_info()
 
 
+def _page(req: falcon.asgi.Request, keys: list[str]) -> tuple[int, int, str]:
+    """Cursor paging over an already sorted listing: (start, stop, next_cursor)."""
+    cursor = req.get_param("cursor") or None
+    start = 0
+    if cursor is not None:
+        if cursor not in keys:
+            raise _bad_request(f"unknown cursor {cursor!r}")
+        start = keys.index(cursor) + 1
+    stop = start + _limit(req)
+    return start, stop, keys[stop - 1] if stop < len(keys) else ""
+
+
 class Peers:
     def __init__(self, service: ManagerService) -> None:
         self._service = service
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         peer_ids = _list_param(req, "peer_id")
-        limit = None if peer_ids else _limit(req)
-        rows = self._service.store.list_peers(
-            peer_ids=peer_ids,
-            name_contains=None if peer_ids else req.get_param("peer_name"),
-            after=None if peer_ids else req.get_param("cursor") or None,
-            limit=limit,
+        rows = [
+            r
+            for r in self._service.store.list_peers(
+                peer_ids=peer_ids,
+                name_contains=None if peer_ids else req.get_param("peer_name"),
+            )
+            if r.manager_address
+        ]
+        # With peer_id, pagination and the other filters are ignored (manager.yaml).
+        rows.sort(key=lambda r: r.peer_id, reverse=_descending(req))
+        start, stop, next_cursor = (
+            (0, len(rows), "") if peer_ids else _page(req, [r.peer_id for r in rows])
         )
-        # manager.yaml: the cursor is empty when there are no more results.
-        more = limit is not None and len(rows) == limit
         resp.media = {
             "peers": [
                 {"id": r.peer_id, "name": r.name or r.peer_id, "manager_address": r.manager_address}
-                for r in rows
-                if r.manager_address
+                for r in rows[start:stop]
             ],
-            "pagination": {"next_cursor": rows[-1].peer_id if more else ""},
+            "pagination": {"next_cursor": next_cursor},
         }
 
 
@@ -282,18 +297,11 @@ class Services:
                 or (name_filter and name_filter in r.service_name.lower())
             ]
         keys = [f"{r.peer_id}/{r.service_name}/{r.contract_hash}" for r in rows]
-        cursor = req.get_param("cursor") or None
-        start = 0
-        if cursor is not None:
-            if cursor not in keys:
-                raise _bad_request(f"unknown cursor {cursor!r}")
-            start = keys.index(cursor) + 1
-        limit = _limit(req)
-        page = rows[start : start + limit]
-        more = start + limit < len(rows)
+        start, stop, next_cursor = _page(req, keys)
+        page = rows[start:stop]
         resp.media = {
             "services": [self._listing(r) for r in page],
-            "pagination": {"next_cursor": keys[start + limit - 1] if more else ""},
+            "pagination": {"next_cursor": next_cursor},
         }
 
 

@@ -130,10 +130,11 @@ def test_peers_unknown_peer_id_gives_an_empty_list(bare_provider: Api, group: Gr
 def test_peers_pagination(bare_provider: Api, group: Group) -> None:
     _announce_all(bare_provider, group, OIN_A, OIN_D)  # four peers: A, B, C, D
 
-    first = _json(bare_provider.get("/v1/peers", peer=group[OIN_A], params={"limit": "3"}))
+    ascending = {"limit": "3", "sort_order": "SORT_ORDER_ASCENDING"}
+    first = _json(bare_provider.get("/v1/peers", peer=group[OIN_A], params=ascending))
     cursor = first["pagination"]["next_cursor"]
     second = _json(
-        bare_provider.get("/v1/peers", peer=group[OIN_A], params={"limit": "3", "cursor": cursor})
+        bare_provider.get("/v1/peers", peer=group[OIN_A], params={**ascending, "cursor": cursor})
     )
 
     assert [peer["id"] for peer in first["peers"]] == [OIN_A, OIN_B, OIN_C]
@@ -141,6 +142,11 @@ def test_peers_pagination(bare_provider: Api, group: Group) -> None:
     assert [peer["id"] for peer in second["peers"]] == [OIN_D]
     # manager.yaml: "an empty string if there are no more results".
     assert second["pagination"]["next_cursor"] == ""
+    # manager.yaml's default order is descending.
+    newest = _json(bare_provider.get("/v1/peers", peer=group[OIN_A], params={"limit": "3"}))
+    assert [peer["id"] for peer in newest["peers"]] == [OIN_D, OIN_C, OIN_B]
+    bad = bare_provider.get("/v1/peers", peer=group[OIN_A], params={"sort_order": "SIDEWAYS"})
+    assert_fsc_error(bad, 400, "ERROR_CODE_REQUEST_INVALID")
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "many"])
