@@ -90,6 +90,27 @@ class InwaySettings:
 
 
 @dataclass(frozen=True)
+class OutwaySettings:
+    """The outway of this appliance (``[outway]``; only on boxes that run one).
+
+    It listens on the internal network (``bind``) for local applications and forwards to
+    other peers' inways over mutual TLS. ``group_id`` defaults to ``[manager] group_id``;
+    ``transaction_log`` names the log writer (``module:factory``; empty: the durable log of
+    ``[txlog]``; see ``appliance.outway.logging``).
+    """
+
+    bind: str = "0.0.0.0:8080"
+    group_id: str = ""
+    transaction_log: str = ""
+    connect_timeout_seconds: int = 5
+    read_timeout_seconds: int = 30
+    inway_connections: int = 256
+    token_timeout_seconds: int = 10
+    token_refresh_seconds: int = 30
+    forward_purpose_headers: bool = False
+
+
+@dataclass(frozen=True)
 class TxlogSettings:
     """The transaction log (``[txlog]``): where both gateways write, the Manager reads.
 
@@ -111,6 +132,7 @@ class SluisConfig:
     manager: ManagerSettings | None = None
     inway: InwaySettings | None = None
     txlog: TxlogSettings | None = None
+    outway: OutwaySettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -168,7 +190,20 @@ def load_config(path: Path) -> SluisConfig:
         if "txlog" in data
         else None
     )
-    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway", "txlog"})
+    outway = (
+        _build(OutwaySettings, _section(data, "outway", path), f"{path} [outway]")
+        if "outway" in data
+        else None
+    )
+    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway", "txlog", "outway"})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    return SluisConfig(hsm=hsm, tls=tls, source=path, manager=manager, inway=inway, txlog=txlog)
+    return SluisConfig(
+        hsm=hsm,
+        tls=tls,
+        source=path,
+        manager=manager,
+        inway=inway,
+        txlog=txlog,
+        outway=outway,
+    )

@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance.config import InwaySettings, load_config
+from appliance.config import InwaySettings, OutwaySettings, load_config
 from appliance.serving.launch import ServeOptions, exec_gunicorn
 
 COMPONENTS = {
     "whoami": "appliance.serving.whoami:create_app()",
     "manager": "appliance.manager.app:create_app()",
     "inway": "appliance.inway.app:create_app()",
+    "outway": "appliance.outway.app:create_app()",
 }
 DEFAULT_BIND = "127.0.0.1:8443"
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
     parser.add_argument(
         "--bind",
-        help=f"host:port (default: [inway] bind for the inway, otherwise {DEFAULT_BIND})",
+        help=f"host:port (default: [inway]/[outway] bind for those, otherwise {DEFAULT_BIND})",
     )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)"
@@ -56,4 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _default_bind(component: str, config: Path) -> str:
     if component == "inway":
         return (load_config(config).inway or InwaySettings()).bind
+    if component == "outway":
+        return (load_config(config).outway or OutwaySettings()).bind
     return DEFAULT_BIND
