@@ -18,22 +18,20 @@ database with the Manager or have one of its own. To write the next revision::
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Connection, Engine
 
 from appliance.manager.storage.database import create_engine as _manager_engine
 from appliance.manager.storage.database import normalise_url, reading
+from appliance.migrations import Migrations
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "txlog_alembic_version"
 SQLITE_BUSY_TIMEOUT_SECONDS = 5.0  # a gateway request should fail closed, not hang for long
-_MIGRATION_LOCK = zlib.crc32(b"sluis txlog migrations")
 
 __all__ = [
     "VERSION_TABLE",
@@ -73,39 +71,25 @@ def create_engine(
     return engine
 
 
+TXLOG_MIGRATIONS = Migrations(
+    name="txlog",
+    directory=MIGRATIONS,
+    version_table=VERSION_TABLE,
+    engine_factory=lambda url: create_engine(url),
+    normalise_url=normalise_url,
+)
+
+
 def alembic_config(url: str | URL | None = None, *, connection: Connection | None = None) -> Config:
     """The Alembic configuration of the transaction log's migrations, built in code."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
-    if url is not None:
-        rendered = normalise_url(url).render_as_string(hide_password=False)
-        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
+    return TXLOG_MIGRATIONS.config(url, connection=connection)
 
 
 def migrate(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Upgrade the log's tables to ``revision`` (the newest by default), in one transaction."""
-    if not isinstance(engine_or_url, Engine):
-        own_engine = create_engine(engine_or_url)
-        try:
-            migrate(own_engine, revision)
-        finally:
-            own_engine.dispose()
-        return
-    # SQLite: BEGIN IMMEDIATE (the engine's begin event) makes a second migrator wait.
-    with engine_or_url.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-        command.upgrade(alembic_config(connection=connection), revision)
+    TXLOG_MIGRATIONS.upgrade(engine_or_url, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the log's tables are at, or None when never migrated."""
-    from alembic.runtime.migration import MigrationContext
-
-    with reading(engine).connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+    return TXLOG_MIGRATIONS.current(reading(engine))

@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+from appliance.migrations import Migrations
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "manager_alembic_version"  # not alembic_version: other parts may share the database
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 _BEGIN_OPTION = "sluis_sqlite_begin"
-_MIGRATION_LOCK = zlib.crc32(b"sluis manager migrations")
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -119,39 +118,25 @@ def reading(engine: Engine) -> Engine:
     return engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
 
 
+MANAGER_MIGRATIONS = Migrations(
+    name="manager",
+    directory=MIGRATIONS,
+    version_table=VERSION_TABLE,
+    engine_factory=lambda url: create_engine(url),
+    normalise_url=normalise_url,
+)
+
+
 def alembic_config(url: str | URL | None = None, *, connection: Connection | None = None) -> Config:
     """The Alembic configuration of the Manager's migrations, built in code."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
-    if url is not None:
-        rendered = normalise_url(url).render_as_string(hide_password=False)
-        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
+    return MANAGER_MIGRATIONS.config(url, connection=connection)
 
 
 def migrate(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (the newest by default), in one transaction."""
-    if not isinstance(engine_or_url, Engine):
-        own_engine = create_engine(engine_or_url)
-        try:
-            migrate(own_engine, revision)
-        finally:
-            own_engine.dispose()
-        return
-    # SQLite: BEGIN IMMEDIATE (the begin event) makes a second migrator wait for the first.
-    with engine_or_url.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-        command.upgrade(alembic_config(connection=connection), revision)
+    MANAGER_MIGRATIONS.upgrade(engine_or_url, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None for a database never migrated."""
-    from alembic.runtime.migration import MigrationContext
-
-    with reading(engine).connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+    return MANAGER_MIGRATIONS.current(reading(engine))
