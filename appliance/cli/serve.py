@@ -49,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             proc_name=f"sluis-{args.component}",
             pidfile=args.pidfile,
+            # The outway serves the organisation's own applications on the internal network
+            # (the hardening role's firewall keeps it there); every other listener is mTLS.
+            plain_http=args.component == "outway",
         )
     )
     return 0  # pragma: no cover

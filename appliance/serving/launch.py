@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import load_config
-from appliance.serving.worker import CONFIG_ENV
+from appliance.serving.worker import CONFIG_ENV, LISTENER_ENV
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class ServeOptions:
     workers: int
     proc_name: str = "sluis"
     pidfile: Path | None = None
+    # Plain HTTP instead of mutual TLS: only for the outway on the internal network.
+    plain_http: bool = False
 
 
 def gunicorn_command(
@@ -40,6 +42,7 @@ def gunicorn_command(
             "SLUIS_BIND": options.bind,
             "SLUIS_WORKERS": str(options.workers),
             "SLUIS_PROC_NAME": options.proc_name,
+            LISTENER_ENV: "plain" if options.plain_http else "mtls",
             **sluis.hsm.environment(),
         }
     )

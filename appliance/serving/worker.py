@@ -32,6 +32,9 @@ from appliance.serving.protocol import PeerCertificateProtocol
 from appliance.tls.context import server_context
 
 CONFIG_ENV = "SLUIS_CONFIG"
+# "mtls" (default): mutual TLS with the HSM key. "plain": plain HTTP, only for the outway,
+# which listens on the internal network for the organisation's own applications.
+LISTENER_ENV = "SLUIS_LISTENER"
 
 
 class SluisWorker(Worker):  # type: ignore[misc]
@@ -58,7 +61,9 @@ class SluisWorker(Worker):  # type: ignore[misc]
             callback_notify=self.callback_notify,
             limit_max_requests=self.max_requests or None,
             backlog=self.cfg.backlog,
-            ssl_context_factory=self._build_ssl_context,
+            ssl_context_factory=(
+                None if os.environ.get(LISTENER_ENV) == "plain" else self._build_ssl_context
+            ),
         )
 
     def _build_ssl_context(

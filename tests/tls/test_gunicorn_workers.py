@@ -107,3 +107,51 @@ def test_login_storm_does_not_corrupt_the_token(group: Group) -> None:
         assert code == 0, result
     finally:
         after.stop()
+
+
+def test_plain_http_listener_for_the_internal_network(group: Group) -> None:
+    """The outway's listener: plain HTTP, no TLS context, no HSM in the worker."""
+    import http.client
+    import subprocess
+
+    from appliance.demo.processes import free_port
+    from appliance.serving.launch import ServeOptions, gunicorn_command
+
+    port = free_port()
+    argv, env = gunicorn_command(
+        ServeOptions(
+            config=group.b.config_path,
+            app="appliance.serving.whoami:create_app()",
+            bind=f"127.0.0.1:{port}",
+            workers=1,
+            plain_http=True,
+        ),
+        os.environ,
+    )
+    log = group.root / "logs" / "plain.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/whoami")
+                response = conn.getresponse()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        # Plain HTTP reached the app; without a client certificate it has no peer identity.
+        assert response.status == 400
+        assert (
+            response.getheader("Fsc-Error-Code")
+            == "ERROR_CODE_PEER_CERTIFICATE_VERIFICATION_FAILED"
+        )
+        worker = psutil.Process(process.pid).children()[0]
+        assert SOFTHSM_LIBRARY not in _maps(worker.pid)
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -1,0 +1,366 @@
+"""The outway as a gunicorn component: ``sluis serve outway`` (internal network, port 8080).
+
+Local applications call it as if the remote Service were local. Per request, in this order:
+
+1. CONNECT is refused (405 ``ERROR_CODE_METHOD_UNSUPPORTED``, Core);
+2. the ``Fsc-Transaction-Id``: the app's (a UUIDv7, else 400 ``INVALID_LOG_RECORD_ID``) or a new
+   UUIDv7; every answer, errors included, carries it back to the app;
+3. the grant: the ``Fsc-Grant-Hash`` header (the whole path is forwarded), or the NLX-style
+   path ``/{peer-id}/{service}/{path}`` (``/{path}`` is forwarded); only valid connection
+   grants in the local Manager store whose outway is this peer (:mod:`.grants`);
+4. the path, checked as the inway checks it (400 ``ERROR_CODE_INVALID_PATH``);
+5. the purpose-binding headers (:mod:`.logging`);
+6. the access token, cached per grant (:mod:`.tokens`; 502 ``ERROR_CODE_TOKEN_UNAVAILABLE``);
+7. the OUTGOING transaction log record, written before anything is sent (500
+   ``TRANSACTION_LOG_WRITE_ERROR`` and nothing forwarded when it is not stored);
+8. the request, streamed to the inway in the token's ``aud`` over mutual TLS with
+   ``Fsc-Authorization``; the answer streamed back unaltered (:mod:`.proxy`).
+
+The listener is plain HTTP on the internal network (``create_base_app(require_peer=False)``:
+apps have no FSC certificate). ``create_app`` runs in each gunicorn worker after fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from appliance.config import load_config
+from appliance.inway.app import ForwarderLifecycle, InwayRequest
+from appliance.inway.errors import InwayError
+from appliance.inway.paths import checked_path
+from appliance.inway.proxy import ClientDisconnected, request_body
+from appliance.inway.settings import SERVICE_NAME
+from appliance.outway.errors import OutwayError, OutwayErrorCode
+from appliance.outway.grants import GrantSource, Route, by_grant_hash, by_service
+from appliance.outway.logging import (
+    PURPOSE_HEADERS,
+    LogWriter,
+    load_log_writer,
+    load_pseudonymiser,
+    purpose_binding,
+)
+from appliance.outway.proxy import GRANT_HASH_HEADER, OutwayForwarder, outgoing_headers
+from appliance.outway.settings import OutwayRuntime, outway_settings, resolve_runtime
+from appliance.outway.tokens import TokenCache
+from appliance.serving.fsc_errors import ErrorDomain, serialize_error
+from appliance.serving.worker import CONFIG_ENV
+from appliance.txlog.errors import (
+    TRANSACTION_ID_HEADER,
+    InvalidTransactionIdError,
+    TransactionLogError,
+    fsc_error_for,
+    invalid_transaction_id,
+    write_error,
+)
+from appliance.txlog.pseudonym import Pseudonymiser
+from appliance.txlog.record import Direction, LogRecord, new_transaction_id, parse_transaction_id
+
+log = logging.getLogger("sluis.outway")
+
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
+_NO_CHUNKS: tuple[bytes, ...] = ()
+# The inway refuses a token it finds invalid or expired with these: fetch a new one next time.
+_TOKEN_REFUSED = frozenset(
+    {
+        "ERROR_CODE_ACCESS_TOKEN_INVALID",
+        "ERROR_CODE_ACCESS_TOKEN_EXPIRED",
+        "ERROR_CODE_WRONG_GROUP_ID_IN_TOKEN",
+    }
+)
+
+
+class OutwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
+    """The Falcon app, holding the worker's forwarder and token cache."""
+
+    forwarder: OutwayForwarder
+    tokens: TokenCache
+
+
+def _raw_path(scope: Mapping[str, Any]) -> bytes:
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        return raw
+    return urllib.parse.quote(str(scope.get("path", "")), safe=_PATH_SAFE).encode("ascii")
+
+
+def _has_body(req: InwayRequest) -> bool:
+    if req.get_header("Transfer-Encoding"):
+        return True
+    length = req.content_length
+    return length is not None and length > 0
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    for chunk in _NO_CHUNKS:
+        yield chunk
+
+
+def _checked(raw_path: bytes) -> str:
+    try:
+        return checked_path(raw_path)
+    except InwayError as exc:
+        raise OutwayError(OutwayErrorCode.INVALID_PATH, exc.message) from None
+
+
+def nlx_route(raw_path: bytes) -> tuple[str, str, bytes]:
+    """``/{peer-id}/{service}/{path}`` as (peer id, service, ``/{path}``)."""
+    parts = raw_path.split(b"/", 3)
+    peer = parts[1].decode("latin-1") if len(parts) > 1 else ""
+    service = parts[2].decode("latin-1") if len(parts) > 2 else ""
+    if not _PEER_ID.fullmatch(peer) or not SERVICE_NAME.fullmatch(service):
+        raise OutwayError(
+            OutwayErrorCode.INVALID_PATH,
+            f"no {GRANT_HASH_HEADER} header, and the path does not start with "
+            "/{peer-id}/{service}",
+        )
+    rest = b"/" + parts[3] if len(parts) > 3 else b"/"
+    return peer, service, rest
+
+
+def request_transaction_id(value: str | None) -> str:
+    if value is None or not value.strip():
+        return new_transaction_id()
+    try:
+        return parse_transaction_id(value.strip())
+    except InvalidTransactionIdError as exc:
+        raise invalid_transaction_id(ErrorDomain.OUTWAY, str(exc)) from None
+
+
+class TransactionIdMiddleware:
+    """Every answer to the app carries the request's ``Fsc-Transaction-Id`` (errors too)."""
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
+    ) -> None:
+        transaction = getattr(req.context, "transaction_id", None)
+        if transaction:
+            resp.set_header(TRANSACTION_ID_HEADER, transaction)
+
+
+class OutwayProxy:
+    """The sink behind every path."""
+
+    def __init__(
+        self,
+        grants: GrantSource,
+        tokens: TokenCache,
+        writer: LogWriter,
+        forwarder: OutwayForwarder,
+        *,
+        pseudonymiser: Pseudonymiser | None = None,
+        forward_purpose_headers: bool = False,
+    ) -> None:
+        self._grants = grants
+        self._tokens = tokens
+        self._writer = writer
+        self._forwarder = forwarder
+        self._pseudonymiser = pseudonymiser
+        self._drop = frozenset() if forward_purpose_headers else PURPOSE_HEADERS
+
+    def _route(self, req: InwayRequest) -> tuple[Route, str]:
+        raw_path = _raw_path(req.scope)
+        grant_hash = req.get_header(GRANT_HASH_HEADER)
+        if grant_hash is not None and grant_hash.strip():
+            return by_grant_hash(self._grants, grant_hash.strip()), _checked(raw_path)
+        peer, service, rest = nlx_route(raw_path)
+        return by_service(self._grants, peer, service), _checked(rest)
+
+    async def __call__(
+        self, req: InwayRequest, resp: falcon.asgi.Response | None, **_: Any
+    ) -> None:
+        if req.method == "CONNECT":
+            raise OutwayError(
+                OutwayErrorCode.METHOD_UNSUPPORTED, "the outway does not support CONNECT"
+            )
+        transaction = request_transaction_id(req.get_header(TRANSACTION_ID_HEADER))
+        req.context.transaction_id = transaction
+        try:
+            route, path = self._route(req)
+            purpose = purpose_binding(req.get_header, self._pseudonymiser)
+            token = await self._tokens.token(route)
+        except OutwayError as exc:
+            log.warning(
+                "transaction %s: refused %s: %s %s",
+                transaction,
+                req.method,
+                exc.fsc_code,
+                exc.message,
+            )
+            raise
+
+        try:
+            record = LogRecord.from_access_token(
+                token.claims,
+                direction=Direction.OUTGOING,
+                transaction_id=transaction,
+                purpose=purpose,
+            )
+            await self._writer.write(record)
+        except TransactionLogError as exc:
+            log.error(
+                "transaction %s: log record not written, request refused: %s", transaction, exc
+            )
+            raise fsc_error_for(exc, ErrorDomain.OUTWAY) from None
+        except Exception as exc:
+            log.error(
+                "transaction %s: log record not written, request refused: %s", transaction, exc
+            )
+            raise write_error(ErrorDomain.OUTWAY) from None
+
+        body = None
+        if _has_body(req):
+            body = request_body(
+                req.stream.__aiter__(),
+                content_length=req.content_length,
+                progress=req.body_progress,
+            )
+        answer = await self._forwarder.to_inway(
+            token.inway,
+            method=req.method,
+            path=path,
+            query_string=req.scope.get("query_string") or b"",
+            headers=outgoing_headers(
+                req.scope.get("headers") or [],
+                token=token.raw,
+                transaction_id=transaction,
+                drop=self._drop,
+            ),
+            body=body,
+        )
+        if answer.status == 401 or answer.status == 403:
+            codes = {v for n, v in answer.headers if n.lower() == "fsc-error-code"}
+            if codes & _TOKEN_REFUSED:
+                self._tokens.forget(route.grant_hash)
+        assert resp is not None  # Falcon always passes one to a sink
+        resp.status = answer.status
+        for name, value in answer.headers:
+            resp.append_header(name, value)
+        resp.stream = answer.body if answer.body is not None else _nothing()
+
+
+class Closers:
+    """Falcon lifespan middleware: close the worker's other clients (Manager calls, the log)."""
+
+    def __init__(self, *closers: Callable[[], Awaitable[None]]) -> None:
+        self._closers = closers
+
+    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        for close in self._closers:
+            try:
+                await close()
+            except Exception as exc:  # shutting down: log and go on with the rest
+                log.warning("closing at shutdown failed: %s", exc)
+
+
+async def _client_gone(
+    req: InwayRequest, resp: falcon.asgi.Response, exc: BaseException, params: Any
+) -> None:
+    log.info("%s request aborted: %s", req.method, exc)
+    resp.status = falcon.HTTP_400
+    resp.data = b""
+
+
+def create_outway_app(
+    runtime: OutwayRuntime,
+    grants: GrantSource,
+    tokens: TokenCache,
+    writer: LogWriter,
+    forwarder: OutwayForwarder,
+    *,
+    pseudonymiser: Pseudonymiser | None = None,
+    closers: tuple[Callable[[], Awaitable[None]], ...] = (),
+) -> OutwayApp:
+    app = OutwayApp(
+        request_type=InwayRequest,
+        middleware=[
+            TransactionIdMiddleware(),
+            ForwarderLifecycle(forwarder),
+            Closers(*closers),
+        ],
+    )
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(ClientDisconnected, _client_gone)
+    app.resp_options.default_media_type = None  # type: ignore[assignment]
+    app.add_sink(
+        OutwayProxy(
+            grants,
+            tokens,
+            writer,
+            forwarder,
+            pseudonymiser=pseudonymiser,
+            forward_purpose_headers=runtime.forward_purpose_headers,
+        ),
+        prefix="",
+    )
+    app.forwarder = forwarder
+    app.tokens = tokens
+    return app
+
+
+def create_app() -> OutwayApp:
+    """gunicorn's app factory (``appliance.outway.app:create_app()``), run in each worker."""
+    from appliance.manager.peer_client import PeerClient, _StaticResolver
+    from appliance.manager.setup import build_service, manager_settings, parse_resolve
+    from appliance.outway.grants import StoreGrants
+    from appliance.outway.tokens import ManagerTokenFetcher
+    from appliance.tls.context import client_context
+
+    config = load_config(Path(os.environ[CONFIG_ENV]))
+    settings = outway_settings(config)
+    runtime = resolve_runtime(config)
+    manager = manager_settings(config)
+    ssl_context = client_context(config.tls, config.hsm)
+    resolve = parse_resolve(manager.resolve)
+    client = PeerClient(
+        ssl_context,
+        own_address=manager.address,
+        timeout_seconds=runtime.token_timeout,
+        resolve=resolve or None,
+    )
+    service = build_service(config, client=client)
+    tokens = TokenCache(
+        ManagerTokenFetcher(client, service, service.peer_id),
+        group_id=runtime.group_id,
+        refresh=runtime.token_refresh,
+    )
+    forwarder = OutwayForwarder(
+        connect_timeout=runtime.connect_timeout,
+        read_timeout=runtime.read_timeout,
+        connections=runtime.inway_connections,
+        ssl_context=ssl_context,
+        resolver=_StaticResolver(resolve) if resolve else None,
+    )
+    writer = load_log_writer(settings.transaction_log, config)
+    closers: list[Callable[[], Awaitable[None]]] = [client.close]
+    aclose = getattr(writer, "aclose", None)
+    if aclose is not None:
+        closers.append(aclose)
+
+    async def close_store() -> None:
+        service.store.close()
+
+    closers.append(close_store)
+    log.info("outway of peer %s (Group %s)", service.peer_id, runtime.group_id)
+    return create_outway_app(
+        runtime,
+        StoreGrants(service),
+        tokens,
+        writer,
+        forwarder,
+        pseudonymiser=load_pseudonymiser(config),
+        closers=tuple(closers),
+    )

@@ -1,0 +1,101 @@
+"""Which grant a request uses: by ``Fsc-Grant-Hash``, or by the NLX-style ``/{peer}/{service}``.
+
+Only connection grants (``SERVICE_CONNECTION``, ``DELEGATED_SERVICE_CONNECTION``) of a contract
+in the state ``valid`` in this appliance's Manager store count, and only those whose outway
+is this peer. The store is read per lookup (contracts change while the outway runs); a
+contract that became invalid is never used for a new token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from appliance.manager.contracts.hashing import grant_hash
+from appliance.manager.contracts.model import CONNECTION_GRANTS, Contract, GrantType
+from appliance.manager.contracts.state import ContractState
+from appliance.manager.service import ManagerService
+from appliance.outway.errors import OutwayError, OutwayErrorCode
+
+
+@dataclass(frozen=True)
+class Route:
+    """A usable connection grant: whose token to ask for, and for which Service."""
+
+    grant_hash: str
+    service_peer_id: str
+    service_name: str
+
+
+class GrantSource(Protocol):
+    def routes(self) -> list[Route]:
+        """Every valid connection grant whose outway is this peer."""
+        ...
+
+
+def by_grant_hash(source: GrantSource, grant_hash: str) -> Route:
+    for route in source.routes():
+        if route.grant_hash == grant_hash:
+            return route
+    raise OutwayError(
+        OutwayErrorCode.GRANT_NOT_FOUND,
+        "no valid connection contract of this outway holds the grant in Fsc-Grant-Hash",
+    )
+
+
+def by_service(source: GrantSource, peer_id: str, service: str) -> Route:
+    found = {
+        r.grant_hash: r
+        for r in source.routes()
+        if r.service_peer_id == peer_id and r.service_name == service
+    }
+    if not found:
+        raise OutwayError(
+            OutwayErrorCode.GRANT_NOT_FOUND,
+            f"no valid connection contract of this outway for service {service!r} of peer "
+            f"{peer_id}",
+        )
+    if len(found) > 1:
+        raise OutwayError(
+            OutwayErrorCode.GRANT_AMBIGUOUS,
+            f"{len(found)} valid connection grants for service {service!r} of peer {peer_id}; "
+            "name one with the Fsc-Grant-Hash header",
+        )
+    return next(iter(found.values()))
+
+
+class StoreGrants:
+    """The grants in the local Manager store (``appliance.manager.setup.build_service``)."""
+
+    def __init__(self, service: ManagerService, *, page: int = 500) -> None:
+        self._service = service
+        self._page = page
+
+    def routes(self) -> list[Route]:
+        own = self._service.peer_id
+        routes: list[Route] = []
+        for grant_type in (
+            GrantType.SERVICE_CONNECTION.value,
+            GrantType.DELEGATED_SERVICE_CONNECTION.value,
+        ):
+            cursor: str | None = None
+            while True:
+                views, cursor = self._service.contracts(
+                    peer_id=own, grant_type=grant_type, cursor=cursor, limit=self._page
+                )
+                for view in views:
+                    if view.state != ContractState.VALID:
+                        continue
+                    contract = Contract.from_json(view.content)
+                    for grant in contract.grants:
+                        if isinstance(grant, CONNECTION_GRANTS) and grant.outway_peer_id == own:
+                            routes.append(
+                                Route(
+                                    grant_hash(contract, grant),
+                                    grant.service_peer_id,
+                                    grant.service_name,
+                                )
+                            )
+                if not cursor:
+                    break
+        return list(dict.fromkeys(routes))

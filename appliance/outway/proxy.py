@@ -1,0 +1,155 @@
+"""Forward a request to the inway in the token's ``aud`` over mutual TLS; stream both ways.
+
+This is the inway's :class:`~appliance.inway.proxy.Forwarder` (one aiohttp session per worker,
+made in the worker's loop; keep-alive pool; connect and read timeouts; streaming with flow
+control; hop-by-hop headers removed, ``Fsc-*`` kept) with a session that presents this
+appliance's certificate (HSM key) to the inways, and the outway's error for an inway that
+cannot be reached (502 ``ERROR_CODE_INWAY_UNREACHABLE``). The inway's answer, an FSC error
+of the inway or the service's own error included, is passed back unaltered.
+
+Before the request leaves, the app's headers lose whatever could speak for this appliance or
+for someone else: every ``Fsc-*`` header (the outway sets ``Fsc-Authorization`` and
+``Fsc-Transaction-Id`` itself; ``Fsc-Grant-Hash`` is for the outway only), the forwarding and
+client-certificate headers proxies use to pass an identity on (:data:`IDENTITY_HEADERS`), and,
+unless configured otherwise, the purpose-binding headers (``appliance.outway.logging``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import aiohttp
+
+from appliance.inway.errors import InwayError, InwayErrorCode
+from appliance.inway.proxy import BackendResponse, Forwarder
+from appliance.inway.settings import Backend
+from appliance.outway.errors import OutwayError, OutwayErrorCode
+
+AUTHORIZATION_HEADER = "Fsc-Authorization"
+GRANT_HASH_HEADER = "Fsc-Grant-Hash"
+
+IDENTITY_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-client-cert",
+        "x-real-ip",
+        "x-client-cert",
+        "x-client-dn",
+        "x-ssl-client-cert",
+        "x-ssl-client-dn",
+        "ssl-client-cert",
+        "client-cert",
+        "client-cert-chain",
+    }
+)
+
+ConnectorFactory = Callable[[], aiohttp.BaseConnector]
+
+
+def outgoing_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    *,
+    token: str,
+    transaction_id: str,
+    drop: frozenset[str] = frozenset(),
+) -> list[tuple[bytes, bytes]]:
+    """The app's headers without identity (and ``drop``) headers, plus the outway's FSC ones.
+
+    Hop-by-hop headers go later, in the inway's ``request_headers``.
+    """
+    kept = [
+        (name, value)
+        for name, value in raw
+        if not (
+            (lower := name.decode("latin-1").lower()).startswith("fsc-")
+            or lower in IDENTITY_HEADERS
+            or lower in drop
+        )
+    ]
+    kept.append((AUTHORIZATION_HEADER.encode(), token.encode("ascii")))
+    kept.append((b"Fsc-Transaction-Id", transaction_id.encode("ascii")))
+    return kept
+
+
+class OutwayForwarder(Forwarder):
+    """The inway's Forwarder, over mutual TLS to inways (or a test's own connector)."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: ConnectorFactory | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
+        super().__init__(
+            connect_timeout=connect_timeout, read_timeout=read_timeout, connections=connections
+        )
+        if ssl_context is None and connector is None:
+            raise ValueError("the outway talks to inways over mutual TLS: give an SSL context")
+        self._ssl_context = ssl_context
+        self._connector = connector
+        self._resolver = resolver
+
+    def _make_connector(self) -> aiohttp.BaseConnector:
+        if self._connector is not None:
+            return self._connector()
+        assert self._ssl_context is not None  # checked in __init__
+        return aiohttp.TCPConnector(
+            ssl=self._ssl_context,
+            limit=self._connections,
+            limit_per_host=0,
+            keepalive_timeout=60,  # the inway (gunicorn keepalive 75 s) keeps it longer
+            resolver=self._resolver,
+        )
+
+    def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=self._make_connector(),
+                timeout=self._timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+                trust_env=False,
+            )
+            self._loop = loop
+        return self._session
+
+    async def to_inway(
+        self,
+        inway: str,
+        *,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes] | None,
+    ) -> BackendResponse:
+        """Send the request to ``inway`` (https://host:port); return once its headers are in."""
+        try:
+            return await self.forward(
+                Backend(name=inway, origin=inway, path=""),
+                method=method,
+                path=path,
+                query_string=query_string,
+                headers=headers,
+                body=body,
+            )
+        except InwayError as exc:
+            if exc.inway_code is not InwayErrorCode.SERVICE_UNREACHABLE:
+                raise
+            reason = exc.message.rpartition(": ")[2]
+            raise OutwayError(
+                OutwayErrorCode.INWAY_UNREACHABLE,
+                f"the outway cannot reach the inway at {inway}: {reason}",
+            ) from None

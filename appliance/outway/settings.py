@@ -1,0 +1,72 @@
+"""The outway's settings, checked and resolved from the appliance configuration.
+
+``[outway]`` (``appliance.config.OutwaySettings``)::
+
+    [outway]
+    bind = "0.0.0.0:8080"             # `sluis serve outway` without --bind (internal network)
+    group_id = "fsc.group"            # default: [manager] group_id; tokens must carry it (gid)
+    transaction_log = ""              # empty: [txlog]; see appliance.outway.logging
+    connect_timeout_seconds = 5       # inway connect (and pool wait)
+    read_timeout_seconds = 30         # inway silent for this long: 502 / abort
+    inway_connections = 256           # keep-alive pool to the inways, per worker
+    token_timeout_seconds = 10        # a token request to a Manager, in total
+    token_refresh_seconds = 30        # fetch a new token this long before exp
+    forward_purpose_headers = false   # send Sluis-Processing-Activity etc. to the other peer
+
+The outway finds its grants in the local Manager's store, so the box also has ``[manager]``;
+``[manager] resolve`` (host:port=ip:port) applies to inway addresses too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.config import OutwaySettings, SluisConfig
+from appliance.errors import ConfigurationError
+from appliance.inway.settings import GROUP_ID
+
+
+@dataclass(frozen=True)
+class OutwayRuntime:
+    group_id: str
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    inway_connections: int = 256
+    token_timeout: float = 10.0
+    token_refresh: float = 30.0
+    forward_purpose_headers: bool = False
+
+
+def outway_settings(config: SluisConfig) -> OutwaySettings:
+    if config.outway is None:
+        raise ConfigurationError(f"{config.source}: no [outway] section; this box runs no outway")
+    return config.outway
+
+
+def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
+    settings = outway_settings(config)
+    group_id = settings.group_id or (config.manager.group_id if config.manager else "")
+    if not GROUP_ID.fullmatch(group_id):
+        raise ConfigurationError(
+            f"[outway] group_id {group_id!r} is not a Group ID (set [outway] or [manager] "
+            "group_id; letters, digits and ./_- , at most 100)"
+        )
+    for name, value in (
+        ("connect_timeout_seconds", settings.connect_timeout_seconds),
+        ("read_timeout_seconds", settings.read_timeout_seconds),
+        ("inway_connections", settings.inway_connections),
+        ("token_timeout_seconds", settings.token_timeout_seconds),
+    ):
+        if value <= 0:
+            raise ConfigurationError(f"[outway] {name} must be positive")
+    if settings.token_refresh_seconds < 0:
+        raise ConfigurationError("[outway] token_refresh_seconds must not be negative")
+    return OutwayRuntime(
+        group_id=group_id,
+        connect_timeout=float(settings.connect_timeout_seconds),
+        read_timeout=float(settings.read_timeout_seconds),
+        inway_connections=settings.inway_connections,
+        token_timeout=float(settings.token_timeout_seconds),
+        token_refresh=float(settings.token_refresh_seconds),
+        forward_purpose_headers=settings.forward_purpose_headers,
+    )

@@ -1,0 +1,94 @@
+"""StoreGrants: the outway's grants come from this appliance's Manager store.
+
+Uses the Manager API tests' helpers (a real ManagerService on SQLite, in-memory keys).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_MANAGER_TESTS = Path(__file__).parents[1] / "manager"
+for _folder in ("contracts", "api"):
+    if str(_MANAGER_TESTS / _folder) not in sys.path:
+        sys.path.insert(0, str(_MANAGER_TESTS / _folder))
+
+from apitest import Api, hash_of, running_api, sign  # noqa: E402
+from contracttest import (  # noqa: E402
+    OIN_A,
+    OIN_B,
+    OIN_D,
+    Group,
+    connection_data,
+    content,
+    make_group,
+)
+
+from appliance.manager.contracts.hashing import grant_hash  # noqa: E402
+from appliance.manager.contracts.model import Contract  # noqa: E402
+from appliance.outway.errors import OutwayError  # noqa: E402
+from appliance.outway.grants import Route, StoreGrants, by_grant_hash, by_service  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def group() -> Group:
+    return make_group()
+
+
+@pytest.fixture
+def consumer(group: Group, tmp_path: Path) -> Iterator[Api]:
+    """Peer A's Manager: A runs the outway."""
+    with running_api(group, OIN_A, tmp_path / "consumer.db", crls=group.ca.crls()) as api:
+        yield api
+
+
+def _connection(group: Group, iv: str, **changes: Any) -> dict[str, Any]:
+    data = connection_data(thumbprint=group[OIN_A].public_key_thumbprint, **changes)
+    return content(data, iv=iv)
+
+
+def _grant_of(contract: dict[str, Any]) -> str:
+    parsed = Contract.from_json(contract)
+    return grant_hash(parsed, parsed.grants[0])
+
+
+def test_only_valid_connection_grants_of_this_outway_are_routes(
+    consumer: Api, group: Group
+) -> None:
+    valid = _connection(group, "0197a000-0000-7000-8000-0000000000a1")
+    consumer.service.propose(valid)
+    accepted = consumer.put_signature("accept", valid, sign(valid, group[OIN_B]), peer=group[OIN_B])
+    assert accepted.status_code == 201, accepted.text
+    assert consumer.service.get(hash_of(valid)).state == "valid"
+
+    proposed = _connection(group, "0197a000-0000-7000-8000-0000000000a2", name="kadaster")
+    consumer.service.propose(proposed)  # B has not accepted: not usable
+
+    grants = StoreGrants(consumer.service)
+    assert grants.routes() == [Route(_grant_of(valid), OIN_B, "basisregistratie")]
+    assert by_grant_hash(grants, _grant_of(valid)).service_name == "basisregistratie"
+    assert by_service(grants, OIN_B, "basisregistratie").grant_hash == _grant_of(valid)
+    with pytest.raises(OutwayError) as refused:
+        by_grant_hash(grants, _grant_of(proposed))
+    assert refused.value.fsc_code == "ERROR_CODE_GRANT_NOT_FOUND"
+
+
+def test_a_grant_for_another_outway_is_no_route(consumer: Api, group: Group) -> None:
+    # A offers the service here; D's outway is the one that may call it.
+    other = content(
+        connection_data(
+            outway=OIN_D,
+            service_peer=OIN_A,
+            thumbprint=group[OIN_D].public_key_thumbprint,
+        ),
+        iv="0197a000-0000-7000-8000-0000000000a3",
+    )
+    consumer.service.propose(other)
+    result = consumer.put_signature("accept", other, sign(other, group[OIN_D]), peer=group[OIN_D])
+    assert result.status_code == 201, result.text
+    assert consumer.service.get(hash_of(other)).state == "valid"
+    assert StoreGrants(consumer.service).routes() == []
