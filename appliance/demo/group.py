@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import ManagerSettings, SluisConfig
 from appliance.demo.processes import Component, free_port, run_with_identity, start_component
@@ -31,6 +31,9 @@ from appliance.pki.ca import DemoCA
 from appliance.pki.crl import refresh_crls
 from appliance.pki.identity import OrganisationIdentity
 from appliance.pki.publish import serve_public
+
+if TYPE_CHECKING:  # gateways.py imports this module
+    from appliance.demo.gateways import Gateways
 
 GROUP_ID = "sluis.demo"
 SERVICE = "basisregistratie"
@@ -221,6 +224,9 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
     members = group.members
     directory, gemeente, registers = members["directory"], members["gemeente"], members["registers"]
     try:
+        # Configure the data path before the Managers start: the provider's Manager puts its
+        # inway's address in every token it issues.
+        gateways, backend = prepare_gateways(group)
         start_managers(members, root / "logs")
         for member in members.values():
             assert member.manager is not None
@@ -257,6 +263,8 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
             f"valid {claims['exp'] - claims['nbf']}s"
         )
 
+        components = run_request(group, gateways, backend, say)
+
         key_files = private_key_files(root)
         say(
             "private keys stored as files: "
@@ -267,11 +275,80 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
             say("ERROR: an organisation private key was found on disk")
             return 1
         if keep_running:
-            say("Managers keep running; press Ctrl-C to stop")
+            say("everything keeps running; press Ctrl-C to stop")
             threading.Event().wait()
         return 0
     finally:
+        for component in locals().get("components", []):
+            component.stop()
         stop_managers(members)
+
+
+def prepare_gateways(group: DemoGroup) -> tuple[Gateways, str]:
+    """Start the sample API and write the inway, outway and transaction log configuration."""
+    from appliance.demo.gateways import configure_gateways, start_sample_api
+
+    api = start_sample_api()
+    backend = f"http://127.0.0.1:{api.server_address[1]}/api"
+    gateways = configure_gateways(
+        group.members,
+        provider="registers",
+        consumer="gemeente",
+        service=SERVICE,
+        backend_url=backend,
+        root=group.root,
+    )
+    return gateways, backend
+
+
+def run_request(
+    group: DemoGroup, gateways: Gateways, backend: str, say: Callable[[str], None]
+) -> list[Component]:
+    """Call the provider's sample API through the consumer's outway and its inway."""
+    import http.client
+
+    from appliance.txlog.store import TransactionLog
+
+    members = group.members
+    registers, gemeente = members["registers"], members["gemeente"]
+    logs = group.root / "logs"
+    components = [
+        start_component(
+            "inway-registers",
+            registers.config_path,
+            "inway",
+            port=gateways.inway_port,
+            workers=1,
+            log_dir=logs,
+        ),
+        start_component(
+            "outway-gemeente",
+            gemeente.config_path,
+            "outway",
+            port=gateways.outway_port,
+            workers=1,
+            log_dir=logs,
+        ),
+    ]
+    say(f"registers: sample API at {backend}, inway at {gateways.inway_address}")
+    say(f"gemeente: outway at http://127.0.0.1:{gateways.outway_port}/ (internal network)")
+    path = f"/{registers.oin}/{SERVICE}/persons/42"
+    conn = http.client.HTTPConnection("127.0.0.1", gateways.outway_port, timeout=60)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read().decode()
+    transaction = response.getheader("Fsc-Transaction-Id") or ""
+    say(f"GET http://127.0.0.1:{gateways.outway_port}{path} -> {response.status} {body}")
+    say(f"transaction id: {transaction}")
+    if response.status != 200:
+        raise SluisError(f"the request through the outway failed: {response.status} {body}")
+    for member, direction in ((gemeente, "outgoing"), (registers, "incoming")):
+        assert member.config.txlog is not None
+        with TransactionLog.open(member.config.txlog.database) as log:
+            records, _ = log.query(member.oin, transaction_ids=[transaction])
+        for record in records:
+            say(f"{member.name} log ({direction}): {json.dumps(record.to_api())}")
+    return components
 
 
 def private_key_files(root: Path) -> list[Path]:

@@ -7,19 +7,16 @@ checked for the request's record.
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from appliance.config import SluisConfig, load_config
+from appliance.config import SluisConfig
+from appliance.demo.gateways import configure_gateways, start_sample_api
 from appliance.demo.group import (
-    Member,
     MemberPlan,
     provision_group,
     start_managers,
@@ -27,8 +24,7 @@ from appliance.demo.group import (
     stop_managers,
     wait_for,
 )
-from appliance.demo.processes import Component, free_port, start_component
-from appliance.demo.provision import config_text
+from appliance.demo.processes import Component, start_component
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
 from appliance.txlog.store import TransactionLog
@@ -43,35 +39,6 @@ PLANS = tuple(
 )
 
 
-class Backend(BaseHTTPRequestHandler):
-    """B's service: answers with what it received (headers that matter, path)."""
-
-    def do_GET(self) -> None:
-        body = json.dumps(
-            {
-                "path": self.path,
-                "transaction_id": self.headers.get("Fsc-Transaction-Id"),
-                "authorization": bool(self.headers.get("Fsc-Authorization")),
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-def _rewrite(member: Member, extra: str, **manager_changes: Any) -> None:
-    config = member.config
-    assert config.manager is not None
-    manager = dataclasses.replace(config.manager, **manager_changes)
-    member.config_path.write_text(config_text(config.hsm, config.tls, manager) + extra)
-    member.config = load_config(member.config_path)
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("chain")
@@ -84,28 +51,16 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         database=lambda name: f"sqlite:///{root / name / 'manager.db'}",
     )
     a, b = members["a"], members["b"]
-    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    inway_port, outway_port = free_port(), free_port()
-    inway_address = f"https://b.chain.test:{inway_port}"
-    assert b.config.manager is not None
-    resolve = (*b.config.manager.resolve, f"b.chain.test:{inway_port}=127.0.0.1:{inway_port}")
-    for member in members.values():
-        _rewrite(member, "", resolve=resolve)
-    _rewrite(
-        b,
-        f"""
-[inway]
-services = ["{SERVICE}=http://127.0.0.1:{backend.server_address[1]}/api"]
-address = "{inway_address}"
-transaction_log = "appliance.txlog.gateway:inway_writer"
-
-[txlog]
-database = "sqlite:///{root / "b" / "txlog.db"}"
-""",
-        inway_address=inway_address,
+    backend = start_sample_api()
+    gateways = configure_gateways(
+        members,
+        provider="b",
+        consumer="a",
+        service=SERVICE,
+        backend_url=f"http://127.0.0.1:{backend.server_address[1]}/api",
+        root=root,
     )
-    _rewrite(a, f'\n[outway]\n\n[txlog]\ndatabase = "sqlite:///{root / "a" / "txlog.db"}"\n')
+    inway_port, outway_port = gateways.inway_port, gateways.outway_port
     components: list[Component] = []
     try:
         start_managers(members, root / "logs", workers=1)
@@ -166,6 +121,7 @@ def test_request_by_grant_hash_reaches_the_service_and_both_logs(chain: dict[str
     seen = json.loads(body)
     transaction = headers["fsc-transaction-id"]
     assert seen == {
+        "service": "sample register",
         "path": "/api/items/42?x=1",
         "transaction_id": transaction,
         "authorization": True,
