@@ -31,15 +31,14 @@ logged as required, so that request is refused too (500 ``TRANSACTION_LOG_WRITE_
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from appliance.config import SluisConfig
 from appliance.errors import ConfigurationError
+from appliance.inway.logging import JsonLinesLogWriter as InwayJsonLines
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.txlog.errors import InvalidLogRecordError
 from appliance.txlog.pseudonym import Pseudonymiser
@@ -126,6 +125,7 @@ class JsonLinesLogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lines = InwayJsonLines(path)
 
     async def write(self, record: LogRecord) -> None:
         data: dict[str, Any] = record.to_api()
@@ -134,19 +134,10 @@ class JsonLinesLogWriter:
             "trace_id": record.purpose.trace_id,
             "data_subject_pseudonym": record.purpose.data_subject_pseudonym,
         }
-        line = (json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            if os.write(fd, line) != len(line):
-                raise OSError(f"short write to {self.path}")
-        finally:
-            os.close(fd)
+        await self._lines.write(data)
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line]
+        return self._lines.records()
 
 
 def load_log_writer(spec: str, config: SluisConfig) -> LogWriter:
