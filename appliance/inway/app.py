@@ -89,21 +89,22 @@ class InwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
     forwarder: Forwarder
 
 
-def _raw_path(scope: Mapping[str, Any]) -> bytes:
+def raw_path(scope: Mapping[str, Any]) -> bytes:
+    """The request path as sent (percent-encoding intact), for the path checks."""
     raw = scope.get("raw_path")
     if isinstance(raw, bytes) and raw:
         return raw
     return urllib.parse.quote(str(scope.get("path", "")), safe=_PATH_SAFE).encode("ascii")
 
 
-def _has_body(req: InwayRequest) -> bool:
+def has_body(req: InwayRequest) -> bool:
     if req.get_header("Transfer-Encoding"):
         return True
     length = req.content_length
     return length is not None and length > 0
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def empty_body() -> AsyncIterator[bytes]:
     for chunk in _NO_CHUNKS:
         yield chunk
 
@@ -131,7 +132,7 @@ class InwayProxy:
             token = self._verifier.verify(req.get_header(AUTHORIZATION_HEADER), peer)
             transaction = transaction_id(req.get_header(TRANSACTION_ID_HEADER))
             backend = self._services[token.service]
-            path = backend_path(backend.path, _raw_path(req.scope))
+            path = backend_path(backend.path, raw_path(req.scope))
         except InwayError as exc:
             log.warning(
                 "refused %s from peer %s (x5t#S256 %s): %s %s",
@@ -156,7 +157,7 @@ class InwayProxy:
             ) from None
 
         body = None
-        if _has_body(req):
+        if has_body(req):
             body = request_body(
                 req.stream.__aiter__(),
                 content_length=req.content_length,
@@ -175,7 +176,7 @@ class InwayProxy:
         for name, value in answer.headers:
             resp.append_header(name, value)
         # HEAD: Falcon sends no body, and an empty stream keeps it from adding Content-Length.
-        resp.stream = answer.body if answer.body is not None else _nothing()
+        resp.stream = answer.body if answer.body is not None else empty_body()
 
 
 async def _client_gone(

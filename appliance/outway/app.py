@@ -25,8 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ import falcon
 import falcon.asgi
 
 from appliance.config import load_config
-from appliance.inway.app import ForwarderLifecycle, InwayRequest
+from appliance.inway.app import ForwarderLifecycle, InwayRequest, empty_body, has_body
+from appliance.inway.app import raw_path as request_raw_path
 from appliance.inway.errors import InwayError
 from appliance.inway.paths import checked_path
 from appliance.inway.proxy import ClientDisconnected, request_body
@@ -66,9 +66,7 @@ from appliance.txlog.record import Direction, LogRecord, new_transaction_id, par
 
 log = logging.getLogger("sluis.outway")
 
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
-_NO_CHUNKS: tuple[bytes, ...] = ()
 # The inway refuses a token it finds invalid or expired with these: fetch a new one next time.
 _TOKEN_REFUSED = frozenset(
     {
@@ -84,25 +82,6 @@ class OutwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
 
     forwarder: OutwayForwarder
     tokens: TokenCache
-
-
-def _raw_path(scope: Mapping[str, Any]) -> bytes:
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes) and raw:
-        return raw
-    return urllib.parse.quote(str(scope.get("path", "")), safe=_PATH_SAFE).encode("ascii")
-
-
-def _has_body(req: InwayRequest) -> bool:
-    if req.get_header("Transfer-Encoding"):
-        return True
-    length = req.content_length
-    return length is not None and length > 0
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    for chunk in _NO_CHUNKS:
-        yield chunk
 
 
 def _checked(raw_path: bytes) -> str:
@@ -172,7 +151,7 @@ class OutwayProxy:
         self._drop = frozenset() if forward_purpose_headers else PURPOSE_HEADERS
 
     def _route(self, req: InwayRequest) -> tuple[Route, str]:
-        raw_path = _raw_path(req.scope)
+        raw_path = request_raw_path(req.scope)
         grant_hash = req.get_header(GRANT_HASH_HEADER)
         if grant_hash is not None and grant_hash.strip():
             return by_grant_hash(self._grants, grant_hash.strip()), _checked(raw_path)
@@ -222,7 +201,7 @@ class OutwayProxy:
             raise write_error(ErrorDomain.OUTWAY) from None
 
         body = None
-        if _has_body(req):
+        if has_body(req):
             body = request_body(
                 req.stream.__aiter__(),
                 content_length=req.content_length,
@@ -249,7 +228,7 @@ class OutwayProxy:
         resp.status = answer.status
         for name, value in answer.headers:
             resp.append_header(name, value)
-        resp.stream = answer.body if answer.body is not None else _nothing()
+        resp.stream = answer.body if answer.body is not None else empty_body()
 
 
 class Closers:
