@@ -46,19 +46,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_listening(component: Component, timeout: float = 30) -> None:
+def wait_listening(component: Component, timeout: float = 60) -> None:
+    """Wait until a worker answers, not merely until the master listens.
+
+    Gunicorn's master binds the port before its workers have booted (an HSM login can take
+    seconds on a loaded machine); connections queue in the backlog meanwhile. A peer that sends
+    a first request then may wait out its own timeout and back off, so "started" means: some
+    worker read our bytes and answered or closed (a TLS listener answers a plain request with an
+    alert or a close, which also proves a worker is there).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if component.process.poll() is not None:
             raise ProcessError(
                 f"{component.name} exited with {component.process.returncode}:\n{component.log()}"
             )
-        try:
-            with socket.create_connection((component.host, component.port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise ProcessError(f"{component.name} did not listen within {timeout}s:\n{component.log()}")
+        if _worker_answers(component.host, component.port):
+            return
+        time.sleep(0.1)
+    raise ProcessError(f"{component.name} did not answer within {timeout}s:\n{component.log()}")
+
+
+def _worker_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as probe:
+            probe.settimeout(2)
+            probe.sendall(b"GET /.sluis-ready HTTP/1.0\r\nHost: probe\r\n\r\n")
+            probe.recv(1)  # an answer or EOF: either way a worker took the connection
+            return True
+    except ConnectionResetError:
+        return True  # a worker took it and dropped it: it is there
+    except OSError:  # refused (not bound yet) or timed out (no worker accepting yet)
+        return False
 
 
 def start_component(
