@@ -85,6 +85,7 @@ class InwaySettings:
     transaction_log: str = ""
     connect_timeout_seconds: int = 5
     read_timeout_seconds: int = 30
+    write_timeout_seconds: int = 30
     backend_connections: int = 256
     clock_skew_seconds: int = 5
 

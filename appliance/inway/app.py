@@ -1,11 +1,12 @@
 """The inway as a gunicorn component: ``sluis serve inway`` (port 443 by default).
 
 Every path is the proxy endpoint (Core "Inway" > "Interfaces"). Per request, in this order:
-the peer's mutual-TLS identity (``PeerIdentityMiddleware``), the access token bound to the
-connection's certificate, the ``Fsc-Transaction-Id``, the request path, the transaction log
-record (written before anything is forwarded; no record, no request), then the request is
-streamed to the Service's backend and its response streamed back unaltered (hop-by-hop
-headers aside).
+the peer's mutual-TLS identity (``PeerIdentityMiddleware``), the method (CONNECT cannot be
+proxied), the access token bound to the connection's certificate, the ``Fsc-Transaction-Id``,
+the request path, the transaction log record (written before anything is forwarded; no record,
+no request; a transaction id already logged is the caller's ``INVALID_LOG_RECORD_ID``), then
+the request is streamed to the Service's backend and its response streamed back unaltered
+(hop-by-hop headers aside).
 
 ``create_app`` runs in each gunicorn worker after fork; the worker's aiohttp session is made
 on the first request, in the worker's event loop, and closed at shutdown (ASGI lifespan).
@@ -42,6 +43,7 @@ from appliance.serving.app import PeerIdentityMiddleware
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
 from appliance.tls.peer import PeerIdentity
+from appliance.txlog.errors import DuplicateTransactionError
 
 log = logging.getLogger("sluis.inway")
 
@@ -129,6 +131,10 @@ class InwayProxy:
     ) -> None:
         peer: PeerIdentity = req.context.peer
         try:
+            if req.method == "CONNECT":
+                raise InwayError(
+                    InwayErrorCode.METHOD_UNSUPPORTED, "the inway does not support CONNECT"
+                )
             token = self._verifier.verify(req.get_header(AUTHORIZATION_HEADER), peer)
             transaction = transaction_id(req.get_header(TRANSACTION_ID_HEADER))
             backend = self._services[token.service]
@@ -147,6 +153,13 @@ class InwayProxy:
         record = log_record(token, transaction)
         try:
             await self._writer.write(record)
+        except DuplicateTransactionError:
+            # The Outway reused a transaction id: the id is not valid, the log is fine.
+            log.warning("transaction %s: already logged, request refused", transaction)
+            raise InwayError(
+                InwayErrorCode.INVALID_LOG_RECORD_ID,
+                "the Fsc-Transaction-Id header is not valid: this transaction id was already used",
+            ) from None
         except Exception as exc:
             log.error(
                 "transaction %s: log record not written, request refused: %s", transaction, exc
@@ -210,6 +223,7 @@ def create_inway_app(
         connect_timeout=runtime.connect_timeout,
         read_timeout=runtime.read_timeout,
         connections=runtime.backend_connections,
+        write_timeout=runtime.write_timeout,
     )
     verifier = verifier or TokenVerifier(
         certificates,

@@ -2,8 +2,10 @@
 
 Core "Inway" > "Error response" assigns the status of each code; the logging extension adds
 three codes without the ``ERROR_CODE_`` prefix (READING.md item 6: as the extension spells
-them). ``ERROR_CODE_INVALID_PATH`` is Sluis' own: the specification has no code for a request
-path the Inway refuses to forward (dot segments, encoded slashes).
+them). ``ERROR_CODE_INVALID_PATH`` and the inway's ``ERROR_CODE_METHOD_UNSUPPORTED`` are
+Sluis' own: the specification has no code for a request path the Inway refuses to forward (dot
+segments, encoded slashes), nor for CONNECT, which a reverse proxy cannot forward (the code is
+the one Core gives the Outway for CONNECT).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class InwayErrorCode(StrEnum):
     MISSING_LOG_RECORD_ID = "MISSING_LOG_RECORD_ID"
     # Sluis
     INVALID_PATH = "ERROR_CODE_INVALID_PATH"
+    METHOD_UNSUPPORTED = "ERROR_CODE_METHOD_UNSUPPORTED"
 
 
 STATUS: dict[InwayErrorCode, str] = {
@@ -42,6 +45,7 @@ STATUS: dict[InwayErrorCode, str] = {
     InwayErrorCode.INVALID_LOG_RECORD_ID: falcon.HTTP_400,
     InwayErrorCode.MISSING_LOG_RECORD_ID: falcon.HTTP_400,
     InwayErrorCode.INVALID_PATH: falcon.HTTP_400,
+    InwayErrorCode.METHOD_UNSUPPORTED: falcon.HTTP_405,
 }
 
 # "In this scenario the HTTP header WWW-Authenticate MUST be set to Bearer".

@@ -8,6 +8,12 @@ and the transaction id among them) always pass, even when ``Connection`` names t
 The inway's own connections set their own framing and host: the request also loses ``Host``
 (the backend's is set) and ``Expect`` (the inway's server already answered it); the response
 loses ``Date``, which the inway's server adds itself (two would be invalid).
+
+The request also loses the headers proxies use to pass on who the client is
+(:data:`IDENTITY_HEADERS`: ``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, client-certificate
+headers): the peer is proven by the mutual-TLS connection and the access token, and a backend
+that trusts such a header from "its" proxy must never get one written by another
+organisation's outway.
 """
 
 from __future__ import annotations
@@ -17,7 +23,25 @@ from collections.abc import Iterable
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
 )
-REQUEST_ONLY = frozenset({"host", "expect"})
+IDENTITY_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-client-cert",
+        "x-real-ip",
+        "x-client-cert",
+        "x-client-dn",
+        "x-ssl-client-cert",
+        "x-ssl-client-dn",
+        "ssl-client-cert",
+        "client-cert",
+        "client-cert-chain",
+    }
+)
+REQUEST_ONLY = frozenset({"host", "expect"}) | IDENTITY_HEADERS
 RESPONSE_ONLY = frozenset({"date"})
 
 Headers = list[tuple[str, str]]

@@ -7,18 +7,31 @@ ASGI receive stream (aiohttp sends it chunked unless the client gave a Content-L
 response body goes back through Falcon's ``resp.stream`` as the backend sends it, with flow
 control on both sides.
 
-Timeouts: connecting (including the wait for a pooled connection) and every read from the
-backend. A backend that is down or silent for too long before its response starts gives
-``ERROR_CODE_SERVICE_UNREACHABLE`` (502); one that stalls while its body is streaming gets
-the connection to the Outway aborted, so the Outway never takes a cut-off body for a whole one.
+Timeouts: connecting (including the wait for a pooled connection), every read from the
+backend, and every write of the request body to it. A backend that is down, silent for too
+long before its response starts, or that stops taking the request body gives
+``ERROR_CODE_SERVICE_UNREACHABLE`` (502) and its connection is closed; one that stalls while its
+response body is streaming gets the connection to the Outway aborted, so the Outway never takes
+a cut-off body for a whole one.
+
+The write timeout (:class:`WriteWatchdog`): aiohttp has none, and its read timeout only starts
+once the whole request body has been sent, so a backend that accepts a connection, reads the
+head and then stops reading would hold the request (and both connections) forever. The
+watchdog times each piece of the body from the moment aiohttp takes it until aiohttp asks for
+the next one (that is, until the piece went into the socket); waiting for the Outway's next
+piece does not count. When a piece is not taken within the timeout, the backend connection is
+aborted (a graceful close would wait for the unsent bytes forever) and the task writing the
+body cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -54,6 +67,70 @@ def _caused_by_disconnect(exc: BaseException) -> bool:
     return False
 
 
+class WriteWatchdog:
+    """Aborts the backend body write when one piece of it takes longer than ``timeout``."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.fired = False
+        self.transport: asyncio.Transport | None = None  # set by WatchedRequest.send
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _arm(self, task: asyncio.Task[Any] | None) -> None:
+        self._disarm()
+        if task is not None and not task.done():
+            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._fire, task)
+
+    def _disarm(self, *_: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self, task: asyncio.Task[Any]) -> None:
+        self._timer = None
+        if not task.done():
+            self.fired = True
+            if self.transport is not None:  # uvloop's transports are no asyncio subclasses
+                self.transport.abort()
+            task.cancel()
+
+    async def watch(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``body``, with each piece timed from being handed out until the next is asked for."""
+        try:
+            async for chunk in body:  # waiting for the Outway: not timed
+                self._arm(asyncio.current_task())
+                yield chunk  # aiohttp writes it and waits until the socket takes it
+                self._disarm()
+            # aiohttp still writes the end of the body (and waits for the socket once more).
+            task = asyncio.current_task()
+            self._arm(task)
+            if task is not None:
+                task.add_done_callback(self._disarm)
+        except BaseException:
+            self._disarm()
+            raise
+
+
+_WATCHDOG: contextvars.ContextVar[WriteWatchdog | None] = contextvars.ContextVar(
+    "sluis_write_watchdog", default=None
+)
+
+
+class WatchedRequest(aiohttp.ClientRequest):
+    """Tells the request's :class:`WriteWatchdog` which connection its body goes out on.
+
+    A session used with a write timeout must be made with ``request_class=WatchedRequest``;
+    without it a timed-out write is only cancelled, and aiohttp's graceful close then waits
+    for the unsent bytes as long as the peer does not read.
+    """
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        watchdog = _WATCHDOG.get()
+        if watchdog is not None:
+            watchdog.transport = conn.transport
+        return await super().send(conn)
+
+
 class ClientDisconnected(Exception):
     """The Outway went away before its request body was complete."""
 
@@ -76,7 +153,9 @@ class Forwarder:
         connect_timeout: float,
         read_timeout: float,
         connections: int,
+        write_timeout: float | None = None,
     ) -> None:
+        self._write_timeout = write_timeout  # None: no write timeout
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=connect_timeout,
@@ -105,6 +184,7 @@ class Forwarder:
                 cookie_jar=aiohttp.DummyCookieJar(),  # never carry cookies between requests
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
                 trust_env=False,  # no proxy from the environment
+                request_class=WatchedRequest,
             )
             self._loop = loop
         return self._session
@@ -129,6 +209,11 @@ class Forwarder:
         if query_string:
             target += "?" + query_string.decode("latin-1")
         url = URL(target, encoded=True)
+        watchdog = None
+        if body is not None and self._write_timeout is not None:
+            watchdog = WriteWatchdog(self._write_timeout)
+            body = watchdog.watch(body)
+        watching = _WATCHDOG.set(watchdog)
         try:
             response = await self.session().request(
                 method,
@@ -146,11 +231,15 @@ class Forwarder:
                     "the Outway disconnected mid-body; request aborted"
                 ) from None
             reason = _reason(exc)
+            if watchdog is not None and watchdog.fired:
+                reason = f"timed out sending the request body ({watchdog.timeout:g} s)"
             log.warning("service %s unreachable at %s: %s", backend.name, backend.url, reason)
             raise InwayError(
                 InwayErrorCode.SERVICE_UNREACHABLE,
                 f"the inway cannot reach the service {backend.name!r}: {reason}",
             ) from None
+        finally:
+            _WATCHDOG.reset(watching)
         if method == "HEAD" or response.status in _BODILESS or response.status < 200:
             response.release()
             return BackendResponse(response.status, response_headers(response.raw_headers), None)

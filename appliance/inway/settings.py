@@ -10,6 +10,7 @@
     transaction_log = "appliance.txlog...:factory"  # see appliance.inway.logging
     connect_timeout_seconds = 5                # backend connect (and pool wait)
     read_timeout_seconds = 30                  # backend silent for this long: 502 / abort
+    write_timeout_seconds = 30                 # backend takes no request body this long: 502
     backend_connections = 256                  # keep-alive pool per worker
     clock_skew_seconds = 5                     # leeway on the token's exp and nbf
 """
@@ -53,6 +54,7 @@ class InwayRuntime:
     services: Mapping[str, Backend]
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    write_timeout: float = 30.0
     backend_connections: int = 256
     clock_skew: float = 5.0
 
@@ -153,6 +155,7 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
     for name, value in (
         ("connect_timeout_seconds", settings.connect_timeout_seconds),
         ("read_timeout_seconds", settings.read_timeout_seconds),
+        ("write_timeout_seconds", settings.write_timeout_seconds),
         ("backend_connections", settings.backend_connections),
     ):
         if value <= 0:
@@ -165,6 +168,7 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
         services=parse_services(settings.services),
         connect_timeout=float(settings.connect_timeout_seconds),
         read_timeout=float(settings.read_timeout_seconds),
+        write_timeout=float(settings.write_timeout_seconds),
         backend_connections=settings.backend_connections,
         clock_skew=float(settings.clock_skew_seconds),
     )

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -213,14 +214,24 @@ class EchoState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Seen] = field(default_factory=list)
     received_bytes: int = 0  # of the request being streamed
+    started: int = 0  # requests whose head arrived
+    aborted: int = 0  # requests whose body never arrived whole
     log: MemoryLogWriter | None = None
     log_file: Path | None = None  # a JsonLinesLogWriter's file, written by another process
+    lookup: Callable[[str], bool] | None = None  # another log: is this transaction in it?
 
     def seen(self) -> list[Seen]:
         with self.lock:
             return list(self.requests)
 
+    def counts(self) -> tuple[int, int, int]:
+        """(started, completed, aborted) requests so far."""
+        with self.lock:
+            return self.started, len(self.requests), self.aborted
+
     def is_logged(self, transaction: str | None) -> bool:
+        if self.lookup is not None:
+            return transaction is not None and self.lookup(transaction)
         records: list[dict[str, Any]] = []
         if self.log is not None:
             records = list(self.log.records)
@@ -259,12 +270,23 @@ class BackendThread:
         self.loop.close()
 
 
+_PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def generated_block(index: int) -> bytes:
+    """The ``index``-th MiB of a generated body: no two alike, so a lost, repeated or
+    reordered piece changes the body's hash."""
+    return index.to_bytes(8, "big") + _PATTERN[8:]
+
+
 class EchoBackend(BackendThread):
     """aiohttp: answers every request with JSON describing what arrived (never buffering it).
 
     ``/stream/<n>``: answers with n MiB, streamed; before the last MiB it waits until
     ``release_last`` is set (the test sets it once the client has most of the body).
     ``/status/<code>``: answers with that status, an FSC error header and no Content-Type.
+    ``/hop``: answers with hop-by-hop headers (and an ``Fsc-*`` one that ``Connection`` names).
+    ``/generate/<n>``: answers with n MiB made as they are sent (:func:`generated_block`).
     """
 
     def __init__(self, state: EchoState | None = None) -> None:
@@ -298,12 +320,18 @@ class EchoBackend(BackendThread):
         size = chunks = 0
         with state.lock:
             state.received_bytes = 0
-        async for chunk in request.content.iter_any():
-            digest.update(chunk)
-            size += len(chunk)
-            chunks += 1
+            state.started += 1
+        try:
+            async for chunk in request.content.iter_any():
+                digest.update(chunk)
+                size += len(chunk)
+                chunks += 1
+                with state.lock:
+                    state.received_bytes = size
+        except BaseException:
             with state.lock:
-                state.received_bytes = size
+                state.aborted += 1
+            raise
         seen = Seen(
             request.method,
             request.raw_path,
@@ -318,6 +346,27 @@ class EchoBackend(BackendThread):
         parts = request.match_info["tail"].split("/")  # below any base path
         if len(parts) >= 2 and parts[-2] == "stream":
             return await self._stream(request, int(parts[-1]))
+        if parts[-1] == "hop":
+            return web.Response(
+                body=b"hop",
+                headers={
+                    "Connection": "X-Backend-Private, Fsc-Backend-Named",
+                    "Keep-Alive": "timeout=5",
+                    "X-Backend-Private": "1",
+                    "Fsc-Backend-Named": "kept",
+                    "Proxy-Authenticate": "Basic",
+                    "Upgrade": "h2c",
+                    "X-Backend-Public": "yes",
+                },
+            )
+        if len(parts) >= 2 and parts[-2] == "generate":
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for index in range(int(parts[-1])):
+                await response.write(generated_block(index))
+            await response.write_eof()
+            return response
         if len(parts) >= 2 and parts[-2] == "status":
             return web.Response(
                 status=int(parts[-1]),
@@ -381,6 +430,27 @@ class RawBackend(BackendThread):
         return f"http://127.0.0.1:{self.port}"
 
 
+@contextmanager
+def log_unwritable(directory: Path) -> Iterator[None]:
+    """A SQLite transaction log in ``directory`` cannot be written while inside, even by root.
+
+    File modes do not stop root; ``chattr +i`` does: on the directory (no journal or new
+    write-ahead file can be made) and on the write-ahead file (an open connection fails at its
+    next commit). Never on the ``-shm`` file: it is memory-mapped, and an immutable mapping
+    kills the writer with SIGBUS instead of failing its write.
+    """
+    targets = [directory, *list(directory.glob("*-wal"))]
+    done: list[Path] = []
+    try:
+        for target in targets:
+            subprocess.run(["chattr", "+i", str(target)], check=True, capture_output=True)
+            done.append(target)
+        yield
+    finally:
+        for target in reversed(done):
+            subprocess.run(["chattr", "-i", str(target)], check=True, capture_output=True)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -428,6 +498,7 @@ def runtime(
     *,
     read_timeout: float = 5.0,
     connect_timeout: float = 2.0,
+    write_timeout: float = 5.0,
     clock_skew: float = 5.0,
 ) -> InwayRuntime:
     return InwayRuntime(
@@ -436,6 +507,7 @@ def runtime(
         services=parse_services(tuple(f"{name}={url}" for name, url in services.items())),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        write_timeout=write_timeout,
         backend_connections=16,
         clock_skew=clock_skew,
     )

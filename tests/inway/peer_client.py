@@ -6,16 +6,21 @@ Run in a fresh interpreter with the appliance's OPENSSL_CONF and SoftHSM environ
     {"url": "https://127.0.0.1:PORT", "server_name": "a.sluis.test",
      "requests": [{"method": "GET", "path": "/x", "headers": {...}, "upload_mib": 0}]}
 
-and prints one JSON result per request (status, headers, body or its size and SHA-256). All
-requests go over one kept-alive connection; ``connections`` says how many were opened.
+and prints one JSON result per request (status, headers, body or its size and SHA-256, and
+the seconds until the response head arrived). All requests go over one kept-alive
+connection; ``connections`` says how many were opened. With ``--serve`` it reads one plan per
+line and answers each with one line, until stdin closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+import ssl
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +39,14 @@ async def _upload(mebibytes: int) -> AsyncIterator[bytes]:
         yield BLOCK
 
 
-async def run(config_path: Path, plan: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def _context(config_path: Path) -> ssl.SSLContext:
     config = load_config(config_path)
-    ctx = client_context(config.tls, config.hsm)
+    return client_context(config.tls, config.hsm)
+
+
+async def run(config_path: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    ctx = _context(config_path)
     opened = 0
 
     async def on_connection(*_: Any) -> None:
@@ -52,6 +62,7 @@ async def run(config_path: Path, plan: dict[str, Any]) -> dict[str, Any]:
     ) as session:
         for request in plan["requests"]:
             upload = request.get("upload_mib", 0)
+            started = time.monotonic()
             async with session.request(
                 request.get("method", "GET"),
                 URL(plan["url"] + request["path"], encoded=True),  # the path as written
@@ -59,6 +70,7 @@ async def run(config_path: Path, plan: dict[str, Any]) -> dict[str, Any]:
                 data=_upload(upload) if upload else None,
                 server_hostname=plan["server_name"],
             ) as response:
+                elapsed = time.monotonic() - started
                 digest = hashlib.sha256()
                 size = 0
                 first = b""
@@ -74,14 +86,21 @@ async def run(config_path: Path, plan: dict[str, Any]) -> dict[str, Any]:
                         "body": first.decode("utf-8", "replace"),
                         "size": size,
                         "sha256": digest.hexdigest(),
+                        "elapsed": elapsed,
                     }
                 )
     return {"results": results, "connections": opened}
 
 
 def main() -> None:
-    plan = json.load(sys.stdin)
-    print(json.dumps(asyncio.run(run(Path(sys.argv[1]), plan))))
+    config = Path(sys.argv[1])
+    if "--serve" in sys.argv[2:]:
+        # One plan per line, one answer per line, until stdin closes: one interpreter and one
+        # HSM login for a whole test module.
+        for line in sys.stdin:
+            print(json.dumps(asyncio.run(run(config, json.loads(line)))), flush=True)
+        return
+    print(json.dumps(asyncio.run(run(config, json.load(sys.stdin)))))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from appliance.inway.certificates import SigningCertificates
 from appliance.inway.logging import MemoryLogWriter
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.jcs import canonicalize
+from appliance.txlog.errors import DuplicateTransactionError
 
 
 @pytest.fixture
@@ -494,3 +495,52 @@ def test_hop_by_hop_response_headers_are_stripped() -> None:
     assert result.headers["x-backend-public"] == "stays"
     assert result.headers["content-type"] == "text/plain"
     assert sorted(result.cookies) == ["a", "b"]  # two Set-Cookie lines, not one joined
+
+
+def test_identity_headers_of_the_client_are_not_forwarded(echo: EchoBackend) -> None:
+    """Who the peer is, the connection and the token say; a header another organisation wrote
+    must never reach a backend that trusts such headers from its proxy."""
+    forged = {
+        "Forwarded": "for=10.1.2.3",
+        "X-Forwarded-For": "10.1.2.3",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Port": "80",
+        "X-Forwarded-Client-Cert": "Hash=abc;Subject=CN=someone-else",
+        "X-Real-IP": "10.1.2.3",
+        "X-Client-Cert": "forged",
+        "X-Client-DN": "CN=someone-else",
+        "X-SSL-Client-Cert": "forged",
+        "X-SSL-Client-DN": "CN=someone-else",
+        "SSL-Client-Cert": "forged",
+        "Client-Cert": ":Zm9yZ2Vk:",
+        "Client-Cert-Chain": ":Zm9yZ2Vk:",
+    }
+    with inway({SERVICE: echo.url}) as gw:
+        result = gw.request("GET", "/who", headers={**fsc_headers(), **forged, "X-Kept": "1"})
+    assert result.status_code == 200, result.text
+    seen = {k.lower() for k, _ in echo.state.seen()[0].headers}
+    assert not seen & {name.lower() for name in forged}
+    assert "x-kept" in seen
+
+
+class DuplicateWriter:
+    async def write(self, record: dict[str, Any]) -> None:
+        raise DuplicateTransactionError(record["transaction_id"], "DIRECTION_INCOMING")
+
+
+def test_a_transaction_id_already_logged_is_invalid_not_a_write_error(echo: EchoBackend) -> None:
+    with inway({SERVICE: echo.url}, log=DuplicateWriter()) as gw:
+        result = gw.request("GET", "/again")
+    assert error_of(result)[:2] == (400, "INVALID_LOG_RECORD_ID")
+    assert "already used" in result.json["message"]
+    assert echo.state.seen() == []
+
+
+def test_connect_is_refused_before_anything_else(echo: EchoBackend) -> None:
+    log = MemoryLogWriter()
+    with inway({SERVICE: echo.url}, log=log) as gw:
+        result = gw.request("CONNECT", "/", headers={})  # not even a token
+    assert error_of(result)[:2] == (405, "ERROR_CODE_METHOD_UNSUPPORTED")
+    assert log.records == []
+    assert echo.state.seen() == []

@@ -245,3 +245,80 @@ def test_an_outway_that_disconnects_mid_body_never_completes_the_backend_request
     assert b"a" * 1000 in data  # the body was on its way ...
     assert not data.endswith(b"0\r\n\r\n")  # ... and never ended as if complete
     assert data.count(b"a") + data.count(b"b") < 10000 + 200
+
+
+def test_a_backend_that_stops_reading_the_body_gives_502_after_the_write_timeout() -> None:
+    """The backend reads the head, then nothing: without a write timeout the upload would
+    wait for the socket forever (aiohttp's read timeout starts only after the body)."""
+    closed = threading.Event()
+    release = threading.Event()
+    taken: list[int] = []
+
+    async def stop_reading(reader: asyncio.StreamReader, writer: Any, head: bytes) -> None:
+        # Reads nothing until the inway has answered (or for 10 s, when it hangs).
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+        size = 0
+        try:
+            while chunk := await reader.read(1 << 20):
+                size += len(chunk)
+        except ConnectionError:
+            pass
+        taken.append(size)
+        closed.set()
+
+    async def body() -> AsyncIterator[dict[str, Any]]:
+        for _ in range(TOTAL_MIB):
+            yield {"type": "http.request", "body": BLOCK, "more_body": True}
+        yield {"type": "http.request", "body": b"", "more_body": False}
+
+    backend = RawBackend(stop_reading)
+    answer: list[bytes] = []
+    try:
+        with inway({SERVICE: backend.url}, read_timeout=60, write_timeout=0.5) as gw:
+            started = time.monotonic()
+            status, _ = falcon.util.sync.async_to_sync(
+                asgi_call,
+                gw.app,
+                method="POST",
+                raw_path=b"/upload",
+                headers=_fsc((b"transfer-encoding", b"chunked")),
+                body=body(),
+                on_body=answer.append,
+            )
+            elapsed = time.monotonic() - started
+        release.set()
+        assert closed.wait(10), "the inway never closed the backend connection"
+    finally:
+        release.set()
+        backend.stop()
+    assert status == 502, b"".join(answer)
+    assert b"ERROR_CODE_SERVICE_UNREACHABLE" in b"".join(answer)
+    assert b"timed out sending the request body" in b"".join(answer)
+    assert 0.5 <= elapsed < 3
+    assert taken
+    assert taken[0] < TOTAL_MIB * MIB
+
+
+def test_a_slow_outway_is_not_the_backends_write_timeout(echo: EchoBackend) -> None:
+    """Waiting for the Outway's next piece of the body is not counted."""
+
+    async def body() -> AsyncIterator[dict[str, Any]]:
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            yield {"type": "http.request", "body": BLOCK, "more_body": True}
+        yield {"type": "http.request", "body": b"", "more_body": False}
+
+    answer: list[bytes] = []
+    with inway({SERVICE: echo.url}, write_timeout=0.2) as gw:
+        status, _ = falcon.util.sync.async_to_sync(
+            asgi_call,
+            gw.app,
+            method="POST",
+            raw_path=b"/upload",
+            headers=_fsc((b"transfer-encoding", b"chunked")),
+            body=body(),
+            on_body=answer.append,
+        )
+    assert status == 200, b"".join(answer)
+    (seen,) = echo.state.seen()
+    assert seen.body_size == 3 * MIB

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -443,3 +444,75 @@ def test_shutdown_closes_the_workers_clients(pki: Pki, inway: FakeInway) -> None
     with outway(pki, inway.port, closers=(broken, close)) as gw:
         asyncio.run(lifespan(gw.app))
     assert closed == ["client"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "appliance/outway/proxy.py: OutwayForwarder has no write timeout (it passes no "
+        "write_timeout to Forwarder and its session() lacks "
+        "request_class=appliance.inway.proxy.WatchedRequest), so an inway that stops reading "
+        "an upload holds the outway's request forever: aiohttp's read timeout starts only "
+        "after the whole body was sent"
+    ),
+)
+def test_an_inway_that_stops_reading_the_upload_is_given_up(pki: Pki) -> None:
+    import threading
+
+    from outwaytest import INWAY_HOST, FakeFetcher, FakeGrants
+
+    from appliance.manager.peer_client import _StaticResolver
+    from appliance.outway.app import create_outway_app
+    from appliance.outway.proxy import OutwayForwarder
+    from appliance.outway.settings import OutwayRuntime
+    from appliance.outway.tokens import TokenCache
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    release = asyncio.Event()
+
+    async def stop_reading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(release.wait(), 30)
+        writer.close()
+
+    async def serve() -> asyncio.Server:
+        return await asyncio.start_server(stop_reading, "127.0.0.1", 0, ssl=pki.server_context())
+
+    server = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        forwarder = OutwayForwarder(
+            connect_timeout=2,
+            read_timeout=30,
+            connections=4,
+            ssl_context=pki.client_context(),
+            resolver=_StaticResolver({f"{INWAY_HOST}:443": ("127.0.0.1", port)}),
+            write_timeout=0.5,  # type: ignore[call-arg]  # the setting this test asks for
+        )
+        app = create_outway_app(
+            OutwayRuntime(group_id="sluis.test"),
+            FakeGrants(),
+            TokenCache(FakeFetcher(), group_id="sluis.test"),
+            MemoryLogWriter(),
+            forwarder,
+        )
+
+        async def upload() -> falcon.testing.Result:
+            async with falcon.testing.ASGIConductor(app) as conductor:
+                return await asyncio.wait_for(
+                    conductor.simulate_post(
+                        "/upload", headers={"Fsc-Grant-Hash": GRANT}, body=b"x" * (32 << 20)
+                    ),
+                    5,
+                )
+
+        result = asyncio.run(upload())
+        assert error_of(result) == (502, "ERROR_CODE_INWAY_UNREACHABLE")
+    finally:
+        loop.call_soon_threadsafe(release.set)
+        server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
