@@ -126,6 +126,30 @@ class TxlogSettings:
 
 
 @dataclass(frozen=True)
+class ControllerSettings:
+    """The operators' controller (``[controller]``; see docs/controller.md).
+
+    It listens on the internal network (``bind``) over HTTPS: with the organisation's
+    certificate and HSM key, or with a separate server certificate (``certificate_chain``
+    and ``key_file``, the latter a PEM URI naming an HSM key or a key file). ``manager_address``,
+    ``inway_address`` and ``outway_address`` are probed for the health page (empty: taken
+    from ``[manager]``, ``[inway]`` and ``[outway]``).
+    """
+
+    database: str = "sqlite:////var/lib/sluis/controller.db"
+    bind: str = "0.0.0.0:9443"
+    session_idle_minutes: int = 30
+    session_absolute_minutes: int = 480
+    lockout_attempts: int = 5
+    lockout_minutes: int = 15
+    manager_address: str = ""
+    inway_address: str = ""
+    outway_address: str = ""
+    certificate_chain: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
 class SluisConfig:
     hsm: HsmSettings
     tls: TlsSettings
@@ -134,6 +158,7 @@ class SluisConfig:
     inway: InwaySettings | None = None
     txlog: TxlogSettings | None = None
     outway: OutwaySettings | None = None
+    controller: ControllerSettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -196,7 +221,14 @@ def load_config(path: Path) -> SluisConfig:
         if "outway" in data
         else None
     )
-    unknown = sorted(set(data) - {"hsm", "tls", "manager", "inway", "txlog", "outway"})
+    controller = (
+        _build(ControllerSettings, _section(data, "controller", path), f"{path} [controller]")
+        if "controller" in data
+        else None
+    )
+    unknown = sorted(
+        set(data) - {"hsm", "tls", "manager", "inway", "txlog", "outway", "controller"}
+    )
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
     return SluisConfig(
@@ -207,4 +239,5 @@ def load_config(path: Path) -> SluisConfig:
         inway=inway,
         txlog=txlog,
         outway=outway,
+        controller=controller,
     )

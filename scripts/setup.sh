@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 opensc testssl.sh python3-venv ca-certificates curl postgresql)
+# chromium: the controller's browser tests; nginx, wrk: bench/chain.py (the nginx chain, the load).
+APT_PACKAGES=(softhsm2 opensc testssl.sh python3-venv ca-certificates curl postgresql chromium nginx wrk)
 BACKPORTS_PACKAGES=(pkcs11-provider)
 
 need_root() {

@@ -264,6 +264,7 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
         )
 
         components = run_request(group, gateways, backend, say)
+        components += start_controllers(group, say)
 
         key_files = private_key_files(root)
         say(
@@ -275,8 +276,10 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
             say("ERROR: an organisation private key was found on disk")
             return 1
         if keep_running:
-            say("everything keeps running; press Ctrl-C to stop")
+            say("everything keeps running; press Ctrl-C to stop (it stops every component)")
             threading.Event().wait()
+        else:
+            say("stopping every component (run with --keep-running to keep them and use the UIs)")
         return 0
     finally:
         for component in locals().get("components", []):
@@ -349,6 +352,18 @@ def run_request(
         for record in records:
             say(f"{member.name} log ({direction}): {json.dumps(record.to_api())}")
     return components
+
+
+def start_controllers(group: DemoGroup, say: Callable[[str], None]) -> list[Component]:
+    """Each organisation's controller (operators' UI and API), with a printed admin account."""
+    from appliance.controller.demo import start_controller
+
+    started = []
+    for member in group.members.values():
+        access = start_controller(member.config_path, group.root / "logs", name=member.name)
+        started.append(access.component)
+        say(f"{member.name}: {access.describe()}")
+    return started
 
 
 def private_key_files(root: Path) -> list[Path]:

@@ -10,9 +10,9 @@ from appliance.migrations import run_env
 
 
 def _include_name(name: str | None, type_: str, _parent_names: Any) -> bool:
-    # The transaction log may share the database: its tables are not the Manager's.
+    # The transaction log and the controller may share the database: their tables are not ours.
     if type_ == "table":
-        return name is not None and not name.startswith("txlog_")
+        return name is not None and not name.startswith(("txlog_", "controller_"))
     return True
 
 

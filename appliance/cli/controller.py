@@ -1,0 +1,231 @@
+"""``sluis controller``: accounts and API tokens of the operators' controller.
+
+Run on the appliance as root (it opens the controller's database from ``[controller]
+database``). Passwords come from standard input (``--password-stdin``) or are generated and
+printed once; API tokens are printed once. Nothing secret is stored: only hashes. Every command
+that changes something writes an audit entry (actor ``cli:<login>``, from ``local``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config import ControllerSettings, load_config
+from appliance.controller.auth import Authenticator
+from appliance.controller.passwords import generate_password
+from appliance.controller.roles import Role, parse_role
+from appliance.controller.store import ControllerStore, StoreError
+from appliance.errors import ConfigurationError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "controller", help="accounts and API tokens of the operators' controller"
+    )
+    sub = parser.add_subparsers(dest="controller_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    roles = ", ".join(r.value for r in Role)
+    user = command("create-user", "create a local account (password generated unless given)")
+    user.add_argument("--username", required=True)
+    user.add_argument("--role", required=True, help=f"one of {roles}")
+    user.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (first line) instead of generating one",
+    )
+    user.set_defaults(func=_create_user)
+
+    password = command("set-password", "set a new password (ends the user's sessions)")
+    password.add_argument("--username", required=True)
+    password.add_argument("--password-stdin", action="store_true")
+    password.set_defaults(func=_set_password)
+
+    unlock = command("unlock-user", "unlock an account locked after failed logins")
+    unlock.add_argument("--username", required=True)
+    unlock.set_defaults(func=_unlock)
+
+    for name, help_text in (
+        ("disable-user", "disable an account (ends its sessions)"),
+        ("enable-user", "enable a disabled account"),
+    ):
+        toggle = command(name, help_text)
+        toggle.add_argument("--username", required=True)
+        toggle.set_defaults(func=_toggle, disabled=name == "disable-user")
+
+    token = command("create-token", "create an API token with one role (printed once)")
+    token.add_argument("--name", required=True, help="what the token is for")
+    token.add_argument("--role", required=True, help=f"one of {roles}")
+    token.add_argument("--days", type=int, help="expire after this many days (default: never)")
+    token.set_defaults(func=_create_token)
+
+    revoke = command("revoke-token", "revoke an API token")
+    revoke.add_argument("id", type=int, help="the token's id (see list-tokens)")
+    revoke.set_defaults(func=_revoke_token)
+
+    command("list-users", "list the accounts").set_defaults(func=_list_users)
+    command("list-tokens", "list the API tokens (never the tokens themselves)").set_defaults(
+        func=_list_tokens
+    )
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _authenticator(args: argparse.Namespace) -> Authenticator:
+    config = load_config(args.config)
+    settings = config.controller or ControllerSettings()
+    return Authenticator(ControllerStore.open(settings.database), settings)
+
+
+def _role(value: str) -> Role:
+    try:
+        return parse_role(value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _read_password() -> str:
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    role = _role(args.role)
+    password = _read_password() if args.password_stdin else generate_password()
+    try:
+        user = auth.create_user(args.username, role, password)
+    except (StoreError, ValueError) as exc:
+        auth.audit(
+            _actor(), None, "user.create", "failure", "local", target=args.username, detail=str(exc)
+        )
+        raise ConfigurationError(str(exc)) from None
+    finally:
+        auth.store.close()
+    auth.audit(
+        _actor(),
+        None,
+        "user.create",
+        "success",
+        "local",
+        target=user.username,
+        detail=f"role {role}",
+    )
+    shown = None if args.password_stdin else password
+    text = f"created {user.username} ({role})"
+    if shown:
+        text += f"\npassword (shown once): {shown}"
+    return _out(args, {"username": user.username, "role": role.value, "password": shown}, text)
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    password = _read_password() if args.password_stdin else generate_password()
+    try:
+        auth.set_password(args.username, password)
+    except (StoreError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from None
+    auth.audit(_actor(), None, "user.password", "success", "local", target=args.username)
+    shown = None if args.password_stdin else password
+    text = f"new password set for {args.username}; their sessions ended"
+    if shown:
+        text += f"\npassword (shown once): {shown}"
+    return _out(args, {"username": args.username, "password": shown}, text)
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    try:
+        auth.store.unlock_user(args.username)
+    except StoreError as exc:
+        raise ConfigurationError(str(exc)) from None
+    auth.audit(_actor(), None, "user.unlock", "success", "local", target=args.username)
+    return _out(args, {"username": args.username}, f"unlocked {args.username}")
+
+
+def _toggle(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    try:
+        auth.store.set_disabled(args.username, args.disabled)
+    except StoreError as exc:
+        raise ConfigurationError(str(exc)) from None
+    action = "user.disable" if args.disabled else "user.enable"
+    auth.audit(_actor(), None, action, "success", "local", target=args.username)
+    state = "disabled" if args.disabled else "enabled"
+    return _out(args, {"username": args.username, "state": state}, f"{state} {args.username}")
+
+
+def _create_token(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    role = _role(args.role)
+    try:
+        secret, record = auth.create_token(args.name, role, _actor(), days=args.days)
+    except StoreError as exc:
+        raise ConfigurationError(str(exc)) from None
+    auth.audit(
+        _actor(),
+        None,
+        "token.create",
+        "success",
+        "local",
+        target=f"{record.id} {record.name}",
+        detail=f"role {role}",
+    )
+    return _out(
+        args,
+        {"token": secret, "record": record.as_api()},
+        f"API token {record.id} ({record.name}, {role}); shown once:\n{secret}",
+    )
+
+
+def _revoke_token(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    try:
+        record = auth.store.revoke_token(args.id, auth.clock())
+    except StoreError as exc:
+        raise ConfigurationError(str(exc)) from None
+    auth.audit(
+        _actor(), None, "token.revoke", "success", "local", target=f"{record.id} {record.name}"
+    )
+    return _out(args, {"record": record.as_api()}, f"revoked API token {record.id}")
+
+
+def _list_users(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    now = auth.clock()
+    users = [u.as_api(now) for u in auth.store.list_users()]
+    lines = [
+        f"{u['username']:24s} {u['role']:17s} {'locked' if u['locked'] else 'active'}"
+        for u in users
+    ]
+    return _out(args, {"users": users}, "\n".join(lines) or "no users")
+
+
+def _list_tokens(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    tokens = [t.as_api() for t in auth.store.list_tokens()]
+    lines = [
+        f"{t['id']:4d} {t['name']:24s} {t['role']:17s} {'revoked' if t['revoked_at'] else 'active'}"
+        for t in tokens
+    ]
+    return _out(args, {"tokens": tokens}, "\n".join(lines) or "no API tokens")

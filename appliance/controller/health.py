@@ -1,0 +1,134 @@
+"""Health of this appliance's components: is the Manager, the inway, the outway answering?
+
+Each configured address is probed with one HTTP request: over mutual TLS with the
+organisation's identity for ``https://`` (the Manager and the inway accept nothing else), plain
+for the outway's ``http://`` on the internal network. Any HTTP answer means the component is
+up: a worker took the connection, (for TLS) the handshake with our certificate and the CRLs
+succeeded, and it answered. The probes run concurrently with a short timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from appliance.config import SluisConfig
+
+PROBE_PATH = "/.sluis-health"
+TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    address: str  # http(s)://host:port
+
+
+def targets_from(config: SluisConfig) -> list[Target]:
+    """The components to probe: ``[controller]`` addresses, else the other sections' own."""
+    controller = config.controller
+    manager, inway, outway = config.manager, config.inway, config.outway
+    found = []
+    manager_address = (controller.manager_address if controller else "") or (
+        manager.address if manager else ""
+    )
+    if manager_address:
+        found.append(Target("manager", manager_address))
+    inway_address = (controller.inway_address if controller else "") or (
+        (inway.address if inway else "") or (manager.inway_address if manager and inway else "")
+    )
+    if inway_address:
+        found.append(Target("inway", inway_address))
+    outway_address = controller.outway_address if controller else ""
+    if not outway_address and outway is not None:
+        host, _, port = outway.bind.rpartition(":")
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "[::]") else host  # noqa: S104 (a bind, not a listen)
+        outway_address = f"http://{host}:{port}"
+    if outway_address:
+        found.append(Target("outway", outway_address))
+    return found
+
+
+class HealthProber:
+    def __init__(
+        self,
+        targets: list[Target],
+        *,
+        tls_context: Callable[[], ssl.SSLContext] | None = None,
+        resolve: dict[str, tuple[str, int]] | None = None,
+        timeout: float = TIMEOUT_SECONDS,
+    ) -> None:
+        self.targets = targets
+        self._tls_factory = tls_context
+        self._tls: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._resolve = resolve or {}
+        self._timeout = timeout
+
+    def _context(self) -> ssl.SSLContext:
+        # Built on first use in the worker (HSM key: never in the gunicorn master).
+        with self._lock:
+            if self._tls is None:
+                if self._tls_factory is None:
+                    raise RuntimeError("no TLS client identity configured for probes")
+                self._tls = self._tls_factory()
+            return self._tls
+
+    async def check(self) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._probe(t) for t in self.targets)))
+
+    async def _probe(self, target: Target) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "name": target.name,
+            "address": target.address,
+            "status": "down",
+            "http_status": None,
+            "latency_ms": None,
+            "error": None,
+        }
+        started = time.monotonic()
+        writer = None
+        try:
+            parts = urlsplit(target.address)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) address: {target.address!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            host, connect_port = self._resolve.get(
+                f"{parts.hostname}:{port}", (parts.hostname, port)
+            )
+            tls = await asyncio.to_thread(self._context) if parts.scheme == "https" else None
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    connect_port,
+                    ssl=tls,
+                    server_hostname=parts.hostname if tls else None,
+                ),
+                self._timeout,
+            )
+            request = (
+                f"GET {PROBE_PATH} HTTP/1.1\r\nHost: {parts.hostname}:{port}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(request.encode("ascii"))
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), self._timeout)
+            fields = status_line.split(b" ", 2)
+            if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+                raise ConnectionError("no HTTP answer")
+            result.update(status="up", http_status=int(fields[1]))
+        except TimeoutError:
+            result["error"] = f"no answer within {self._timeout:g} s"
+        except (OSError, ValueError, RuntimeError, ssl.SSLError) as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+            if writer is not None:
+                writer.close()
+        return result

@@ -1,0 +1,157 @@
+"""Reading and checking request input: query parameters, JSON bodies, form fields.
+
+Everything the API and the pages accept is checked here, with a message that says what is
+wrong; the resources get typed values. Times are ISO 8601; a time without a zone is UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from appliance.controller.errors import ControllerError, ErrorCode, bad_request
+from appliance.controller.roles import Role
+from appliance.controller.transactions import DIRECTIONS, TransactionFilter
+
+MAX_BODY = 64 * 1024
+MAX_REASON = 500
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")  # FSC Core serviceName
+PEER_ID = re.compile(r"[0-9]{20}")  # an OIN
+CONTENT_HASH = re.compile(r"\$1\$[0-9]+\$[A-Za-z0-9_-]{1,200}")
+TRANSACTION_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+PROTOCOLS = ("PROTOCOL_TCP_HTTP_1.1", "PROTOCOL_TCP_HTTP_2")
+CONTRACT_STATES = ("proposed", "accepted", "valid", "rejected", "revoked", "expired")
+CONTRACT_KINDS = ("publication", "connection")
+OUTCOMES = ("success", "failure", "denied")
+
+
+def parse_time(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise bad_request(f"{name} must be an ISO 8601 date and time") from None
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise bad_request(f"{name} is out of range") from None
+
+
+def text(source: Mapping[str, Any], name: str) -> str | None:
+    value = source.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, list):  # a repeated query parameter
+        raise bad_request(f"{name} may be given once")
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a string")
+    return value
+
+
+def matching(
+    source: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str
+) -> str | None:
+    value = text(source, name)
+    if value is not None and not pattern.fullmatch(value):
+        raise bad_request(f"{name} must be {what}")
+    return value
+
+
+def one_of(source: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    value = text(source, name)
+    if value is not None and value not in choices:
+        raise bad_request(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def integer(source: Mapping[str, Any], name: str, *, default: int, low: int, high: int) -> int:
+    value = source.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    if isinstance(value, str):
+        if not re.fullmatch(r"[0-9]{1,9}", value):
+            raise bad_request(f"{name} must be an integer from {low} to {high}")
+        value = int(value)
+    if not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def reason(source: Mapping[str, Any]) -> str | None:
+    value = text(source, "reason")
+    if value is not None and len(value) > MAX_REASON:
+        raise bad_request(f"reason has at most {MAX_REASON} characters")
+    return value.strip() or None if value is not None else None
+
+
+def required(value: str | None, name: str) -> str:
+    if value is None:
+        raise bad_request(f"{name} is required")
+    return value
+
+
+def role(source: Mapping[str, Any], name: str = "role") -> Role:
+    value = required(one_of(source, name, tuple(r.value for r in Role)), name)
+    return Role(value)
+
+
+def time_range(source: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    after, before = text(source, "after"), text(source, "before")
+    return (
+        parse_time(after, "after") if after else None,
+        parse_time(before, "before") if before else None,
+    )
+
+
+def transaction_filter(source: Mapping[str, Any]) -> TransactionFilter:
+    after, before = time_range(source)
+    return TransactionFilter(
+        after=after,
+        before=before,
+        peer_id=matching(source, "peer_id", PEER_ID, "a 20-digit OIN"),
+        service_name=matching(source, "service_name", SERVICE_NAME, "a service name"),
+        direction=one_of(source, "direction", DIRECTIONS),
+        transaction_id=matching(source, "transaction_id", TRANSACTION_ID, "a UUID"),
+        grant_hash=matching(source, "grant_hash", CONTENT_HASH, "a grant hash ($1$3$...)"),
+    )
+
+
+async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The request's JSON object (at most 64 KiB, ``application/json``)."""
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise bad_request(f"request body larger than {MAX_BODY} bytes")
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    raw = await req.stream.read(MAX_BODY + 1)
+    if media_type != "application/json":
+        if not raw and media_type == "":
+            return {}
+        raise ControllerError(
+            falcon.HTTP_415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json"
+        )
+    if len(raw) > MAX_BODY:
+        raise bad_request(f"request body larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise bad_request("request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+def query(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The query parameters (a repeated one as a list, which the readers refuse)."""
+    return dict(req.params)

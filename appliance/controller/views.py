@@ -1,0 +1,396 @@
+"""Services, contracts and the authorisation overview, read from the Manager's store.
+
+Everything here goes through :class:`~appliance.manager.service.ManagerService`, the same code
+the Manager and ``sluis contract`` use: proposals and signatures are made in this appliance's
+HSM and land in the Manager's outbox, and the running Manager delivers them to the other peers.
+The overview is derived from contracts whose state is ``valid`` now, never from a cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.contracts.state import ContractState
+from appliance.manager.proposals import connection_content, publication_content
+from appliance.manager.service import ContractView, ManagerError, ManagerService
+from appliance.manager.storage import ContractRow, GrantRow
+
+PAGE = 1000
+PUBLICATION_TYPES = (
+    "GRANT_TYPE_SERVICE_PUBLICATION",
+    "GRANT_TYPE_DELEGATED_SERVICE_PUBLICATION",
+)
+CONNECTION_TYPES = (
+    "GRANT_TYPE_SERVICE_CONNECTION",
+    "GRANT_TYPE_DELEGATED_SERVICE_CONNECTION",
+)
+LIVE_STATES = (ContractState.PROPOSED, ContractState.ACCEPTED, ContractState.VALID)
+
+
+class Conflict(ManagerError):
+    """The contract is not in a state that allows the change (HTTP 409)."""
+
+
+class UnknownContract(ManagerError):
+    """No contract with that content hash (HTTP 404)."""
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def _epoch_iso(seconds: int) -> str:
+    return iso(datetime.fromtimestamp(seconds, UTC)) or ""
+
+
+@dataclass(frozen=True)
+class Grant:
+    type: str
+    hash: str
+    service_peer_id: str | None
+    service_name: str | None
+    outway_peer_id: str | None
+    outway_public_key_thumbprint: str | None
+    directory_peer_id: str | None
+    delegator_peer_id: str | None
+
+    @classmethod
+    def of(cls, row: GrantRow) -> Grant:
+        return cls(
+            type=row.grant_type,
+            hash=row.grant_hash,
+            service_peer_id=row.service_peer_id,
+            service_name=row.service_name,
+            outway_peer_id=row.outway_peer_id,
+            outway_public_key_thumbprint=row.outway_public_key_thumbprint,
+            directory_peer_id=row.directory_peer_id,
+            delegator_peer_id=row.delegator_peer_id or row.service_delegator_peer_id,
+        )
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "hash": self.hash,
+            "service_peer_id": self.service_peer_id,
+            "service_name": self.service_name,
+            "outway_peer_id": self.outway_peer_id,
+            "outway_public_key_thumbprint": self.outway_public_key_thumbprint,
+            "directory_peer_id": self.directory_peer_id,
+            "delegator_peer_id": self.delegator_peer_id,
+        }
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A contract as the controller shows it."""
+
+    hash: str
+    state: str
+    grants: tuple[Grant, ...]
+    peers: tuple[str, ...]
+    created_at: str
+    not_before: str
+    not_after: str
+    accepted_by: tuple[str, ...]
+    rejected_by: tuple[str, ...]
+    revoked_by: tuple[str, ...]
+    own_peer_id: str
+
+    @property
+    def awaiting(self) -> tuple[str, ...]:
+        return tuple(p for p in self.peers if p not in self.accepted_by)
+
+    @property
+    def pending_our_action(self) -> bool:
+        """Proposed, and this peer has neither accepted nor rejected it yet."""
+        return (
+            self.state == ContractState.PROPOSED
+            and self.own_peer_id in self.peers
+            and self.own_peer_id not in self.accepted_by
+            and self.own_peer_id not in self.rejected_by
+            and self.own_peer_id not in self.revoked_by
+        )
+
+    @property
+    def kind(self) -> str:
+        types = {g.type for g in self.grants}
+        if types & set(PUBLICATION_TYPES):
+            return "publication"
+        if types & set(CONNECTION_TYPES):
+            return "connection"
+        return "other"
+
+    def as_api(self, names: dict[str, str | None]) -> dict[str, Any]:
+        return {
+            "hash": self.hash,
+            "state": self.state,
+            "kind": self.kind,
+            "grants": [g.as_api() for g in self.grants],
+            "peers": [{"peer_id": p, "name": names.get(p)} for p in self.peers],
+            "created_at": self.created_at,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "accepted_by": list(self.accepted_by),
+            "rejected_by": list(self.rejected_by),
+            "revoked_by": list(self.revoked_by),
+            "awaiting": list(self.awaiting),
+            "pending_our_action": self.pending_our_action,
+        }
+
+
+class ManagerViews:
+    def __init__(self, service: ManagerService, inway_services: Iterable[str] = ()) -> None:
+        self.service = service
+        # Services the inway is configured to offer ("name=backend" entries of [inway]).
+        self.inway_services = tuple(sorted({s.partition("=")[0] for s in inway_services}))
+
+    @property
+    def peer_id(self) -> str:
+        return self.service.peer_id
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _contract(self, row: ContractRow, view: ContractView | None = None) -> Contract:
+        view = view or self.service.view(row)
+        grants = tuple(Grant.of(g) for g in row.grants)
+        content = view.content
+        validity = content["validity"]
+        peers = tuple(dict.fromkeys(p for g in grants for p in _grant_peers(g)))
+        return Contract(
+            hash=view.content_hash,
+            state=str(view.state),
+            grants=grants,
+            peers=peers,
+            created_at=_epoch_iso(int(content["created_at"])),
+            not_before=_epoch_iso(int(validity["not_before"])),
+            not_after=_epoch_iso(int(validity["not_after"])),
+            accepted_by=tuple(sorted(view.signatures["accept"])),
+            rejected_by=tuple(sorted(view.signatures["reject"])),
+            revoked_by=tuple(sorted(view.signatures["revoke"])),
+            own_peer_id=self.peer_id,
+        )
+
+    def all_contracts(self) -> list[Contract]:
+        """Every contract, newest first (an appliance holds hundreds, not millions)."""
+        found: list[Contract] = []
+        cursor: str | None = None
+        while True:
+            rows = self.service.store.list_contracts(after=cursor, limit=PAGE, descending=True)
+            found.extend(self._contract(row) for row in rows)
+            if len(rows) < PAGE:
+                return found
+            cursor = rows[-1].content_hash
+
+    def get(self, content_hash: str) -> Contract:
+        row = self.service.store.get_contract(content_hash)
+        if row is None:
+            raise UnknownContract(f"no contract {content_hash}")
+        return self._contract(row)
+
+    def _stored(self, view: ContractView) -> Contract:
+        row = self.service.store.get_contract(view.content_hash)
+        assert row is not None
+        return self._contract(row, view)
+
+    def peer_names(self) -> dict[str, str | None]:
+        return {p.peer_id: p.name for p in self.service.store.list_peers()}
+
+    def services(self, contracts: list[Contract] | None = None) -> list[dict[str, Any]]:
+        """Our services: published (or being published) through the directory, or configured
+        in the inway; with the number of peers that may connect now."""
+        contracts = self.all_contracts() if contracts is None else contracts
+        services: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str) -> dict[str, Any]:
+            return services.setdefault(
+                name,
+                {
+                    "name": name,
+                    "protocol": None,
+                    "state": "unpublished",
+                    "publication_contract": None,
+                    "directory_peer_id": None,
+                    "not_after": None,
+                    "in_inway": name in self.inway_services,
+                    "connections": 0,
+                },
+            )
+
+        rank = {"valid": 0, "accepted": 1, "proposed": 2}
+        for contract in contracts:
+            for grant in contract.grants:
+                if grant.service_peer_id != self.peer_id or not grant.service_name:
+                    continue
+                item = entry(grant.service_name)
+                if grant.type in PUBLICATION_TYPES and contract.state in rank:
+                    current = item["state"]
+                    if current not in rank or rank[contract.state] < rank[current]:
+                        item.update(
+                            state=contract.state,
+                            publication_contract=contract.hash,
+                            directory_peer_id=grant.directory_peer_id,
+                            not_after=contract.not_after,
+                            protocol=self._protocol(contract.hash, grant.hash),
+                        )
+                elif grant.type in CONNECTION_TYPES and contract.state == "valid":
+                    item["connections"] += 1
+        for name in self.inway_services:
+            entry(name)
+        return [services[name] for name in sorted(services)]
+
+    def _protocol(self, content_hash: str, grant_hash: str) -> str | None:
+        row = self.service.store.get_contract(content_hash)
+        for grant in row.grants if row else ():
+            if grant.grant_hash == grant_hash:
+                service = json.loads(grant.data_json).get("service", {})
+                protocol = service.get("protocol") if isinstance(service, dict) else None
+                return protocol if isinstance(protocol, str) else None
+        return None
+
+    def overview(self) -> dict[str, Any]:
+        """Who may use what, from the contracts that are valid now.
+
+        ``provided``: per service of ours, the peers whose outways may connect (and until
+        when, under which contract and grant). ``consumed``: per other peer, the services of
+        theirs that our outway may use.
+        """
+        contracts = self.all_contracts()
+        names = self.peer_names()
+        provided: dict[str, dict[str, Any]] = {
+            s["name"]: {
+                "service_name": s["name"],
+                "publication_state": s["state"],
+                "publication_contract": s["publication_contract"],
+                "consumers": [],
+            }
+            for s in self.services(contracts)
+        }
+        consumed: dict[str, dict[str, Any]] = {}
+        for contract in contracts:
+            if contract.state != "valid":
+                continue
+            for grant in contract.grants:
+                if grant.type not in CONNECTION_TYPES or not grant.service_name:
+                    continue
+                entry = {
+                    "not_before": contract.not_before,
+                    "not_after": contract.not_after,
+                    "contract_hash": contract.hash,
+                    "grant_hash": grant.hash,
+                    "delegator_peer_id": grant.delegator_peer_id,
+                }
+                if grant.service_peer_id == self.peer_id and grant.outway_peer_id:
+                    service = provided.setdefault(
+                        grant.service_name,
+                        {
+                            "service_name": grant.service_name,
+                            "publication_state": "unpublished",
+                            "publication_contract": None,
+                            "consumers": [],
+                        },
+                    )
+                    service["consumers"].append(
+                        {
+                            "peer_id": grant.outway_peer_id,
+                            "peer_name": names.get(grant.outway_peer_id),
+                            "outway_public_key_thumbprint": grant.outway_public_key_thumbprint,
+                            **entry,
+                        }
+                    )
+                if grant.outway_peer_id == self.peer_id and grant.service_peer_id:
+                    peer = consumed.setdefault(
+                        grant.service_peer_id,
+                        {
+                            "peer_id": grant.service_peer_id,
+                            "peer_name": names.get(grant.service_peer_id),
+                            "services": [],
+                        },
+                    )
+                    peer["services"].append({"service_name": grant.service_name, **entry})
+        return {
+            "peer_id": self.peer_id,
+            "peer_name": self.service.settings.peer_name,
+            "provided": [provided[name] for name in sorted(provided)],
+            "consumed": [consumed[peer] for peer in sorted(consumed)],
+            "pending_approvals": sum(1 for c in contracts if c.pending_our_action),
+        }
+
+    # -- changes (signed in the HSM) -----------------------------------------------------------
+
+    def publish(self, name: str, protocol: str, days: int) -> Contract:
+        settings = self.service.settings
+        if not settings.directory_peer_id:
+            raise ManagerError("[manager] directory_peer_id is needed to publish a service")
+        content = publication_content(
+            group_id=settings.group_id,
+            directory_peer_id=settings.directory_peer_id,
+            service_peer_id=self.peer_id,
+            service_name=name,
+            protocol=protocol,
+            now=self.service.clock(),
+            days=days,
+        )
+        return self._stored(self.service.propose(content))
+
+    def withdraw(self, name: str) -> list[Contract]:
+        """Revoke every live publication contract of our service ``name``."""
+        revoked = []
+        for contract in self.all_contracts():
+            if contract.state not in LIVE_STATES:
+                continue
+            if any(
+                g.type in PUBLICATION_TYPES
+                and g.service_peer_id == self.peer_id
+                and g.service_name == name
+                for g in contract.grants
+            ):
+                revoked.append(self.sign(contract.hash, SignatureType.REVOKE))
+        if not revoked:
+            raise UnknownContract(f"service {name!r} has no publication to withdraw")
+        return revoked
+
+    def propose_connection(self, service_peer_id: str, service_name: str, days: int) -> Contract:
+        if service_peer_id == self.peer_id:
+            raise ManagerError("a connection is asked of another peer, not of this one")
+        content = connection_content(
+            group_id=self.service.settings.group_id,
+            service_peer_id=service_peer_id,
+            service_name=service_name,
+            outway_peer_id=self.peer_id,
+            # Our outway connects with this appliance's certificate: bind the grant to its key.
+            outway_public_key_thumbprint=self.service.identity.public_key_thumbprint,
+            now=self.service.clock(),
+            days=days,
+        )
+        return self._stored(self.service.propose(content))
+
+    def sign(self, content_hash: str, kind: SignatureType) -> Contract:
+        """Accept, reject or revoke (a signature made in the HSM, queued for the peers)."""
+        current = self.get(content_hash)
+        if self.peer_id not in current.peers:
+            raise Conflict(f"this peer is not on contract {content_hash}")
+        if current.state in ("rejected", "revoked", "expired"):
+            raise Conflict(f"contract {content_hash} is {current.state}; it cannot be {kind}ed")
+        if kind == SignatureType.ACCEPT and self.peer_id in current.accepted_by:
+            raise Conflict(f"this peer has accepted contract {content_hash} already")
+        if kind == SignatureType.REJECT and self.peer_id in current.accepted_by:
+            raise Conflict(
+                f"this peer has accepted contract {content_hash}: revoke it instead of rejecting"
+            )
+        return self._stored(self.service.sign(content_hash, kind))
+
+
+def _grant_peers(grant: Grant) -> Iterable[str]:
+    for peer in (
+        grant.service_peer_id,
+        grant.outway_peer_id,
+        grant.directory_peer_id,
+        grant.delegator_peer_id,
+    ):
+        if peer:
+            yield peer

@@ -1,0 +1,313 @@
+"""Password hashing, lockout, sessions, CSRF tokens, API tokens and the append-only audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from appliance.config import ControllerSettings
+from appliance.controller import passwords
+from appliance.controller.auth import Authenticator, LoginFailed, csrf_matches, csrf_token_for
+from appliance.controller.database import current_revision
+from appliance.controller.roles import Role
+from appliance.controller.store import ControllerStore, StoreError
+
+PASSWORD = "a long enough password"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def auth(tmp_path: Path, clock: Clock) -> Iterator[Authenticator]:
+    settings = ControllerSettings(database=f"sqlite:///{tmp_path / 'c.db'}")
+    store = ControllerStore.open(settings.database)
+    try:
+        yield Authenticator(store, settings, clock)
+    finally:
+        store.close()
+
+
+# -- passwords --------------------------------------------------------------------------------
+
+
+def test_password_hash_is_scrypt_with_a_salt_of_its_own() -> None:
+    first, second = passwords.hash_password(PASSWORD), passwords.hash_password(PASSWORD)
+    scheme, n, r, p, salt, key = first.split("$")
+    assert len(key) == 43  # 32 bytes, base64url
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
+    assert first != second  # a random salt per hash
+    assert salt != second.split("$")[4]
+    assert PASSWORD not in first
+    assert passwords.verify_password(PASSWORD, first)
+    assert not passwords.verify_password(PASSWORD + "!", first)
+    assert not passwords.verify_password(PASSWORD, "md5$whatever")
+
+
+def test_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = passwords.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(passwords.hmac, "compare_digest", spy)
+    assert passwords.verify_password(PASSWORD, passwords.hash_password(PASSWORD))
+    assert len(calls) == 1
+
+
+def test_weaker_hashes_are_replaced_at_the_next_login(auth: Authenticator) -> None:
+    weak = passwords.hash_password(PASSWORD, passwords.Parameters(n=2**4, r=8, p=1))
+    assert passwords.needs_rehash(weak)
+    assert not passwords.needs_rehash(passwords.hash_password(PASSWORD))
+    user = auth.store.add_user("old", Role.AUDITOR, weak, auth.clock())
+    auth.check_password("old", PASSWORD)
+    stored = auth.store.get_user("old")
+    assert stored is not None
+    assert stored.password_hash != weak
+    assert passwords.verify_password(PASSWORD, stored.password_hash)
+    assert not passwords.needs_rehash(stored.password_hash, passwords.Parameters(n=2**10))
+    assert user.id == stored.id
+
+
+def test_password_policy() -> None:
+    with pytest.raises(ValueError, match="at least 12"):
+        passwords.check_password_policy("short")
+    with pytest.raises(ValueError, match="at most"):
+        passwords.check_password_policy("x" * 2000)
+    assert len(passwords.generate_password()) >= 24
+
+
+# -- lockout ----------------------------------------------------------------------------------
+
+
+def test_five_failures_lock_the_account_for_fifteen_minutes(
+    auth: Authenticator, clock: Clock
+) -> None:
+    auth.create_user("alice", Role.SERVICE_OWNER, PASSWORD)
+    for attempt in range(4):
+        with pytest.raises(LoginFailed, match=r"wrong password$"):
+            auth.check_password("alice", f"guess {attempt}")
+    with pytest.raises(LoginFailed, match="locked for 15 minutes"):
+        auth.check_password("alice", "guess 5")
+    # Locked: even the right password is refused.
+    with pytest.raises(LoginFailed, match="account locked"):
+        auth.check_password("alice", PASSWORD)
+    clock.advance(minutes=14, seconds=59)
+    with pytest.raises(LoginFailed, match="account locked"):
+        auth.check_password("alice", PASSWORD)
+    clock.advance(seconds=2)
+    assert auth.check_password("alice", PASSWORD).username == "alice"
+    user = auth.store.get_user("alice")
+    assert user is not None
+    assert user.failed_attempts == 0
+    assert user.locked_until is None
+
+
+def test_a_success_resets_the_count(auth: Authenticator) -> None:
+    auth.create_user("bob", Role.AUDITOR, PASSWORD)
+    for _ in range(4):
+        with pytest.raises(LoginFailed):
+            auth.check_password("bob", "wrong")
+    auth.check_password("bob", PASSWORD)
+    for _ in range(4):
+        with pytest.raises(LoginFailed, match=r"wrong password$"):
+            auth.check_password("bob", "wrong")
+
+
+def test_unknown_users_and_disabled_accounts(auth: Authenticator) -> None:
+    with pytest.raises(LoginFailed, match="unknown user"):
+        auth.check_password("nobody", PASSWORD)
+    auth.create_user("carol", Role.AUDITOR, PASSWORD)
+    auth.store.set_disabled("carol", True)
+    with pytest.raises(LoginFailed, match="disabled"):
+        auth.check_password("carol", PASSWORD)
+
+
+def test_failed_logins_are_audited_without_the_password(auth: Authenticator) -> None:
+    auth.create_user("dave", Role.AUDITOR, PASSWORD)
+    with pytest.raises(LoginFailed):
+        asyncio.run(auth.login("dave", "not " + PASSWORD, "10.0.0.7"))
+    with pytest.raises(LoginFailed):
+        asyncio.run(auth.login("mallory", PASSWORD, "10.0.0.8"))
+    entries, _ = auth.store.query_audit(action="login")
+    assert [(e.actor, e.outcome, e.peer_address, e.detail) for e in entries] == [
+        ("mallory", "failure", "10.0.0.8", "unknown user"),
+        ("dave", "failure", "10.0.0.7", "wrong password"),
+    ]
+    with auth.store.engine.connect() as conn:
+        dump = "".join(str(row) for row in conn.execute(sa.text("SELECT * FROM controller_audit")))
+    assert PASSWORD not in dump
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def test_sessions_end_when_idle_or_too_old(auth: Authenticator, clock: Clock) -> None:
+    user = auth.create_user("erin", Role.AUDITOR, PASSWORD)
+    session = auth.open_session(user, "10.0.0.1")
+    assert auth.session(session.session_id) is not None
+    clock.advance(minutes=29)
+    assert auth.session(session.session_id) is not None  # activity keeps it alive
+    clock.advance(minutes=29)
+    assert auth.session(session.session_id) is not None
+    clock.advance(minutes=30)  # idle for 30 minutes
+    assert auth.session(session.session_id) is None
+    # Absolute: 8 hours after login, however active.
+    session = auth.open_session(user, "10.0.0.1")
+    for _ in range(16):
+        clock.advance(minutes=29, seconds=59)
+        assert auth.session(session.session_id) is not None
+    clock.advance(minutes=1)
+    assert auth.session(session.session_id) is None
+
+
+def test_session_ids_are_random_and_stored_hashed(auth: Authenticator) -> None:
+    user = auth.create_user("frank", Role.AUDITOR, PASSWORD)
+    first, second = auth.open_session(user, "-"), auth.open_session(user, "-")
+    assert first.session_id != second.session_id
+    assert len(first.session_id) >= 43  # 256 bits
+    with auth.store.engine.connect() as conn:
+        stored = {
+            row[0] for row in conn.execute(sa.text("SELECT id_hash FROM controller_sessions"))
+        }
+    assert first.session_id not in stored
+    assert hashlib.sha256(first.session_id.encode()).hexdigest() in stored
+    auth.end_session(first.session_id)
+    assert auth.session(first.session_id) is None
+    assert auth.session(second.session_id) is not None
+    assert auth.session("forged") is None
+
+
+def test_a_new_password_ends_every_session(auth: Authenticator) -> None:
+    user = auth.create_user("grace", Role.AUDITOR, PASSWORD)
+    session = auth.open_session(user, "-")
+    auth.set_password("grace", "another long password")
+    assert auth.session(session.session_id) is None
+
+
+# -- CSRF -------------------------------------------------------------------------------------
+
+
+def test_csrf_tokens_belong_to_their_session(auth: Authenticator) -> None:
+    user = auth.create_user("heidi", Role.AUDITOR, PASSWORD)
+    one, two = auth.open_session(user, "-"), auth.open_session(user, "-")
+    token = one.principal.csrf_token
+    assert token == csrf_token_for(one.session_id)
+    assert token != two.principal.csrf_token
+    assert one.principal.csrf_ok(token)
+    assert not two.principal.csrf_ok(token)
+    assert not one.principal.csrf_ok(None)
+    assert not one.principal.csrf_ok("")
+    assert not csrf_matches(one.session_id, token[:-1] + ("A" if token[-1] != "A" else "B"))
+
+
+# -- API tokens -------------------------------------------------------------------------------
+
+
+def test_api_tokens_are_shown_once_stored_hashed_and_revocable(
+    auth: Authenticator, clock: Clock
+) -> None:
+    secret, record = auth.create_token("deploy", Role.SERVICE_OWNER, "admin", days=1)
+    assert secret.startswith("sluis_ctl_")
+    principal = auth.bearer(secret)
+    assert principal is not None
+    assert (principal.actor, principal.role, principal.kind) == (
+        "token:deploy",
+        Role.SERVICE_OWNER,
+        "token",
+    )
+    assert principal.csrf_ok(None)  # a bearer token is no ambient credential
+    with auth.store.engine.connect() as conn:
+        dump = "".join(str(r) for r in conn.execute(sa.text("SELECT * FROM controller_api_tokens")))
+    assert secret not in dump
+    assert auth.bearer(secret + "x") is None
+    clock.advance(days=1)
+    assert auth.bearer(secret) is None  # expired
+    other, record = auth.create_token("ci", Role.AUDITOR, "admin")
+    assert auth.bearer(other) is not None
+    auth.store.revoke_token(record.id, clock())
+    assert auth.bearer(other) is None
+    with pytest.raises(StoreError):
+        auth.store.revoke_token(9999, clock())
+
+
+# -- the audit log is append-only ---------------------------------------------------------
+
+
+def _audit_once(store: ControllerStore) -> None:
+    store.append_audit(
+        at=datetime.now(UTC),
+        actor="x",
+        role=None,
+        action="test",
+        outcome="success",
+        peer_address="-",
+    )
+
+
+def _assert_append_only(store: ControllerStore) -> None:
+    _audit_once(store)
+    for statement in (
+        "UPDATE controller_audit SET outcome = 'failure'",
+        "DELETE FROM controller_audit",
+    ):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    assert store.audit_count() == 1
+
+
+def test_the_audit_log_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None:
+    store = ControllerStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    try:
+        assert current_revision(store.engine) == "0001"
+        _assert_append_only(store)
+    finally:
+        store.close()
+
+
+def test_the_audit_log_refuses_update_delete_and_truncate_on_postgresql(
+    fresh_postgres_url: str,
+) -> None:
+    store = ControllerStore.open(fresh_postgres_url)
+    try:
+        _assert_append_only(store)
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE controller_audit"))
+        # The rest of the controller works on PostgreSQL as on SQLite.
+        auth = Authenticator(store, ControllerSettings(database=fresh_postgres_url))
+        user = auth.create_user("ivan", Role.AUDITOR, PASSWORD)
+        for _ in range(5):
+            with pytest.raises(LoginFailed):
+                auth.check_password("ivan", "wrong")
+        locked = auth.store.get_user("ivan")
+        assert locked is not None
+        assert locked.locked(datetime.now(UTC))
+        assert auth.session(auth.open_session(user, "-").session_id) is not None
+    finally:
+        store.close()
+
+
+def test_the_store_has_no_way_to_change_the_audit_log() -> None:
+    public = {name for name in dir(ControllerStore) if "audit" in name}
+    assert public == {"append_audit", "query_audit", "audit_count"}
