@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, lint, types, then pytest against real SoftHSM2 tokens,
-# real gunicorn processes and real TLS handshakes. Extra arguments go to pytest.
+# The whole test suite: setup, lint, types, pytest against real SoftHSM2 tokens, real
+# gunicorn processes and real TLS handshakes, then the Molecule scenarios of the Ansible roles
+# on podman instances (Debian 12, systemd as PID 1). Extra arguments go to pytest.
+# SLUIS_MOLECULE=0 leaves out the Molecule scenarios (a quick run while working on Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
+    ./scripts/setup-molecule.sh  # podman, the instance image, the Ansible collections
+fi
 . .venv/bin/activate
 
 echo "== ruff"
@@ -19,3 +24,11 @@ if find roles playbooks -name '*.yml' 2>/dev/null | grep -q .; then
 fi
 echo "== pytest"
 pytest "$@"
+if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
+    # Every scenario but smoke (the check of the Molecule set-up itself, see docs/molecule.md).
+    for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml | cut -d/ -f2 | sort); do
+        [ "$scenario" = smoke ] && continue
+        echo "== molecule: $scenario"
+        molecule test -s "$scenario"
+    done
+fi
