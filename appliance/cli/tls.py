@@ -67,6 +67,9 @@ def _require_env(path: Path) -> SluisConfig:
         raise ConfigurationError(
             f"run with OPENSSL_CONF={sluis.tls.openssl_conf} so the pkcs11 provider is loaded"
         )
+    # The token store of [hsm] (SoftHSM2's SOFTHSM2_CONF), as the components set it: the
+    # module reads it when the provider first opens the token, after this point.
+    os.environ.update(sluis.hsm.environment())
     return sluis
 
 
