@@ -294,7 +294,7 @@ def create_app() -> OutwayApp:
     """gunicorn's app factory (``appliance.outway.app:create_app()``), run in each worker."""
     from appliance.manager.peer_client import PeerClient, _StaticResolver
     from appliance.manager.setup import build_service, manager_settings, parse_resolve
-    from appliance.outway.grants import StoreGrants
+    from appliance.outway.grants import CachedGrants, StoreGrants
     from appliance.outway.tokens import ManagerTokenFetcher
     from appliance.tls.context import client_context
 
@@ -336,7 +336,7 @@ def create_app() -> OutwayApp:
     log.info("outway of peer %s (Group %s)", service.peer_id, runtime.group_id)
     return create_outway_app(
         runtime,
-        StoreGrants(service),
+        CachedGrants(StoreGrants(service)),
         tokens,
         writer,
         forwarder,

@@ -26,6 +26,8 @@ def open_log(config: SluisConfig) -> TransactionLog:
     return TransactionLog.open(
         settings.database,
         max_batch=settings.max_batch,
+        # A request alone on the gateway is not held back waiting for others to log with.
+        linger_alone=False,
         write_timeout=float(settings.write_timeout_seconds),
     )
 

@@ -10,10 +10,12 @@ Group commit: one writer thread per open log (per worker process) takes the reco
 in its queue and commits them in one transaction, so that concurrent requests share one disk
 flush instead of paying for one each. A batch is committed when it holds ``max_batch`` records,
 or when its oldest record has waited ``max_delay`` seconds (2 ms by default); while a batch
-commits, the next one fills up. Every writer in a batch is answered after the commit: all
-succeed, or all get :class:`TransactionLogWriteError`. A record whose transaction id and
-direction are already stored is refused (:class:`DuplicateTransactionError`) without failing
-the others in its batch.
+commits, the next one fills up. With ``linger_alone=False`` (the gateways' logs) a record
+waits for company only when the previous batch had some: a lone request is not held back
+for nothing, while under load batches form as before. Every writer in a batch is answered
+after the commit: all succeed, or all get :class:`TransactionLogWriteError`. A record whose
+transaction id and direction are already stored is refused
+(:class:`DuplicateTransactionError`) without failing the others in its batch.
 
 The writer thread is started by the first write and belongs to the process that opened the
 log: open it in each gunicorn worker after fork, as every database handle.
@@ -37,7 +39,7 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from appliance.txlog import schema
 from appliance.txlog.database import (
@@ -109,11 +111,14 @@ class _GroupCommitWriter:
         *,
         max_batch: int,
         max_delay: float,
+        linger_alone: bool = True,
         name: str,
     ) -> None:
         self._commit = commit
         self._max_batch = max_batch
         self._max_delay = max_delay
+        self._linger_alone = linger_alone
+        self._last_size = 0
         self._name = name
         self._queue: collections.deque[_Pending] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
@@ -141,6 +146,10 @@ class _GroupCommitWriter:
             if len(self._queue) == 1 or len(self._queue) >= self._max_batch:
                 self._cond.notify()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def close(self, timeout: float | None = None) -> None:
         """Commit what is queued, then stop the thread; later submits are refused."""
         with self._cond:
@@ -164,8 +173,8 @@ class _GroupCommitWriter:
                 self._closing = True
                 leftovers = list(self._queue)
                 self._queue.clear()
-            for pending in leftovers:
-                _settle(pending, TransactionLogClosedError("the transaction log writer stopped"))
+            stopped = TransactionLogClosedError("the transaction log writer stopped")
+            _settle([(pending, stopped) for pending in leftovers])
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._cond:
@@ -173,13 +182,15 @@ class _GroupCommitWriter:
                 if self._closing:
                     return None
                 self._cond.wait()
-            deadline = self._queue[0].deadline
-            while len(self._queue) < self._max_batch and not self._closing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            if self._linger_alone or self._last_size > 1:
+                deadline = self._queue[0].deadline
+                while len(self._queue) < self._max_batch and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             size = min(len(self._queue), self._max_batch)
+            self._last_size = size
             return [self._queue.popleft() for _ in range(size)]
 
     def _flush(self, batch: list[_Pending]) -> None:
@@ -201,15 +212,16 @@ class _GroupCommitWriter:
                 type(exc).__name__,
                 _reason(exc),
             )
+            failed: list[tuple[_Pending, BaseException | None]] = []
             for pending in batch:
                 error = TransactionLogWriteError(
                     f"the transaction log record was not committed ({type(exc).__name__})"
                 )
                 error.__cause__ = exc
-                _settle(pending, error)
+                failed.append((pending, error))
+            _settle(failed)
             return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            _settle(pending, outcome)
+        _settle(list(zip(batch, outcomes, strict=True)))
 
 
 def _expire(future: asyncio.Future[None], timeout: float) -> None:
@@ -232,19 +244,28 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _settle(pending: _Pending, error: BaseException | None) -> None:
-    def apply() -> None:
-        future = pending.future
+_Answer = tuple[asyncio.Future[None], BaseException | None]
+
+
+def _settle(outcomes: Sequence[tuple[_Pending, BaseException | None]]) -> None:
+    """Answer every caller in its own loop: one wake-up per loop and batch, not per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+    for pending, error in outcomes:
+        by_loop.setdefault(pending.loop, []).append((pending.future, error))
+    for loop, answers in by_loop.items():
+        # RuntimeError: the caller's loop is closed, nobody is left to answer.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_answer, answers)
+
+
+def _answer(answers: list[_Answer]) -> None:
+    for future, error in answers:
         if future.done():  # cancelled, or timed out: nobody waits for it
-            return
+            continue
         if error is None:
             future.set_result(None)
         else:
             future.set_exception(error)
-
-    # RuntimeError: the caller's loop is closed, nobody is left to answer.
-    with contextlib.suppress(RuntimeError):
-        pending.loop.call_soon_threadsafe(apply)
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -329,6 +350,7 @@ class TransactionLog:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_delay: float = DEFAULT_MAX_DELAY,
+        linger_alone: bool = True,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         dispose_engine: bool = False,
     ) -> None:
@@ -352,9 +374,16 @@ class TransactionLog:
             self._commit_batch,
             max_batch=max_batch,
             max_delay=max_delay,
+            linger_alone=linger_alone,
             name=f"sluis-txlog-writer-{engine.url.get_backend_name()}",
         )
         self._closed = False
+        # SQLite: the writer thread keeps its connection between batches (a checkout from the
+        # pool and its reset cost about as much as a small batch). A PostgreSQL connection is
+        # checked out per batch, so that the pool's pre-ping finds one the server dropped.
+        self._keep_connection = engine.dialect.name == "sqlite"
+        self._connection: Connection | None = None
+        self._connection_pool = engine.pool
 
     @classmethod
     def open(
@@ -364,6 +393,7 @@ class TransactionLog:
         migrate_schema: bool = True,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_delay: float = DEFAULT_MAX_DELAY,
+        linger_alone: bool = True,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
         **engine_kwargs: Any,
@@ -383,6 +413,7 @@ class TransactionLog:
                 engine,
                 max_batch=max_batch,
                 max_delay=max_delay,
+                linger_alone=linger_alone,
                 write_timeout=write_timeout,
                 dispose_engine=True,
             )
@@ -449,18 +480,34 @@ class TransactionLog:
                 continue
             first[key] = index
             rows.append(_row(record))
-        with self._engine.connect() as connection:
-            try:
-                with connection.begin():
-                    result = connection.execute(self._insert, rows)
-                    inserted = {(row[0], row[1]) for row in result}
-            except BaseException:
-                # A connection that failed a write is not trusted again (SQLite opens a file
-                # it may not write read-only, and stays so after the operator fixes it):
-                # start afresh, so the log recovers by itself once the database does.
-                connection.invalidate()
-                self._engine.dispose()
-                raise
+        connection = self._connection
+        if connection is not None and self._connection_pool is not self._engine.pool:
+            # The engine was disposed (its pool replaced): connect afresh, as a pooled
+            # checkout would.
+            self._connection = None
+            connection.invalidate()
+            connection.close()
+            connection = None
+        if connection is None:
+            self._connection_pool = self._engine.pool
+            connection = self._engine.connect()
+        try:
+            with connection.begin():
+                result = connection.execute(self._insert, rows)
+                inserted = {(row[0], row[1]) for row in result}
+        except BaseException:
+            # A connection that failed a write is not trusted again (SQLite opens a file
+            # it may not write read-only, and stays so after the operator fixes it):
+            # start afresh, so the log recovers by itself once the database does.
+            self._connection = None
+            connection.invalidate()
+            connection.close()
+            self._engine.dispose()
+            raise
+        if self._keep_connection:
+            self._connection = connection
+        else:
+            connection.close()
         # Only here, after the commit returned, is any record acknowledged.
         for key, index in first.items():
             if key not in inserted:
@@ -572,6 +619,9 @@ class TransactionLog:
             return
         self._closed = True
         self._writer.close(timeout)
+        connection, self._connection = self._connection, None
+        if connection is not None and not self._writer.running:  # never under a hung commit
+            connection.close()
         if self._dispose_engine:
             self._engine.dispose()
 
