@@ -105,6 +105,7 @@ class OutwaySettings:
     transaction_log: str = ""
     connect_timeout_seconds: int = 5
     read_timeout_seconds: int = 30
+    write_timeout_seconds: int = 30
     inway_connections: int = 256
     token_timeout_seconds: int = 10
     token_refresh_seconds: int = 30

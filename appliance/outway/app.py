@@ -319,6 +319,7 @@ def create_app() -> OutwayApp:
     forwarder = OutwayForwarder(
         connect_timeout=runtime.connect_timeout,
         read_timeout=runtime.read_timeout,
+        write_timeout=runtime.write_timeout,
         connections=runtime.inway_connections,
         ssl_context=ssl_context,
         resolver=_StaticResolver(resolve) if resolve else None,

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import aiohttp
 
 from appliance.inway.errors import InwayError, InwayErrorCode
-from appliance.inway.proxy import BackendResponse, Forwarder
+from appliance.inway.proxy import BackendResponse, Forwarder, WatchedRequest
 from appliance.inway.settings import Backend
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 
@@ -86,12 +86,16 @@ class OutwayForwarder(Forwarder):
         connect_timeout: float,
         read_timeout: float,
         connections: int,
+        write_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connector: ConnectorFactory | None = None,
         resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
         super().__init__(
-            connect_timeout=connect_timeout, read_timeout=read_timeout, connections=connections
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            connections=connections,
+            write_timeout=write_timeout,
         )
         if ssl_context is None and connector is None:
             raise ValueError("the outway talks to inways over mutual TLS: give an SSL context")
@@ -121,6 +125,7 @@ class OutwayForwarder(Forwarder):
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
                 trust_env=False,
+                request_class=WatchedRequest,  # the write timeout: an inway that stops reading
             )
             self._loop = loop
         return self._session

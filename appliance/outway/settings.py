@@ -8,6 +8,7 @@
     transaction_log = ""              # empty: [txlog]; see appliance.outway.logging
     connect_timeout_seconds = 5       # inway connect (and pool wait)
     read_timeout_seconds = 30         # inway silent for this long: 502 / abort
+    write_timeout_seconds = 30        # inway takes no piece of the request body this long
     inway_connections = 256           # keep-alive pool to the inways, per worker
     token_timeout_seconds = 10        # a token request to a Manager, in total
     token_refresh_seconds = 30        # fetch a new token this long before exp
@@ -31,6 +32,7 @@ class OutwayRuntime:
     group_id: str
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    write_timeout: float = 30.0
     inway_connections: int = 256
     token_timeout: float = 10.0
     token_refresh: float = 30.0
@@ -54,6 +56,7 @@ def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
     for name, value in (
         ("connect_timeout_seconds", settings.connect_timeout_seconds),
         ("read_timeout_seconds", settings.read_timeout_seconds),
+        ("write_timeout_seconds", settings.write_timeout_seconds),
         ("inway_connections", settings.inway_connections),
         ("token_timeout_seconds", settings.token_timeout_seconds),
     ):
@@ -65,6 +68,7 @@ def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
         group_id=group_id,
         connect_timeout=float(settings.connect_timeout_seconds),
         read_timeout=float(settings.read_timeout_seconds),
+        write_timeout=float(settings.write_timeout_seconds),
         inway_connections=settings.inway_connections,
         token_timeout=float(settings.token_timeout_seconds),
         token_refresh=float(settings.token_refresh_seconds),

@@ -446,16 +446,6 @@ def test_shutdown_closes_the_workers_clients(pki: Pki, inway: FakeInway) -> None
     assert closed == ["client"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "appliance/outway/proxy.py: OutwayForwarder has no write timeout (it passes no "
-        "write_timeout to Forwarder and its session() lacks "
-        "request_class=appliance.inway.proxy.WatchedRequest), so an inway that stops reading "
-        "an upload holds the outway's request forever: aiohttp's read timeout starts only "
-        "after the whole body was sent"
-    ),
-)
 def test_an_inway_that_stops_reading_the_upload_is_given_up(pki: Pki) -> None:
     import threading
 
@@ -490,7 +480,7 @@ def test_an_inway_that_stops_reading_the_upload_is_given_up(pki: Pki) -> None:
             connections=4,
             ssl_context=pki.client_context(),
             resolver=_StaticResolver({f"{INWAY_HOST}:443": ("127.0.0.1", port)}),
-            write_timeout=0.5,  # type: ignore[call-arg]  # the setting this test asks for
+            write_timeout=0.5,
         )
         app = create_outway_app(
             OutwayRuntime(group_id="sluis.test"),
