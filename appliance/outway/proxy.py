@@ -23,31 +23,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import aiohttp
 
 from appliance.inway.errors import InwayError, InwayErrorCode
+from appliance.inway.headers import IDENTITY_HEADERS
 from appliance.inway.proxy import BackendResponse, Forwarder, WatchedRequest
 from appliance.inway.settings import Backend
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 
 AUTHORIZATION_HEADER = "Fsc-Authorization"
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
-
-IDENTITY_HEADERS = frozenset(
-    {
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-client-cert",
-        "x-real-ip",
-        "x-client-cert",
-        "x-client-dn",
-        "x-ssl-client-cert",
-        "x-ssl-client-dn",
-        "ssl-client-cert",
-        "client-cert",
-        "client-cert-chain",
-    }
-)
 
 ConnectorFactory = Callable[[], aiohttp.BaseConnector]
 
