@@ -31,7 +31,7 @@ pytest "$@"
 if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
     # The scenarios proven green on this kind of machine; the others are still being brought up
     # (docs/molecule.md says which). smoke checks the Molecule set-up itself.
-    for scenario in ${SLUIS_MOLECULE_SCENARIOS:-smoke}; do
+    for scenario in ${SLUIS_MOLECULE_SCENARIOS:-smoke hardening}; do
         echo "== molecule: $scenario"
         molecule test -s "$scenario"
     done
