@@ -193,6 +193,16 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
+_OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller")
+
+
+def _optional(cls: type[Any], data: dict[str, Any], name: str, source: Path) -> Any:
+    """The settings of section ``name``, or None when the file has no such section."""
+    if name not in data:
+        return None
+    return _build(cls, _section(data, name, source), f"{source} [{name}]")
+
+
 def load_config(path: Path) -> SluisConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -202,34 +212,12 @@ def load_config(path: Path) -> SluisConfig:
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
     hsm = _build(HsmSettings, _section(data, "hsm", path), f"{path} [hsm]")
     tls = _build(TlsSettings, _section(data, "tls", path), f"{path} [tls]")
-    manager = (
-        _build(ManagerSettings, _section(data, "manager", path), f"{path} [manager]")
-        if "manager" in data
-        else None
-    )
-    inway = (
-        _build(InwaySettings, _section(data, "inway", path), f"{path} [inway]")
-        if "inway" in data
-        else None
-    )
-    txlog = (
-        _build(TxlogSettings, _section(data, "txlog", path), f"{path} [txlog]")
-        if "txlog" in data
-        else None
-    )
-    outway = (
-        _build(OutwaySettings, _section(data, "outway", path), f"{path} [outway]")
-        if "outway" in data
-        else None
-    )
-    controller = (
-        _build(ControllerSettings, _section(data, "controller", path), f"{path} [controller]")
-        if "controller" in data
-        else None
-    )
-    unknown = sorted(
-        set(data) - {"hsm", "tls", "manager", "inway", "txlog", "outway", "controller"}
-    )
+    manager = _optional(ManagerSettings, data, "manager", path)
+    inway = _optional(InwaySettings, data, "inway", path)
+    txlog = _optional(TxlogSettings, data, "txlog", path)
+    outway = _optional(OutwaySettings, data, "outway", path)
+    controller = _optional(ControllerSettings, data, "controller", path)
+    unknown = sorted(set(data) - {"hsm", "tls", *_OPTIONAL_SECTIONS})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
     return SluisConfig(
