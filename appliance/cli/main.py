@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from appliance.errors import SluisError
 
 # Module names under appliance.cli that contribute sub-commands, in help order.
-COMMAND_MODULES = ("pki", "hsm", "tls", "serve", "contract", "controller", "demo")
+COMMAND_MODULES = ("pki", "hsm", "tls", "serve", "contract", "txlog", "controller", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,247 @@
+"""Export the transaction log as JSON lines, for a log shipper (rsyslog's imfile) to send on.
+
+The transaction log lives in its database (:mod:`appliance.txlog.store`); a SIEM or a log
+collector wants lines in a file. :func:`export_jsonl` appends every record not exported yet to
+one file, one JSON object per line, in the order the records were stored (their ``id``), and
+remembers how far it got:
+
+- nothing is lost: a line is on disk (``fsync``) before the cursor moves past it, and the
+  cursor file is replaced atomically (written, synced, renamed, directory synced);
+- nothing is sent twice: on start the cursor is the larger of the cursor file and the ``id``
+  of the last complete line in the output file (a crash between the two writes), and a torn
+  last line (a crash in the middle of a write) is cut off before anything is appended;
+- a rotated output file (logrotate moved it away, a new one is empty) changes nothing: the
+  cursor file still says where to go on.
+
+Only the record's fields are written, never message content (the log has none): the FSC
+fields of ``GET /logs``, the row id (``log_id``, the export's cursor) and the creation time in
+RFC 3339 with microseconds. The three local purpose-binding fields (processing activity, trace
+id, data-subject pseudonym) are left out unless ``purpose=True``: they are meant for the
+organisation's own audits, not necessarily for a shared collector.
+
+The database is only read (``SELECT``; on SQLite without a write lock). On PostgreSQL, ids are
+taken from a sequence before their transactions commit, so a record with a lower id may become
+visible after one with a higher id: there only records older than ``settle_seconds`` (by
+``created_at``; default 120, four times the gateways' write timeout) are exported, by which time
+every earlier write has committed or failed. SQLite has one writer at a time, so ids become
+visible in order and no wait is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from appliance.errors import SluisError
+from appliance.txlog import schema
+from appliance.txlog.database import create_engine, reading
+
+DEFAULT_BATCH = 1000
+POSTGRESQL_SETTLE_SECONDS = 120.0
+# How far back from the end of the output file the last complete line is looked for; a
+# record's line is well below 2 KiB (a grant hash is at most 1024 characters).
+_TAIL_BYTES = 64 * 1024
+
+FSC_FIELDS = (
+    "transaction_id",
+    "direction",
+    "grant_hash",
+    "service_name",
+    "source_outway_peer_id",
+    "source_delegator_peer_id",
+    "destination_service_peer_id",
+    "destination_delegator_peer_id",
+)
+PURPOSE_FIELDS = ("processing_activity_id", "trace_id", "data_subject_pseudonym")
+
+
+class ExportError(SluisError):
+    """The export cannot go on (an unreadable cursor, a foreign output file)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    exported: int  # lines appended in this run
+    cursor: int  # the id of the last record exported (0: none yet)
+
+
+def line_for(row: sa.Row[Any], *, purpose: bool = False) -> str:
+    """The JSON line (without the newline) of one ``txlog_records`` row."""
+    mapping = row._mapping
+    created: datetime = mapping["created_at"]
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    document: dict[str, Any] = {"log_id": int(mapping["id"])}
+    for name in FSC_FIELDS:
+        document[name] = mapping[name]
+    document["created_at"] = created.astimezone(UTC).isoformat(timespec="microseconds")
+    if purpose:
+        for name in PURPOSE_FIELDS:
+            document[name] = mapping[name]
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=True, sort_keys=False)
+
+
+def read_cursor(state_file: Path) -> int:
+    """The id of the last record exported, from the cursor file (0 when there is none)."""
+    try:
+        text = state_file.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"cannot read the export cursor {state_file}: {exc}") from exc
+    if not text.isdigit():
+        raise ExportError(f"the export cursor {state_file} does not hold an id: {text[:40]!r}")
+    return int(text)
+
+
+def write_cursor(state_file: Path, cursor: int) -> None:
+    """Replace the cursor file atomically and durably."""
+    tmp = state_file.with_name(f".{state_file.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{cursor}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, state_file)
+    _fsync_dir(state_file.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair_tail(output: Path) -> int:
+    """Cut a torn last line off ``output`` and return the ``log_id`` of its last line (0: none).
+
+    A line without its newline is what a crash in the middle of a write leaves; it was never
+    counted (the cursor moves only after the fsync), so it is written again, whole.
+    """
+    try:
+        fd = os.open(output, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0
+        start = max(0, size - _TAIL_BYTES)
+        os.lseek(fd, start, os.SEEK_SET)
+        tail = b""
+        while len(tail) < size - start:
+            chunk = os.read(fd, size - start - len(tail))
+            if not chunk:
+                break
+            tail += chunk
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            keep = start + cut + 1 if cut >= 0 else start
+            if cut < 0 and start > 0:
+                raise ExportError(f"{output}: no complete line in its last {_TAIL_BYTES} bytes")
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+            tail = tail[: cut + 1] if cut >= 0 else b""
+        lines = tail.splitlines()
+        if not lines:
+            return 0
+        try:
+            last = json.loads(lines[-1])
+            return int(last["log_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ExportError(
+                f"{output}: its last line is not an exported record (log_id): {exc}"
+            ) from exc
+    finally:
+        os.close(fd)
+
+
+def _rows(
+    engine: Engine, after: int, *, batch: int, settle_seconds: float
+) -> Iterator[list[sa.Row[Any]]]:
+    table = schema.records
+    c = table.c
+    while True:
+        query = sa.select(table).where(c.id > after).order_by(c.id).limit(batch)
+        if settle_seconds > 0:
+            horizon = datetime.now(UTC) - timedelta(seconds=settle_seconds)
+            query = query.where(c.created_at <= horizon)
+        with reading(engine).connect() as connection:
+            rows = list(connection.execute(query))
+        if not rows:
+            return
+        yield rows
+        after = int(rows[-1]._mapping["id"])
+        if len(rows) < batch:
+            return
+
+
+def export_engine(
+    engine: Engine,
+    output: Path,
+    state_file: Path,
+    *,
+    purpose: bool = False,
+    batch: int = DEFAULT_BATCH,
+    settle_seconds: float | None = None,
+) -> ExportResult:
+    """Append every record after the cursor to ``output``; see the module text."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    if settle_seconds is None:
+        settle_seconds = POSTGRESQL_SETTLE_SECONDS if engine.dialect.name == "postgresql" else 0.0
+    cursor = max(read_cursor(state_file), repair_tail(output))
+    exported = 0
+    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        for rows in _rows(engine, cursor, batch=batch, settle_seconds=settle_seconds):
+            data = "".join(line_for(row, purpose=purpose) + "\n" for row in rows).encode("ascii")
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+            cursor = int(rows[-1]._mapping["id"])
+            exported += len(rows)
+            write_cursor(state_file, cursor)
+    finally:
+        os.close(fd)
+    # Record a cursor found only in the output file (a crash before the cursor write).
+    if exported == 0 and read_cursor(state_file) != cursor:
+        write_cursor(state_file, cursor)
+    return ExportResult(exported=exported, cursor=cursor)
+
+
+def export_jsonl(
+    database_url: str,
+    output: Path,
+    state_file: Path,
+    *,
+    purpose: bool = False,
+    batch: int = DEFAULT_BATCH,
+    settle_seconds: float | None = None,
+) -> ExportResult:
+    """Open the transaction log at ``database_url`` (read only) and run :func:`export_engine`."""
+    engine = create_engine(database_url)
+    try:
+        return export_engine(
+            engine,
+            output,
+            state_file,
+            purpose=purpose,
+            batch=batch,
+            settle_seconds=settle_seconds,
+        )
+    finally:
+        engine.dispose()
