@@ -1,7 +1,8 @@
 """``sluis txlog``: the transaction log outside the Manager's API.
 
 ``sluis txlog export-jsonl`` appends the records not exported yet to a JSON-lines file, for a
-log shipper (the logship role's rsyslog) to send to the collector; run it from a timer. The
+log shipper (the logship role's rsyslog) to send to the collector; run it from a timer, or
+with ``--interval`` as a service that exports every few seconds (the sluis role's). The
 database comes from ``--database`` or the ``[txlog]`` section of ``--config``. See
 :mod:`appliance.txlog.export` for what is written and why nothing is lost or written twice.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,13 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="export only records older than this (default: 0 on SQLite, 120 on PostgreSQL)",
     )
+    export.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep running: export again every S seconds (a service instead of a timer)",
+    )
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.set_defaults(func=_export)
 
@@ -62,14 +71,20 @@ def _export(args: argparse.Namespace) -> int:
         if config.txlog is None:
             raise ConfigurationError(f"{args.config}: no [txlog] section")
         database = config.txlog.database
-    result = export_jsonl(
-        database,
-        args.output,
-        args.state,
-        purpose=args.purpose,
-        batch=args.batch,
-        settle_seconds=args.settle_seconds,
-    )
+    while True:
+        result = export_jsonl(
+            database,
+            args.output,
+            args.state,
+            purpose=args.purpose,
+            batch=args.batch,
+            settle_seconds=args.settle_seconds,
+        )
+        if args.interval is None:
+            break
+        if result.exported:
+            print(f"exported {result.exported} record(s), cursor {result.cursor}", flush=True)
+        time.sleep(args.interval)
     if args.json:
         print(json.dumps({"exported": result.exported, "cursor": result.cursor}))
     else:
