@@ -1,18 +1,32 @@
-"""``sluis pki``: the demo CA (init, issue, revoke, crl, list, serve) and CRL fetching."""
+"""``sluis pki``: the demo CA (init, issue, revoke, crl, list, serve), CRL fetching, and the
+certificate lifecycle on an appliance: install-cert, rollback-cert, expiry (docs/lifecycle.md).
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
+import os
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
+from appliance.config import SluisConfig as SluisConfigType
+from appliance.config import load_config
 from appliance.errors import ConfigurationError, SluisError
 from appliance.pki.ca import DemoCA
 from appliance.pki.crl import CrlError, atomic_write, refresh_crls
+from appliance.pki.expiry import collect, expiring
+from appliance.pki.install import (
+    install_certificate,
+    rollback_certificate,
+    subprocess_self_check,
+)
 from appliance.pki.publish import serve_public
 
 Command = Callable[[argparse.Namespace], int]
@@ -171,6 +185,89 @@ def _cmd_fetch_crl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _appliance_config(args: argparse.Namespace) -> tuple[Path, SluisConfigType]:
+    config_path: Path = args.config
+    config = load_config(config_path)
+    # The token store of [hsm] (SoftHSM2's SOFTHSM2_CONF), before the module is first loaded.
+    os.environ.update(config.hsm.environment())
+    return config_path, config
+
+
+@_os_errors
+def _cmd_install_cert(args: argparse.Namespace) -> int:
+    config_path, config = _appliance_config(args)
+    chain = _read_input(args.chain, "certificate chain")
+    check = None if args.no_tls_check else subprocess_self_check(config_path, config)
+    result = install_certificate(config, chain, self_check=check, key_label=args.key_label)
+    leaf = result.leaf
+    print(f"installed {leaf.serial_number:x} ({leaf.subject.rfc4514_string()})")
+    print(f"valid until {leaf.not_valid_after_utc.isoformat()}")
+    print(f"live: {result.live} -> {result.target.relative_to(result.live.parent)}")
+    if result.previous is not None:
+        print(f"previous (sluis pki rollback-cert): {result.previous}")
+    print("running components pick it up at their next graceful reload (HUP)")
+    return 0
+
+
+@_os_errors
+def _cmd_rollback_cert(args: argparse.Namespace) -> int:
+    config_path, config = _appliance_config(args)
+    check = None if args.no_tls_check else subprocess_self_check(config_path, config)
+    result = rollback_certificate(config, self_check=check)
+    leaf = result.leaf
+    print(f"rolled back to {leaf.serial_number:x} ({leaf.subject.rfc4514_string()})")
+    print(f"live: {result.live} -> {result.target.relative_to(result.live.parent)}")
+    print("running components pick it up at their next graceful reload (HUP)")
+    return 0
+
+
+@_os_errors
+def _cmd_expiry(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    now = datetime.now(UTC)
+    report = collect(config.tls)
+    due = expiring(report, args.within_days, now)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "within_days": args.within_days,
+                    "items": [
+                        {
+                            "kind": item.kind,
+                            "role": item.role,
+                            "name": item.name,
+                            "serial": item.serial,
+                            "expires": item.expires.isoformat() if item.expires else None,
+                            "days_left": item.days_left(now),
+                            "due": item in due,
+                            "file": str(item.source),
+                        }
+                        for item in report.items
+                    ],
+                    "problems": report.problems,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for item in report.items:
+            left = item.days_left(now)
+            state = "DUE" if item in due else "ok"
+            shown = f"{left:8.1f}" if left is not None else "       -"
+            print(f"{state:<4} {shown} days  {item.kind:<11} {item.role:<12} {item.name}")
+        for problem in report.problems:
+            print(f"DUE  unreadable: {problem}")
+    if due or report.problems:
+        print(
+            f"sluis: {len(due) + len(report.problems)} item(s) expire within "
+            f"{args.within_days} days or cannot be read",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki = subparsers.add_parser(
         "pki",
@@ -233,3 +330,54 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fetch.add_argument("--out", type=Path, required=True, help="PEM CRL bundle to replace")
     fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per download")
     fetch.set_defaults(func=_cmd_fetch_crl)
+
+    def appliance_config(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--config", type=Path, required=True, metavar="FILE", help="appliance configuration"
+        )
+
+    install = commands.add_parser(
+        "install-cert",
+        help="check a renewed certificate chain and make it live (keeps the previous one)",
+        description="Checks the chain (trust anchors, validity, CRLs, PeerID, public key of the "
+        "key in the token), archives it, swaps the [tls] certificate_chain link in one rename, "
+        "runs a TLS self-check with the HSM key and swaps back if that fails. Components use "
+        "it after a graceful reload (HUP).",
+    )
+    appliance_config(install)
+    install.add_argument("--chain", type=Path, required=True, help="PEM chain, leaf first")
+    install.add_argument(
+        "--key-label",
+        metavar="LABEL",
+        help="the token key the certificate belongs to when it is not [hsm] key_label (re-key)",
+    )
+    install.add_argument(
+        "--no-tls-check",
+        action="store_true",
+        help="skip the TLS self-check (only when the key reference changes after this step)",
+    )
+    install.set_defaults(func=_cmd_install_cert)
+
+    rollback = commands.add_parser(
+        "rollback-cert",
+        help="make the previous certificate chain live again",
+        description="Swaps the live and the previous link after checking the previous chain "
+        "(trust, validity, CRLs) and runs the TLS self-check; a second rollback undoes the first.",
+    )
+    appliance_config(rollback)
+    rollback.add_argument("--no-tls-check", action="store_true", help="skip the TLS self-check")
+    rollback.set_defaults(func=_cmd_rollback_cert)
+
+    expiry = commands.add_parser(
+        "expiry",
+        help="list certificates and CRLs; exit 1 when one expires within N days",
+        description="Reads the live organisation chain, the trust anchors and the CRL bundle "
+        "of [tls]. Exit status 0: nothing expires within N days; 1: something does (or a file "
+        "cannot be read), listed as DUE; 2: configuration error.",
+    )
+    appliance_config(expiry)
+    expiry.add_argument(
+        "--within-days", type=_positive, required=True, metavar="N", help="renewal horizon"
+    )
+    expiry.add_argument("--json", action="store_true", help="machine-readable output")
+    expiry.set_defaults(func=_cmd_expiry)

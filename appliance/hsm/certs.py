@@ -4,6 +4,8 @@ On disk the layout follows certbot: every chain ever imported stays in
 ``<cert_dir>/archive/organisation-<notAfter>-<serial>.pem`` and ``<cert_dir>/organisation.pem``
 is a relative symlink to the current one, swapped atomically (new link under a temporary name,
 then ``os.replace``), so a reader sees either the old or the new chain, never half of one.
+``organisation.pem.previous`` points at the chain that was live before, for a rollback
+(``sluis pki install-cert`` and ``rollback-cert``, ``appliance.pki.install``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import open_session
 
 LIVE_NAME = "organisation.pem"
+PREVIOUS_SUFFIX = ".previous"
 ARCHIVE_DIR = "archive"
 
 
@@ -52,7 +55,8 @@ def _spki(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def _store_in_token(settings: HsmSettings, leaf: x509.Certificate) -> None:
+def store_in_token(settings: HsmSettings, leaf: x509.Certificate) -> None:
+    """Store ``leaf`` in the token next to its key (CKA_ID of the key), replacing older ones."""
     der = leaf.public_bytes(Encoding.DER)
     tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
     label = settings.key_label
@@ -90,7 +94,7 @@ def _store_in_token(settings: HsmSettings, leaf: x509.Certificate) -> None:
             obj.destroy()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -98,7 +102,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_archive(archive: Path, name: str, data: bytes) -> Path:
+def write_archive(archive: Path, name: str, data: bytes) -> Path:
+    """Write ``archive/name`` durably (temporary file, fsync, rename); 0644, not secret."""
     archive.mkdir(mode=0o755, parents=True, exist_ok=True)
     target = archive / name
     tmp = archive / f".{name}.tmp-{secrets.token_hex(4)}"
@@ -112,20 +117,33 @@ def _write_archive(archive: Path, name: str, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(archive)
+    fsync_dir(archive)
     return target
 
 
-def _swap_link(cert_dir: Path, relative_target: str) -> Path:
-    live = cert_dir / LIVE_NAME
-    tmp = cert_dir / f".{LIVE_NAME}.tmp-{secrets.token_hex(4)}"
-    os.symlink(relative_target, tmp)
+def replace_link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` in one step: a new link under a temporary name, renamed."""
+    tmp = link.with_name(f".{link.name}.tmp-{secrets.token_hex(4)}")
+    os.symlink(target, tmp)
     try:
-        os.replace(tmp, live)
+        os.replace(tmp, link)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(cert_dir)
+    fsync_dir(link.parent)
+
+
+def previous_link(live: Path) -> Path:
+    """The link to the chain that was live before the last swap (kept for rollback)."""
+    return live.with_name(live.name + PREVIOUS_SUFFIX)
+
+
+def swap_link(live: Path, relative_target: str) -> Path:
+    """Make ``live`` point at ``relative_target``; the former target becomes the previous one."""
+    former = os.readlink(live) if live.is_symlink() else None
+    if former is not None and former != relative_target:
+        replace_link(previous_link(live), former)
+    replace_link(live, relative_target)
     return live
 
 
@@ -149,13 +167,13 @@ def import_certificate(settings: HsmSettings, chain_pem: bytes, cert_dir: Path) 
             f"the certificate ({leaf.subject.rfc4514_string()}) expired on "
             f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
         )
-    _store_in_token(settings, leaf)
+    store_in_token(settings, leaf)
     name = archive_name(leaf)
     data = b"".join(cert.public_bytes(Encoding.PEM) for cert in chain)
     try:
         cert_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        _write_archive(cert_dir / ARCHIVE_DIR, name, data)
-        return _swap_link(cert_dir, f"{ARCHIVE_DIR}/{name}")
+        write_archive(cert_dir / ARCHIVE_DIR, name, data)
+        return swap_link(cert_dir / LIVE_NAME, f"{ARCHIVE_DIR}/{name}")
     except OSError as exc:
         raise HsmError(
             f"the certificate is in token {settings.token_label!r}, but writing it to "

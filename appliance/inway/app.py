@@ -39,6 +39,7 @@ from appliance.inway.paths import backend_path
 from appliance.inway.proxy import BodyProgress, ClientDisconnected, Forwarder, request_body
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
+from appliance.metrics import mount_metrics
 from appliance.serving.app import PeerIdentityMiddleware
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
@@ -260,4 +261,6 @@ def create_app() -> InwayApp:
         runtime.group_id,
         ", ".join(f"{name} -> {b.url}" for name, b in runtime.services.items()) or "none",
     )
-    return create_inway_app(runtime, certificates, writer)
+    app = create_inway_app(runtime, certificates, writer)
+    mount_metrics(app, config.tls)
+    return app

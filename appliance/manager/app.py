@@ -20,6 +20,7 @@ from appliance.manager.delivery import delivery_loop
 from appliance.manager.peer_client import PeerClient
 from appliance.manager.service import ManagerService
 from appliance.manager.setup import build_service, manager_settings, parse_resolve
+from appliance.metrics import mount_metrics
 from appliance.serving.app import AsgiApp, create_base_app
 from appliance.serving.fsc_errors import ErrorDomain
 from appliance.serving.worker import CONFIG_ENV
@@ -71,6 +72,7 @@ def create_app() -> AsgiApp:
         resolve=parse_resolve(settings.resolve) or None,
     )
     app = create_base_app(ErrorDomain.MANAGER)
+    mount_metrics(app, config.tls)
     app.add_middleware(DeliveryLifecycle(service, settings.delivery_interval_seconds))
     add_routes(app, service)
     if config.txlog is not None:

@@ -39,6 +39,7 @@ from appliance.inway.errors import InwayError
 from appliance.inway.paths import checked_path
 from appliance.inway.proxy import ClientDisconnected, request_body
 from appliance.inway.settings import SERVICE_NAME
+from appliance.metrics import mount_metrics
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import GrantSource, Route, by_grant_hash, by_service
 from appliance.outway.logging import (
@@ -335,7 +336,7 @@ def create_app() -> OutwayApp:
 
     closers.append(close_store)
     log.info("outway of peer %s (Group %s)", service.peer_id, runtime.group_id)
-    return create_outway_app(
+    app = create_outway_app(
         runtime,
         CachedGrants(StoreGrants(service)),
         tokens,
@@ -344,3 +345,5 @@ def create_app() -> OutwayApp:
         pseudonymiser=load_pseudonymiser(config),
         closers=tuple(closers),
     )
+    mount_metrics(app, config.tls)
+    return app

@@ -2,18 +2,24 @@
 
 ``PeerIdentityMiddleware`` puts the verified peer (``appliance.tls.peer.PeerIdentity``) on
 ``req.context.peer``. A request without one cannot reach a resource: behind mutual TLS that
-means the certificate lacks an FSC identity (no single serialNumber/OIN).
+means the certificate lacks an FSC identity (no single serialNumber/OIN). A peer whose
+certificate was revoked or expired after its connection was opened is refused too
+(``appliance.tls.revocation``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import falcon
 import falcon.asgi
 
 from appliance.serving.fsc_errors import ErrorDomain, FscError, serialize_error
+from appliance.tls import revocation
 from appliance.tls.peer import PeerIdentity
+
+log = logging.getLogger("sluis.tls.refused")
 
 AsgiApp = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]
 
@@ -33,6 +39,16 @@ class PeerIdentityMiddleware:
                 "ERROR_CODE_PEER_CERTIFICATE_VERIFICATION_FAILED",
                 self._domain,
                 f"peer certificate not usable: {reason}",
+            )
+        # A kept-alive connection outlives revocations and expiry: check every request.
+        refusal = revocation.peer_refusal(peer)
+        if refusal is not None:
+            log.warning("request refused: %s: %s", revocation.describe(peer), refusal)
+            raise FscError(
+                falcon.HTTP_400,
+                "ERROR_CODE_PEER_CERTIFICATE_VERIFICATION_FAILED",
+                self._domain,
+                f"peer certificate not usable: {refusal}",
             )
         req.context.peer = peer
 

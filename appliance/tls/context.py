@@ -1,7 +1,9 @@
 """Server and client SSL contexts for every Sluis listener and outbound connection.
 
 Both sides require and verify a certificate (mutual TLS), check CRLs for the whole chain
-(fail closed: a missing or expired CRL fails the handshake), and follow the NCSC policy in
+(fail closed: a missing or expired CRL fails the handshake; a changed CRL bundle is loaded
+again within a second, see ``appliance.tls.revocation``), log every refused peer certificate
+(``appliance.tls.verifylog``), and follow the NCSC policy in
 ``appliance.tls.policy``. The private key is an HSM key named by a PEM URI file.
 
 HSM-backed contexts must be built in the process that uses them: PKCS#11 sessions do not
@@ -20,7 +22,7 @@ from appliance.errors import ConfigurationError, SluisError
 from appliance.hsm.lock import login_lock
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import load_module
-from appliance.tls import errqueue, policy
+from appliance.tls import policy, revocation, verifylog
 
 
 class TlsSetupError(SluisError):
@@ -67,7 +69,6 @@ def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
         | ssl.OP_SINGLE_ECDH_USE
         | ssl.OP_NO_TICKET
     )
-    errqueue.install(ctx)
     ctx.verify_mode = ssl.CERT_REQUIRED
     # Check every certificate of the chain against its issuer's CRL; strict X.509 parsing.
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN | ssl.VERIFY_X509_STRICT
@@ -77,6 +78,8 @@ def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
         ctx.load_verify_locations(cafile=str(tls.crls))
     except (ssl.SSLError, OSError) as exc:
         raise TlsSetupError(f"cannot load trust anchors or CRLs: {exc}") from None
+    # Re-read the CRL bundle when it changes, in this long-running process (revocation.py).
+    revocation.install(ctx, tls.crls)
     return ctx
 
 
@@ -105,6 +108,7 @@ def server_context(tls: TlsSettings, hsm: HsmSettings) -> ssl.SSLContext:
     # Python clients do not resume TLS 1.3 sessions; tickets only cost handshake time.
     ctx.num_tickets = 0
     _load_identity(ctx, tls, hsm)
+    verifylog.install(ctx)
     return ctx
 
 
@@ -115,4 +119,5 @@ def client_context(tls: TlsSettings, hsm: HsmSettings) -> ssl.SSLContext:
     ctx = _base_context(server=False, tls=tls)
     ctx.check_hostname = True
     _load_identity(ctx, tls, hsm)
+    verifylog.install(ctx)
     return ctx

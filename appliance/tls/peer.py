@@ -49,6 +49,9 @@ class PeerIdentity:
     public_key_thumbprint: str
     not_after: datetime
     certificate_der: bytes
+    # Issuer and serial name the certificate in a CRL (and in refusal log lines).
+    serial_number: int = 0
+    issuer: str = ""
 
     @classmethod
     def from_der(cls, der: bytes) -> PeerIdentity:
@@ -72,6 +75,8 @@ class PeerIdentity:
             public_key_thumbprint=public_key_thumbprint(certificate),
             not_after=certificate.not_valid_after_utc,
             certificate_der=der,
+            serial_number=certificate.serial_number,
+            issuer=certificate.issuer.rfc4514_string(),
         )
 
 

@@ -1,0 +1,127 @@
+"""``/metrics``: certificate and CRL expiry in the Prometheus text format (version 0.0.4).
+
+The manager, inway and outway mount it with :func:`mount_metrics`. Every scrape reads the files
+behind ``[tls]`` again (a few certificates and CRLs: microseconds), so every gunicorn worker
+answers the same and a renewal or a new CRL shows at the next scrape.
+
+Series (one per certificate of the live chain and the trust anchors, one per CRL of the bundle)::
+
+    sluis_certificate_not_after_timestamp_seconds{role,subject,serial}
+    sluis_certificate_expiry_days{role,subject,serial}       negative once expired
+    sluis_crl_next_update_timestamp_seconds{issuer,crl_number}
+    sluis_crl_expiry_days{issuer,crl_number}                 negative once stale
+    sluis_crl_stale{issuer,crl_number}                       1: peers of that CA are refused
+    sluis_expiry_read_errors                                 files that could not be read
+
+The endpoint answers ``GET /metrics`` only for requests that carry neither ``Fsc-Authorization``
+nor ``Fsc-Grant-Hash``: a request meant for a Service (through the inway or the outway) is
+proxied as before, whatever its path. On the inway and the Manager only peers of the Group
+reach it (mutual TLS); it shows nothing that their certificates do not already show.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from appliance.config import TlsSettings
+from appliance.pki.expiry import ExpiryItem, collect
+
+PATH = "/metrics"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_ROUTING_HEADERS = ("FSC-AUTHORIZATION", "FSC-GRANT-HASH")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{key}="{_label(value)}"' for key, value in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return repr(round(value, 3)) if value != int(value) else str(int(value))
+
+
+def render(tls: TlsSettings, now: datetime | None = None) -> str:
+    """The metrics text for the files of ``tls``."""
+    now = now or datetime.now(UTC)
+    report = collect(tls)
+    certs = [item for item in report.items if item.kind == "certificate"]
+    crls = [item for item in report.items if item.kind == "crl"]
+    lines: list[str] = []
+
+    def family(name: str, help_text: str, rows: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in rows)
+
+    def cert_labels(item: ExpiryItem) -> str:
+        return _labels(role=item.role, subject=item.name, serial=item.serial)
+
+    def crl_labels(item: ExpiryItem) -> str:
+        return _labels(issuer=item.name, crl_number=item.serial)
+
+    def at(item: ExpiryItem) -> float:
+        return item.expires.timestamp() if item.expires else 0.0
+
+    def days(item: ExpiryItem) -> float:
+        left = item.days_left(now)
+        return left if left is not None else -1.0
+
+    family(
+        "sluis_certificate_not_after_timestamp_seconds",
+        "notAfter of a certificate of the live organisation chain or a trust anchor.",
+        [(cert_labels(item), at(item)) for item in certs],
+    )
+    family(
+        "sluis_certificate_expiry_days",
+        "Days until the certificate expires (negative: expired).",
+        [(cert_labels(item), days(item)) for item in certs],
+    )
+    family(
+        "sluis_crl_next_update_timestamp_seconds",
+        "nextUpdate of a CRL the appliance checks peers against (0: none).",
+        [(crl_labels(item), at(item)) for item in crls],
+    )
+    family(
+        "sluis_crl_expiry_days",
+        "Days until the CRL is stale (negative: stale, its peers are refused).",
+        [(crl_labels(item), days(item)) for item in crls],
+    )
+    family(
+        "sluis_crl_stale",
+        "1 when the CRL is past its nextUpdate: handshakes of peers it covers fail (fail closed).",
+        [(crl_labels(item), 1.0 if days(item) <= 0 else 0.0) for item in crls],
+    )
+    family(
+        "sluis_expiry_read_errors",
+        "Files behind [tls] (chain, trust anchors, CRL bundle) that could not be read.",
+        [("", float(len(report.problems)))],
+    )
+    return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """Answers ``GET /metrics`` before routing (the gateways route every path to their sink)."""
+
+    def __init__(self, tls: TlsSettings) -> None:
+        self._tls = tls
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if req.path != PATH or req.method not in ("GET", "HEAD"):
+            return
+        if any(req.get_header(name) is not None for name in _ROUTING_HEADERS):
+            return
+        resp.content_type = CONTENT_TYPE
+        resp.text = render(self._tls)
+        resp.complete = True
+
+
+def mount_metrics(app: Any, tls: TlsSettings) -> None:
+    """Add ``/metrics`` to a Falcon ASGI app (before its first request)."""
+    app.add_middleware(MetricsMiddleware(tls))
