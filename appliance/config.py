@@ -127,6 +127,31 @@ class TxlogSettings:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Login with the organisation's OpenID Connect provider (``[controller.oidc]``).
+
+    ``roles`` maps a value of the ``groups_claim`` claim to a controller role, in the order
+    written: the first group of the mapping the user has decides. ``client_secret_file`` holds
+    the client secret (root-only), never the configuration itself; ``ca_bundle`` the CAs that
+    the provider's TLS certificate is checked against (empty: the system's). See
+    docs/controller.md.
+    """
+
+    issuer: str
+    client_id: str
+    client_secret_file: str
+    redirect_url: str
+    roles: tuple[tuple[str, str], ...] = ()
+    scopes: tuple[str, ...] = ("openid", "profile")
+    groups_claim: str = "groups"
+    username_claim: str = "preferred_username"
+    ca_bundle: str = ""
+    provider_name: str = "single sign-on"
+    leeway_seconds: int = 60
+    timeout_seconds: int = 10
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """The operators' controller (``[controller]``; see docs/controller.md).
 
@@ -148,6 +173,7 @@ class ControllerSettings:
     outway_address: str = ""
     certificate_chain: str = ""
     key_file: str = ""
+    oidc: OidcSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +204,16 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
     for name, value in values.items():
         # Types come from the annotation: paths and text are strings, then ints and booleans.
         annotation = str(known[name].type)
+        if name in _NESTED:
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"{where}: {name} must be a table ([section.{name}])")
+            kwargs[name] = _build(_NESTED[name], value, f"{where[:-1]}.{name}]")
+            continue
+        if annotation.startswith("tuple[tuple[str, str]"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigurationError(f"{where}: {name} must be a table of strings")
+            kwargs[name] = tuple(value.items())
+            continue
         if annotation.startswith("tuple[str"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigurationError(f"{where}: {name} must be a list of strings")
@@ -193,6 +229,8 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
+# Tables inside a section: [controller.oidc].
+_NESTED: dict[str, type[Any]] = {"oidc": OidcSettings}
 _OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller")
 
 

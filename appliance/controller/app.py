@@ -28,6 +28,7 @@ from appliance.controller.auth import SESSION_COOKIE, Authenticator
 from appliance.controller.certificates import CertificateStatus, TokenListing
 from appliance.controller.errors import ControllerError, ErrorCode
 from appliance.controller.health import HealthProber, targets_from
+from appliance.controller.oidc import OidcClient
 from appliance.controller.store import ControllerStore
 from appliance.controller.transactions import TransactionReader
 from appliance.controller.views import Contract, ManagerViews
@@ -78,6 +79,7 @@ class Controller:
     transactions: TransactionReader
     certificates: CertificateStatus
     health: HealthProber
+    oidc: OidcClient | None = None  # login with the organisation's OpenID Connect provider
 
     # -- cookies ------------------------------------------------------------------------------
 
@@ -299,6 +301,7 @@ def build_controller(
             tls_context=(lambda: client_context(config.tls, config.hsm)) if probe_tls else None,
             resolve=parse_resolve(config.manager.resolve),
         ),
+        oidc=OidcClient.from_settings(settings.oidc) if settings.oidc else None,
     )
 
 

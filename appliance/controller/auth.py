@@ -18,6 +18,10 @@
 
 Every failed login is written to the audit log here, with the reason (unknown user, wrong
 password, locked, disabled), which the caller never sees.
+
+Logins with OpenID Connect (:mod:`~appliance.controller.oidc`) end in :meth:`login_oidc`: the
+account the provider's subject has here (made at its first login), with the role the
+provider's groups give it now, and a session exactly like a password login's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from appliance.config import ControllerSettings
+from appliance.controller.oidc import Identity
 from appliance.controller.passwords import (
     check_password_policy,
     dummy_hash,
@@ -156,6 +161,9 @@ class Authenticator:
         if user.locked(now):
             verify_password(password, dummy_hash())
             raise LoginFailed("account locked")
+        if user.oidc_subject is not None:
+            verify_password(password, dummy_hash())
+            raise LoginFailed("account logs in with OpenID Connect, not a password")
         if not verify_password(password, user.password_hash):
             after = self.store.record_failed_login(
                 user.id,
@@ -183,6 +191,37 @@ class Authenticator:
             raise
         session = self.open_session(user, peer_address)
         self.audit(user.username, user.role, "login", "success", peer_address)
+        return session
+
+    async def login_oidc(self, identity: Identity, peer_address: str) -> NewSession:
+        """The session of a person the OpenID Connect provider vouched for (the ID token was
+        verified and the role mapped by the caller); :class:`LoginFailed` when the account
+        name is taken here or the account is disabled (audited)."""
+        now = self.clock()
+        try:
+            user = self.store.oidc_login(identity.subject, identity.username, identity.role, now)
+            if user.disabled:
+                raise LoginFailed("account disabled")
+        except (StoreError, LoginFailed) as exc:
+            self.audit(
+                identity.username[:64],
+                identity.role,
+                "login",
+                "failure",
+                peer_address,
+                detail=f"oidc: {exc}",
+            )
+            raise LoginFailed(str(exc)) from None
+        self.store.record_oidc_login(user.id, now)
+        session = self.open_session(user, peer_address)
+        self.audit(
+            user.username,
+            user.role,
+            "login",
+            "success",
+            peer_address,
+            detail=f"oidc: subject {identity.subject[:400]}, group {identity.group[:100]}",
+        )
         return session
 
     def open_session(self, user: User, peer_address: str) -> NewSession:
@@ -260,4 +299,7 @@ class Authenticator:
 
     def set_password(self, username: str, password: str) -> User:
         check_password_policy(password)
+        user = self.store.get_user(username)
+        if user is not None and user.oidc_subject is not None:
+            raise StoreError(f"{username!r} logs in with OpenID Connect and has no password")
         return self.store.set_password(username, hash_password(password), self.clock())

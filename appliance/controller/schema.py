@@ -3,9 +3,13 @@
 Every name starts with ``controller_``, so the controller can share a database with the Manager
 and the transaction log (its own Alembic version table, ``controller_alembic_version``).
 
-- ``controller_users``: local accounts; the password only as a scrypt hash.
+- ``controller_users``: accounts; for a local one the password only as a scrypt hash, for one
+  made by an OpenID Connect login the provider's subject (``oidc_subject``) and no usable
+  password.
 - ``controller_sessions``: browser and API sessions; the session id only as a SHA-256 hash.
 - ``controller_api_tokens``: tokens for automation; the token only as a SHA-256 hash.
+- ``controller_oidc_logins``: OpenID Connect logins begun and not yet finished (only the
+  SHA-256 of the browser's flow cookie; migration 0002).
 - ``controller_audit``: who did what, when, from where, with what outcome. Append-only:
   the code has no path that updates or deletes a row, and a trigger in the database refuses
   UPDATE and DELETE (migration 0001).
@@ -39,6 +43,7 @@ users = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("password_changed_at", UtcDateTime(), nullable=False),
     sa.Column("last_login_at", UtcDateTime(), nullable=True),
+    sa.Column("oidc_subject", sa.String(512), nullable=True, unique=True),
     sa.CheckConstraint(_ROLE_CHECK, name="role"),
 )
 
@@ -73,6 +78,16 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("last_used_at", UtcDateTime(), nullable=True),
     sa.CheckConstraint(_ROLE_CHECK, name="role"),
+)
+
+oidc_logins = sa.Table(
+    "controller_oidc_logins",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("next_path", sa.String(1024), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
 )
 
 audit = sa.Table(

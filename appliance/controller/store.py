@@ -28,6 +28,8 @@ from appliance.errors import SluisError
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 MAX_AUDIT_PAGE = 1000
+# The password hash of an account made by an OIDC login: no password matches it.
+OIDC_PASSWORD_HASH = "!oidc"  # noqa: S105 (a marker, not a secret)
 _TEXT_LIMITS = {"actor": 80, "action": 64, "target": 1024, "peer_address": 64, "detail": 1000}
 
 
@@ -47,6 +49,7 @@ class User:
     created_at: datetime
     password_changed_at: datetime
     last_login_at: datetime | None
+    oidc_subject: str | None = None  # "<issuer> <sub>" for an account made by an OIDC login
 
     def locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
@@ -60,6 +63,7 @@ class User:
             "locked_until": _iso(self.locked_until) if self.locked(now) else None,
             "created_at": _iso(self.created_at),
             "last_login_at": _iso(self.last_login_at),
+            "login": "oidc" if self.oidc_subject else "password",
         }
 
 
@@ -144,6 +148,7 @@ def _user(row: Any) -> User:
         created_at=row.created_at,
         password_changed_at=row.password_changed_at,
         last_login_at=row.last_login_at,
+        oidc_subject=row.oidc_subject,
     )
 
 
@@ -309,6 +314,75 @@ class ControllerStore:
 
     def set_disabled(self, username: str, disabled: bool) -> User:
         return self._change_user(username, {"disabled": disabled}, end_sessions=disabled)
+
+    def oidc_login(self, subject: str, username: str, role: Role, now: datetime) -> User:
+        """The account of the provider's ``subject`` after a login: made on the first one,
+        given the role (and the username) the provider says now on later ones.
+
+        A username that is a local account's, or another subject's, is refused: an OIDC login
+        never takes over an account it did not make.
+        """
+        if not USERNAME.fullmatch(username):
+            raise StoreError(
+                f"the provider's username {username[:64]!r} is not a valid account name here "
+                "(1-64 letters, digits and . _ @ -)"
+            )
+        c = t.users.c
+        with self._write() as conn:
+            mine = conn.execute(sa.select(t.users).where(c.oidc_subject == subject)).first()
+            named = conn.execute(sa.select(t.users).where(c.username == username)).first()
+            if named is not None and (mine is None or named.id != mine.id):
+                kind = "a local account" if named.oidc_subject is None else "another person's"
+                raise StoreError(f"the username {username!r} is {kind} here")
+            values: dict[str, Any] = {"username": username, "role": role.value}
+            if mine is None:
+                conn.execute(
+                    t.users.insert().values(
+                        **values,
+                        password_hash=OIDC_PASSWORD_HASH,
+                        failed_attempts=0,
+                        disabled=False,
+                        created_at=now,
+                        password_changed_at=now,
+                        oidc_subject=subject,
+                    )
+                )
+            elif not mine.disabled:
+                conn.execute(t.users.update().where(c.id == mine.id).values(**values))
+            row = conn.execute(sa.select(t.users).where(c.oidc_subject == subject)).one()
+        return _user(row)
+
+    def record_oidc_login(self, user_id: int, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(t.users.update().where(t.users.c.id == user_id).values(last_login_at=now))
+
+    # -- OpenID Connect logins in progress --------------------------------------------------
+
+    def add_oidc_login(
+        self, id_hash: str, next_path: str, now: datetime, expires_at: datetime
+    ) -> None:
+        """Remember a login begun at the provider (and forget the ones that expired)."""
+        c = t.oidc_logins.c
+        with self._write() as conn:
+            conn.execute(t.oidc_logins.delete().where(c.expires_at <= now))
+            conn.execute(
+                t.oidc_logins.insert().values(
+                    id_hash=id_hash, next_path=next_path, created_at=now, expires_at=expires_at
+                )
+            )
+
+    def take_oidc_login(self, id_hash: str, now: datetime) -> str | None:
+        """The page to go to after the login begun with ``id_hash``, once: the login is
+        removed. None when there is no such login (never begun, expired or used)."""
+        c = t.oidc_logins.c
+        with self._write() as conn:
+            row = conn.execute(sa.select(t.oidc_logins).where(c.id_hash == id_hash)).first()
+            if row is None:
+                return None
+            gone = conn.execute(t.oidc_logins.delete().where(c.id_hash == id_hash))
+        if gone.rowcount != 1 or row.expires_at <= now:
+            return None
+        return str(row.next_path)
 
     # -- sessions ---------------------------------------------------------------------------
 

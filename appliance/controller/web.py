@@ -25,6 +25,14 @@ from appliance.controller import params as p
 from appliance.controller.access import Rule, audit, by_method, peer_address, principal_of
 from appliance.controller.auth import LOGIN_COOKIE, LoginFailed
 from appliance.controller.errors import ControllerError
+from appliance.controller.oidc import (
+    CALLBACK_PATH,
+    FLOW_COOKIE,
+    FLOW_LIFETIME,
+    START_PATH,
+    Flow,
+    OidcError,
+)
 from appliance.controller.passwords import generate_password
 from appliance.controller.roles import Permission, Role, allowed
 from appliance.controller.store import StoreError
@@ -181,6 +189,7 @@ class Login(Page):
             login_token=token,
             next=safe_next(req.get_param("next")),
             error=error,
+            oidc=self.c.oidc.provider_name if self.c.oidc else None,
         )
 
     async def on_post(self, req: Request, resp: Response) -> None:
@@ -214,6 +223,111 @@ class Login(Page):
         resp.unset_cookie(LOGIN_COOKIE, same_site="Strict", path="/")
         next_page = data.get("next")
         raise falcon.HTTPSeeOther(safe_next(next_page if isinstance(next_page, str) else None))
+
+
+class OidcStart(Page):
+    """``GET /login/oidc``: begin a login at the OpenID Connect provider (public)."""
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        oidc = self.c.oidc
+        if oidc is None:
+            raise falcon.HTTPNotFound(description="Login with OpenID Connect is not configured.")
+        flow = Flow(secrets.token_urlsafe(32))
+        now = self.c.auth.clock()
+        try:
+            url = await oidc.authorization_url(flow)
+        except OidcError as exc:
+            self.c.auth.audit(
+                "-", None, "login", "failure", peer_address(req), detail=f"oidc: {exc.reason}"
+            )
+            Login(self.c).show(req, resp, error=exc.message, status=503)
+            return
+        self.c.auth.store.add_oidc_login(
+            flow.id_hash, safe_next(req.get_param("next")), now, now + FLOW_LIFETIME
+        )
+        # Lax, not Strict: the cookie must come back with the provider's redirect, a
+        # navigation from another site. It only names this login, for ten minutes.
+        resp.set_cookie(
+            FLOW_COOKIE,
+            flow.flow_id,
+            secure=True,
+            http_only=True,
+            same_site="Lax",
+            path="/",
+            max_age=int(FLOW_LIFETIME.total_seconds()),
+        )
+        raise falcon.HTTPSeeOther(url)
+
+
+class OidcCallback(Page):
+    """``GET /login/oidc/callback``: the provider sends the browser back here (public)."""
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        oidc = self.c.oidc
+        if oidc is None:
+            raise falcon.HTTPNotFound(description="Login with OpenID Connect is not configured.")
+        flow_id = (req.get_cookie_values(FLOW_COOKIE) or [""])[0]
+        resp.unset_cookie(FLOW_COOKIE, same_site="Lax", path="/")
+        auth = self.c.auth
+        try:
+            next_page = (
+                auth.store.take_oidc_login(Flow(flow_id).id_hash, auth.clock())
+                if 0 < len(flow_id) <= 128
+                else None
+            )
+            if next_page is None:
+                raise OidcError(
+                    "no login in progress for this browser (flow cookie missing, expired or "
+                    "already used)",
+                    "The login took too long or was already used. Please start again.",
+                )
+            flow = Flow(flow_id)
+            error = req.get_param("error")
+            if error:
+                raise OidcError(
+                    f"the provider answered {error[:100]!r}",
+                    f"The identity provider did not log you in ({error[:100]}).",
+                )
+            if not flow.state_matches(req.get_param("state")):
+                raise OidcError("state is not the one of the login begun in this browser")
+            code = req.get_param("code")
+            if not code or len(code) > 4096:
+                raise OidcError("no authorization code in the provider's answer")
+            identity = await oidc.identity(code, flow)
+        except OidcError as exc:
+            auth.audit(
+                (exc.username or "-")[:64],
+                None,
+                "login",
+                "failure",
+                peer_address(req),
+                detail=f"oidc: {exc.reason}",
+            )
+            Login(self.c).show(req, resp, error=exc.message, status=401)
+            return
+        try:
+            session = await auth.login_oidc(identity, peer_address(req))
+        except LoginFailed:
+            Login(self.c).show(
+                req,
+                resp,
+                error=(
+                    f"Your account {identity.username} cannot log in here: the name is "
+                    "taken by another account, or the account is disabled. Ask an "
+                    "administrator."
+                ),
+                status=403,
+            )
+            return
+        self.c.set_session_cookie(resp, session.session_id)
+        render(
+            req,
+            resp,
+            "continue.html",
+            next=next_page,
+            username=session.principal.actor,
+            role=session.principal.role.value,
+        )
 
 
 class Logout(Page):
@@ -586,6 +700,8 @@ class TokenRevocation(Page):
 # app's non-API routes are the same.
 WEB_ROUTES = (
     "/login",
+    START_PATH,
+    CALLBACK_PATH,
     "/logout",
     "/",
     "/services",
@@ -607,6 +723,8 @@ WEB_ROUTES = (
 
 def add_web_routes(app: falcon.asgi.App[Any, Any], controller: Controller) -> None:
     app.add_route("/login", Login(controller))
+    app.add_route(START_PATH, OidcStart(controller))
+    app.add_route(CALLBACK_PATH, OidcCallback(controller))
     app.add_route("/logout", Logout(controller))
     app.add_route("/", Overview(controller))
     app.add_route("/services", Services(controller))

@@ -15,6 +15,7 @@ from appliance.config import ControllerSettings
 from appliance.controller import passwords
 from appliance.controller.auth import Authenticator, LoginFailed, csrf_matches, csrf_token_for
 from appliance.controller.database import current_revision
+from appliance.controller.oidc import Identity
 from appliance.controller.roles import Role
 from appliance.controller.store import ControllerStore, StoreError
 
@@ -280,8 +281,26 @@ def _assert_append_only(store: ControllerStore) -> None:
 def test_the_audit_log_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None:
     store = ControllerStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
     try:
-        assert current_revision(store.engine) == "0001"
+        assert current_revision(store.engine) == "0002"
         _assert_append_only(store)
+    finally:
+        store.close()
+
+
+def test_the_migrated_database_matches_the_tables(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from appliance.controller.database import VERSION_TABLE
+    from appliance.controller.schema import metadata
+
+    store = ControllerStore.open(f"sqlite:///{tmp_path / 'schema.db'}")
+    try:
+        with store.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+            )
+            assert list(compare_metadata(context, metadata)) == []
     finally:
         store.close()
 
@@ -311,3 +330,64 @@ def test_the_audit_log_refuses_update_delete_and_truncate_on_postgresql(
 def test_the_store_has_no_way_to_change_the_audit_log() -> None:
     public = {name for name in dir(ControllerStore) if "audit" in name}
     assert public == {"append_audit", "query_audit", "audit_count"}
+
+
+# -- accounts made by OpenID Connect logins ----------------------------------------------------
+
+
+def _identity(sub: str, username: str, role: Role) -> Identity:
+    return Identity(f"https://idp.example {sub}", username, role, "some-group")
+
+
+def test_an_oidc_login_makes_the_account_and_gives_it_the_providers_role(
+    auth: Authenticator,
+) -> None:
+    first = asyncio.run(auth.login_oidc(_identity("1", "olga", Role.AUDITOR), "10.0.0.1"))
+    assert first.principal.role == Role.AUDITOR
+    assert auth.session(first.session_id) == first.principal
+    again = asyncio.run(auth.login_oidc(_identity("1", "olga", Role.SERVICE_OWNER), "10.0.0.1"))
+    assert again.principal.role == Role.SERVICE_OWNER
+    users = auth.store.list_users()
+    assert [(u.username, u.role, u.oidc_subject) for u in users] == [
+        ("olga", Role.SERVICE_OWNER, "https://idp.example 1")
+    ]
+    assert users[0].as_api(auth.clock())["login"] == "oidc"
+    # No password logs in to it, and none can be set.
+    with pytest.raises(LoginFailed, match="OpenID Connect"):
+        auth.check_password("olga", "")
+    with pytest.raises(StoreError, match="has no password"):
+        auth.set_password("olga", PASSWORD)
+
+
+def test_an_oidc_login_never_takes_over_another_account(auth: Authenticator) -> None:
+    auth.create_user("alice", Role.ADMINISTRATOR, PASSWORD)
+    with pytest.raises(LoginFailed, match="'alice' is a local account"):
+        asyncio.run(auth.login_oidc(_identity("2", "alice", Role.AUDITOR), "-"))
+    asyncio.run(auth.login_oidc(_identity("3", "bob", Role.AUDITOR), "-"))
+    with pytest.raises(LoginFailed, match="'bob' is another person's"):
+        asyncio.run(auth.login_oidc(_identity("4", "bob", Role.AUDITOR), "-"))
+    with pytest.raises(LoginFailed, match="not a valid account name"):
+        asyncio.run(auth.login_oidc(_identity("5", "bob smith", Role.AUDITOR), "-"))
+    entries, _ = auth.store.query_audit(action="login", outcome="failure")
+    assert [e.detail for e in entries][-1] == "oidc: the username 'alice' is a local account here"
+
+
+def test_a_disabled_oidc_account_cannot_log_in(auth: Authenticator) -> None:
+    session = asyncio.run(auth.login_oidc(_identity("6", "carol", Role.AUDITOR), "-"))
+    auth.store.set_disabled("carol", True)
+    assert auth.session(session.session_id) is None
+    with pytest.raises(LoginFailed, match="account disabled"):
+        asyncio.run(auth.login_oidc(_identity("6", "carol", Role.ADMINISTRATOR), "-"))
+    user = auth.store.get_user("carol")
+    assert user is not None
+    assert user.role == Role.AUDITOR  # a disabled account is not given the new role
+
+
+def test_a_login_begun_at_the_provider_is_used_once(auth: Authenticator, clock: Clock) -> None:
+    store = auth.store
+    store.add_oidc_login("a" * 64, "/contracts", clock.now, clock.now + timedelta(minutes=10))
+    store.add_oidc_login("b" * 64, "/", clock.now, clock.now + timedelta(minutes=10))
+    assert store.take_oidc_login("a" * 64, clock.now) == "/contracts"
+    assert store.take_oidc_login("a" * 64, clock.now) is None
+    clock.advance(minutes=11)
+    assert store.take_oidc_login("b" * 64, clock.now) is None  # expired

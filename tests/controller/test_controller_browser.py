@@ -30,12 +30,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from controllertest import SERVICE, sample_records, write_transactions
+from oidcidp import IdentityProvider
 
 from appliance.config import load_config
 from appliance.controller.auth import CSRF_HEADER, SESSION_COOKIE
 from appliance.controller.demo import ControllerAccess, start_controller
 from appliance.demo.group import Member, MemberPlan, provision_group, state_of, wait_for
-from appliance.demo.processes import start_component
+from appliance.demo.processes import free_port, start_component
 from appliance.manager.storage import ManagerStore
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
@@ -76,6 +77,7 @@ class World:
     publication: str
     connection: str
     transaction_ids: list[str]
+    idp: IdentityProvider
 
 
 def has_contract(member: Member, content_hash: str, *, signed_by: str | None = None) -> bool:
@@ -135,11 +137,38 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     directory, a, b = members["directory"], members["a"], members["b"]
     txlog = f"sqlite:///{root / 'b' / 'txlog.db'}"
+    # b's controller also offers login with an OpenID Connect provider (a real one, in a
+    # thread: tests/controller/oidcidp.py).
+    idp = IdentityProvider(root / "idp").start()
+    controller_port = free_port()
+    idp.redirect_uri = f"https://127.0.0.1:{controller_port}/login/oidc/callback"
+    secret = root / "oidc-client-secret"
+    secret.write_text(idp.client_secret)
     with b.config_path.open("a") as config:
-        config.write(f'\n[txlog]\ndatabase = "{txlog}"\n')
+        config.write(
+            f"""
+[txlog]
+database = "{txlog}"
+
+[controller]
+database = "sqlite:///{root / "b" / "controller.db"}"
+bind = "127.0.0.1:{controller_port}"
+
+[controller.oidc]
+issuer = "{idp.issuer}"
+client_id = "{idp.client_id}"
+client_secret_file = "{secret}"
+redirect_url = "{idp.redirect_uri}"
+ca_bundle = "{idp.ca_file}"
+provider_name = "Test IdP"
+
+[controller.oidc.roles]
+"sluis-security" = "security_officer"
+"""
+        )
     b.config = load_config(b.config_path)
     logs = root / "logs"
-    started: list[Any] = []
+    started: list[Any] = [idp]
     try:
         # Every Manager and b's controller start at once (each logs in to its own token).
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -155,7 +184,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 )
                 for name, m in members.items()
             }
-            controller_future = pool.submit(start_controller, b.config_path, logs, name="b")
+            controller_future = pool.submit(
+                start_controller, b.config_path, logs, name="b", port=controller_port
+            )
             for name, future in managers.items():
                 members[name].manager = future.result()
                 started.append(members[name].manager)
@@ -184,7 +215,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         write_transactions(txlog, records)
         yield World(
-            members, controller, publication, asked["hash"], [r.transaction_id for r in records]
+            members,
+            controller,
+            publication,
+            asked["hash"],
+            [r.transaction_id for r in records],
+            idp,
         )
     finally:
         for component in started:
@@ -324,6 +360,27 @@ def test_pages_for_the_screenshots_and_the_keyboard(page: Any, world: World) -> 
     if target is not None:
         page.screenshot(path=str(target / "login.png"))
     assert page.errors == []
+
+
+def test_log_in_with_the_identity_provider(browser: Any, world: World) -> None:
+    """The login page's button, the provider's redirect back, and a session cookie that the
+    browser sends (SameSite=Strict, set at the end of a navigation from another site)."""
+    expect = sync_api.expect
+    context = browser.new_context(ignore_https_errors=True)  # the demo CA's and the IdP's
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(world.controller.url + "contracts")
+        page.get_by_role("link", name="Log in with Test IdP").click()
+        expect(page.get_by_role("heading", name="Contracts")).to_be_visible()
+        expect(page).to_have_url(re.compile(r"/contracts$"))
+        expect(page.locator("header .who")).to_contain_text("olga (security officer)")
+        assert world.idp.token_requests, "the controller redeemed the code at the provider"
+        assert page.errors == []
+    finally:
+        context.close()
 
 
 def test_demo_hook_prints_an_account(world: World) -> None:
