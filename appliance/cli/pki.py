@@ -226,7 +226,7 @@ def _cmd_expiry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     now = datetime.now(UTC)
     report = collect(config.tls)
-    due = expiring(report, args.within_days, now)
+    due = expiring(report, args.within_days, now, crl_days=args.crl_within_hours / 24)
     if args.json:
         print(
             json.dumps(
@@ -261,7 +261,7 @@ def _cmd_expiry(args: argparse.Namespace) -> int:
     if due or report.problems:
         print(
             f"sluis: {len(due) + len(report.problems)} item(s) expire within "
-            f"{args.within_days} days or cannot be read",
+            f"{args.within_days} days (CRLs: {args.crl_within_hours} hours) or cannot be read",
             file=sys.stderr,
         )
         return 1
@@ -378,6 +378,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     appliance_config(expiry)
     expiry.add_argument(
         "--within-days", type=_positive, required=True, metavar="N", help="renewal horizon"
+    )
+    expiry.add_argument(
+        "--crl-within-hours",
+        type=_positive,
+        default=24,
+        metavar="H",
+        help="horizon for CRLs, which a timer refreshes (default %(default)s)",
     )
     expiry.add_argument("--json", action="store_true", help="machine-readable output")
     expiry.set_defaults(func=_cmd_expiry)

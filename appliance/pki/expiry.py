@@ -114,7 +114,18 @@ def collect(tls: TlsSettings) -> ExpiryReport:
     return ExpiryReport(items, problems)
 
 
-def expiring(report: ExpiryReport, days: float, now: datetime | None = None) -> list[ExpiryItem]:
-    """The items that are expired, unusable, or expire within ``days`` days."""
+def expiring(
+    report: ExpiryReport,
+    days: float,
+    now: datetime | None = None,
+    *,
+    crl_days: float | None = None,
+) -> list[ExpiryItem]:
+    """The items that are expired, unusable, or expire within ``days`` days.
+
+    CRLs live for days and are refreshed by a timer, so they have their own horizon
+    (``crl_days``, default ``days``).
+    """
     now = now or datetime.now(UTC)
-    return [item for item in report.items if item.within(days, now)]
+    horizon = {"crl": days if crl_days is None else crl_days}
+    return [item for item in report.items if item.within(horizon.get(item.kind, days), now)]
