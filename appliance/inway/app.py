@@ -8,7 +8,7 @@ no request; a transaction id already logged is the caller's ``INVALID_LOG_RECORD
 the request is streamed to the Service's backend and its response streamed back unaltered
 (hop-by-hop headers aside).
 
-``create_app`` runs in each gunicorn worker after fork; the worker's aiohttp session is made
+``create_app`` runs in each gunicorn worker after fork; the worker's connection pool is made
 on the first request, in the worker's event loop, and closed at shutdown (ASGI lifespan).
 """
 
@@ -36,7 +36,13 @@ from appliance.inway.logging import (
     transaction_id,
 )
 from appliance.inway.paths import backend_path
-from appliance.inway.proxy import BodyProgress, ClientDisconnected, Forwarder, request_body
+from appliance.inway.proxy import (
+    BackendResponse,
+    BodyProgress,
+    ClientDisconnected,
+    Forwarder,
+    request_body,
+)
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
 from appliance.metrics import mount_metrics
@@ -186,9 +192,17 @@ class InwayProxy:
             body=body,
         )
         assert resp is not None  # Falcon always passes one to a sink
-        resp.status = answer.status
-        for name, value in answer.headers:
-            resp.append_header(name, value)
+        pass_on(answer, resp)
+
+
+def pass_on(answer: BackendResponse, resp: falcon.asgi.Response) -> None:
+    """The next hop's answer as the gateway's own: status, headers, body (whole or streamed)."""
+    resp.status = answer.status
+    for name, value in answer.headers:
+        resp.append_header(name, value)
+    if answer.data is not None:
+        resp.data = answer.data  # one write; Falcon sets Content-Length to its length
+    else:
         # HEAD: Falcon sends no body, and an empty stream keeps it from adding Content-Length.
         resp.stream = answer.body if answer.body is not None else empty_body()
 

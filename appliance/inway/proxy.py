@@ -1,134 +1,42 @@
 """Forward a request to a Service's backend and stream the answer back.
 
-One ``aiohttp.ClientSession`` per worker, created lazily in the worker's event loop (a
-session belongs to the loop it was made in), with a keep-alive pool to the backends. Bodies
-are streamed both ways and never held whole: the request body goes out as it arrives from the
-ASGI receive stream (aiohttp sends it chunked unless the client gave a Content-Length), the
-response body goes back through Falcon's ``resp.stream`` as the backend sends it, with flow
-control on both sides.
+One :class:`~appliance.upstream.UpstreamPool` per worker, made lazily in the worker's event
+loop, with keep-alive connections to the backends (see ``appliance.upstream`` for why the
+gateways have a client of their own). Bodies are streamed both ways and never held whole:
+the request body goes out as it arrives from the ASGI receive stream (chunked unless the
+client gave a Content-Length), the response body goes back through Falcon's ``resp.stream``
+as the backend sends it, with flow control on both sides. An answer that is complete when
+its head has been read (most small ones) is passed on whole (``BackendResponse.data``), so
+that the gateway answers with one write.
 
-Timeouts: connecting (including the wait for a pooled connection), every read from the
-backend, and every write of the request body to it. A backend that is down, silent for too
-long before its response starts, or that stops taking the request body gives
-``ERROR_CODE_SERVICE_UNREACHABLE`` (502) and its connection is closed; one that stalls while its
-response body is streaming gets the connection to the Outway aborted, so the Outway never takes
-a cut-off body for a whole one.
-
-The write timeout (:class:`WriteWatchdog`): aiohttp has none, and its read timeout only starts
-once the whole request body has been sent, so a backend that accepts a connection, reads the
-head and then stops reading would hold the request (and both connections) forever. The
-watchdog times each piece of the body from the moment aiohttp takes it until aiohttp asks for
-the next one (that is, until the piece went into the socket); waiting for the Outway's next
-piece does not count. When a piece is not taken within the timeout, the backend connection is
-aborted (a graceful close would wait for the unsent bytes forever) and the task writing the
-body cancelled.
+Timeouts: connecting (including the wait for a pooled connection), every wait for the
+backend to send something, and every wait for it to take more of the request body. A backend
+that is down, silent for too long before its response starts, or that stops taking the
+request body gives ``ERROR_CODE_SERVICE_UNREACHABLE`` (502) and its connection is closed; one
+that stalls while its response body is streaming gets the connection to the Outway aborted,
+so the Outway never takes a cut-off body for a whole one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
 
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.headers import Headers, request_headers, response_headers
 from appliance.inway.settings import Backend
+from appliance.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from appliance.upstream.client import Origin, describe, parse_origin
 
 log = logging.getLogger("sluis.inway")
 
-# Headers aiohttp would otherwise add on its own; the backend gets what the Outway sent.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # Statuses whose responses have no body (RFC 9110 6.4.1).
 _BODILESS = frozenset({204, 304})
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
-
-
-def _caused_by_disconnect(exc: BaseException) -> bool:
-    """aiohttp wraps an error of the request body (our ClientDisconnected) in its own."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ClientDisconnected):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-class WriteWatchdog:
-    """Aborts the backend body write when one piece of it takes longer than ``timeout``."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.fired = False
-        self.transport: asyncio.Transport | None = None  # set by WatchedRequest.send
-        self._timer: asyncio.TimerHandle | None = None
-
-    def _arm(self, task: asyncio.Task[Any] | None) -> None:
-        self._disarm()
-        if task is not None and not task.done():
-            self._timer = asyncio.get_running_loop().call_later(self.timeout, self._fire, task)
-
-    def _disarm(self, *_: Any) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self, task: asyncio.Task[Any]) -> None:
-        self._timer = None
-        if not task.done():
-            self.fired = True
-            if self.transport is not None:  # uvloop's transports are no asyncio subclasses
-                self.transport.abort()
-            task.cancel()
-
-    async def watch(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """``body``, with each piece timed from being handed out until the next is asked for."""
-        try:
-            async for chunk in body:  # waiting for the Outway: not timed
-                self._arm(asyncio.current_task())
-                yield chunk  # aiohttp writes it and waits until the socket takes it
-                self._disarm()
-            # aiohttp still writes the end of the body (and waits for the socket once more).
-            task = asyncio.current_task()
-            self._arm(task)
-            if task is not None:
-                task.add_done_callback(self._disarm)
-        except BaseException:
-            self._disarm()
-            raise
-
-
-_WATCHDOG: contextvars.ContextVar[WriteWatchdog | None] = contextvars.ContextVar(
-    "sluis_write_watchdog", default=None
-)
-
-
-class WatchedRequest(aiohttp.ClientRequest):
-    """Tells the request's :class:`WriteWatchdog` which connection its body goes out on.
-
-    A session used with a write timeout must be made with ``request_class=WatchedRequest``;
-    without it a timed-out write is only cancelled, and aiohttp's graceful close then waits
-    for the unsent bytes as long as the peer does not read.
-    """
-
-    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
-        watchdog = _WATCHDOG.get()
-        if watchdog is not None:
-            watchdog.transport = conn.transport
-        return await super().send(conn)
+# Idle backend connections are dropped before most backends drop them (uvicorn: 5 s), so a
+# pooled connection is rarely reused just as the backend closes it.
+BACKEND_KEEPALIVE_SECONDS = 4.0
 
 
 class ClientDisconnected(Exception):
@@ -139,11 +47,12 @@ class BackendStalled(Exception):
     """The backend failed while its response body was being streamed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendResponse:
     status: int
     headers: Headers
-    body: AsyncIterator[bytes] | None  # None: nothing to stream (HEAD, 204, 304)
+    body: AsyncIterator[bytes] | None  # None: nothing to stream (see data)
+    data: bytes | None = None  # the whole body, when it was complete with the head
 
 
 class Forwarder:
@@ -155,44 +64,46 @@ class Forwarder:
         connections: int,
         write_timeout: float | None = None,
     ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._write_timeout = write_timeout  # None: no write timeout
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=connect_timeout,
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
-        )
         self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: UpstreamPool | None = None
+        self._origins: dict[str, Origin] = {}
 
-    def session(self) -> aiohttp.ClientSession:
-        """This worker's session, made on first use in the running loop."""
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            # No await between the check and the assignment: one session per loop.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._connections,
-                    limit_per_host=0,
-                    # Shorter than most backends keep idle connections (uvicorn: 5 s), so a
-                    # pooled connection is rarely reused just as the backend closes it.
-                    keepalive_timeout=4,
-                ),
-                timeout=self._timeout,
-                auto_decompress=False,  # the body goes back exactly as the backend sent it
-                cookie_jar=aiohttp.DummyCookieJar(),  # never carry cookies between requests
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                trust_env=False,  # no proxy from the environment
-                request_class=WatchedRequest,
-            )
-            self._loop = loop
-        return self._session
+    def _make_pool(self) -> UpstreamPool:
+        return UpstreamPool(
+            connections=self._connections,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            write_timeout=self._write_timeout,
+            keepalive=BACKEND_KEEPALIVE_SECONDS,
+        )
+
+    def pool(self) -> UpstreamPool:
+        """This worker's pool, made on first use in the running loop."""
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            pool = self._pool = self._make_pool()
+        return pool
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    def _origin(self, origin: str) -> Origin:
+        parsed = self._origins.get(origin)
+        if parsed is None:
+            parsed = self._origins[origin] = parse_origin(origin)
+        return parsed
+
+    def unreachable(self, backend: Backend, reason: str) -> Exception:
+        log.warning("service %s unreachable at %s: %s", backend.name, backend.url, reason)
+        return InwayError(
+            InwayErrorCode.SERVICE_UNREACHABLE,
+            f"the inway cannot reach the service {backend.name!r}: {reason}",
+        )
 
     async def forward(
         self,
@@ -205,65 +116,41 @@ class Forwarder:
         body: AsyncIterator[bytes] | None,
     ) -> BackendResponse:
         """Send the request; return once the backend's status and headers are in."""
-        target = backend.origin + path
+        target = path
         if query_string:
             target += "?" + query_string.decode("latin-1")
-        url = URL(target, encoded=True)
-        watchdog = None
-        if body is not None and self._write_timeout is not None:
-            watchdog = WriteWatchdog(self._write_timeout)
-            body = watchdog.watch(body)
-        watching = _WATCHDOG.set(watchdog)
         try:
-            response = await self.session().request(
-                method,
-                url,
-                headers=CIMultiDict(request_headers(headers)),
-                data=body,
-                allow_redirects=False,
-                compress=None,
+            response = await self.pool().request(
+                self._origin(backend.origin), method, target, request_headers(headers), body
             )
-        except ClientDisconnected:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if _caused_by_disconnect(exc):
-                raise ClientDisconnected(
-                    "the Outway disconnected mid-body; request aborted"
-                ) from None
-            reason = _reason(exc)
-            if watchdog is not None and watchdog.fired:
-                reason = f"timed out sending the request body ({watchdog.timeout:g} s)"
-            log.warning("service %s unreachable at %s: %s", backend.name, backend.url, reason)
-            raise InwayError(
-                InwayErrorCode.SERVICE_UNREACHABLE,
-                f"the inway cannot reach the service {backend.name!r}: {reason}",
-            ) from None
-        finally:
-            _WATCHDOG.reset(watching)
-        if method == "HEAD" or response.status in _BODILESS or response.status < 200:
-            response.release()
-            return BackendResponse(response.status, response_headers(response.raw_headers), None)
-        return BackendResponse(
-            response.status, response_headers(response.raw_headers), _relay(response, backend)
-        )
+        except (UpstreamError, OSError) as exc:
+            raise self.unreachable(backend, describe(exc)) from None
+        return _answer(response, method, backend)
 
 
-async def _relay(response: aiohttp.ClientResponse, backend: Backend) -> AsyncIterator[bytes]:
-    finished = False
+def _answer(response: UpstreamResponse, method: str, backend: Backend) -> BackendResponse:
+    status = response.status
+    headers = response_headers(response.headers)
+    if method == "HEAD" or status in _BODILESS:
+        response.close()
+        return BackendResponse(status, headers, None)
+    data = response.whole()
+    if data is not None:
+        return BackendResponse(status, headers, None, data)
+    return BackendResponse(status, headers, _relay(response, backend))
+
+
+async def _relay(response: UpstreamResponse, backend: Backend) -> AsyncIterator[bytes]:
+    chunks = response.chunks()
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in chunks:
             yield chunk
-        finished = True
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        reason = _reason(exc)
+    except (UpstreamError, OSError) as exc:
         raise BackendStalled(
-            f"service {backend.name!r} failed while sending its response body: {reason}"
+            f"service {backend.name!r} failed while sending its response body: {describe(exc)}"
         ) from None
     finally:
-        if finished:
-            response.release()
-        else:
-            response.close()  # do not return a half-read connection to the pool
+        await chunks.aclose()  # an early stop closes the connection, never reused half-read
 
 
 class BodyProgress:
@@ -276,7 +163,7 @@ class BodyProgress:
 async def request_body(
     chunks: AsyncIterator[bytes], *, content_length: int | None, progress: BodyProgress
 ) -> AsyncIterator[bytes]:
-    """The request body for aiohttp, chunk by chunk as the Outway sends it.
+    """The request body for the backend, chunk by chunk as the Outway sends it.
 
     Raises :class:`ClientDisconnected` (aborting the backend request, so that the backend never
     sees a cut-off body as a whole one) when the body ends without being complete.

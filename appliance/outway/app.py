@@ -33,7 +33,7 @@ import falcon
 import falcon.asgi
 
 from appliance.config import load_config
-from appliance.inway.app import ForwarderLifecycle, InwayRequest, empty_body, has_body
+from appliance.inway.app import ForwarderLifecycle, InwayRequest, has_body, pass_on
 from appliance.inway.app import raw_path as request_raw_path
 from appliance.inway.errors import InwayError
 from appliance.inway.paths import checked_path
@@ -226,10 +226,7 @@ class OutwayProxy:
             if codes & _TOKEN_REFUSED:
                 self._tokens.forget(route.grant_hash)
         assert resp is not None  # Falcon always passes one to a sink
-        resp.status = answer.status
-        for name, value in answer.headers:
-            resp.append_header(name, value)
-        resp.stream = answer.body if answer.body is not None else empty_body()
+        pass_on(answer, resp)
 
 
 class Closers:
@@ -293,7 +290,7 @@ def create_outway_app(
 
 def create_app() -> OutwayApp:
     """gunicorn's app factory (``appliance.outway.app:create_app()``), run in each worker."""
-    from appliance.manager.peer_client import PeerClient, _StaticResolver
+    from appliance.manager.peer_client import PeerClient
     from appliance.manager.setup import build_service, manager_settings, parse_resolve
     from appliance.outway.grants import CachedGrants, StoreGrants
     from appliance.outway.tokens import ManagerTokenFetcher
@@ -323,7 +320,7 @@ def create_app() -> OutwayApp:
         write_timeout=runtime.write_timeout,
         connections=runtime.inway_connections,
         ssl_context=ssl_context,
-        resolver=_StaticResolver(resolve) if resolve else None,
+        resolve=resolve or None,
     )
     writer = load_log_writer(settings.transaction_log, config)
     closers: list[Callable[[], Awaitable[None]]] = [client.close]

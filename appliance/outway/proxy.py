@@ -1,8 +1,8 @@
 """Forward a request to the inway in the token's ``aud`` over mutual TLS; stream both ways.
 
-This is the inway's :class:`~appliance.inway.proxy.Forwarder` (one aiohttp session per worker,
-made in the worker's loop; keep-alive pool; connect and read timeouts; streaming with flow
-control; hop-by-hop headers removed, ``Fsc-*`` kept) with a session that presents this
+This is the inway's :class:`~appliance.inway.proxy.Forwarder` (one connection pool per worker,
+made in the worker's loop; keep-alive; connect, read and write timeouts; streaming with flow
+control; hop-by-hop headers removed, ``Fsc-*`` kept) with connections that present this
 appliance's certificate (HSM key) to the inways, and the outway's error for an inway that
 cannot be reached (502 ``ERROR_CODE_INWAY_UNREACHABLE``). The inway's answer, an FSC error
 of the inway or the service's own error included, is passed back unaltered.
@@ -16,22 +16,20 @@ unless configured otherwise, the purpose-binding headers (``appliance.outway.log
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
-
-import aiohttp
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.headers import IDENTITY_HEADERS
-from appliance.inway.proxy import BackendResponse, Forwarder, WatchedRequest
+from appliance.inway.proxy import BackendResponse, Forwarder
 from appliance.inway.settings import Backend
 from appliance.outway.errors import OutwayError, OutwayErrorCode
+from appliance.upstream import UpstreamPool
 
 AUTHORIZATION_HEADER = "Fsc-Authorization"
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
-
-ConnectorFactory = Callable[[], aiohttp.BaseConnector]
+# The inway's gunicorn keeps an idle connection 75 s; the outway lets go earlier.
+INWAY_KEEPALIVE_SECONDS = 60.0
 
 
 def outgoing_headers(
@@ -60,7 +58,7 @@ def outgoing_headers(
 
 
 class OutwayForwarder(Forwarder):
-    """The inway's Forwarder, over mutual TLS to inways (or a test's own connector)."""
+    """The inway's Forwarder, over mutual TLS to inways."""
 
     def __init__(
         self,
@@ -68,10 +66,9 @@ class OutwayForwarder(Forwarder):
         connect_timeout: float,
         read_timeout: float,
         connections: int,
+        ssl_context: ssl.SSLContext,
         write_timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connector: ConnectorFactory | None = None,
-        resolver: aiohttp.abc.AbstractResolver | None = None,
+        resolve: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         super().__init__(
             connect_timeout=connect_timeout,
@@ -79,38 +76,19 @@ class OutwayForwarder(Forwarder):
             connections=connections,
             write_timeout=write_timeout,
         )
-        if ssl_context is None and connector is None:
-            raise ValueError("the outway talks to inways over mutual TLS: give an SSL context")
         self._ssl_context = ssl_context
-        self._connector = connector
-        self._resolver = resolver
+        self._resolve = resolve  # host:port -> (ip, port): the demo and tests on one host
 
-    def _make_connector(self) -> aiohttp.BaseConnector:
-        if self._connector is not None:
-            return self._connector()
-        assert self._ssl_context is not None  # checked in __init__
-        return aiohttp.TCPConnector(
-            ssl=self._ssl_context,
-            limit=self._connections,
-            limit_per_host=0,
-            keepalive_timeout=60,  # the inway (gunicorn keepalive 75 s) keeps it longer
-            resolver=self._resolver,
+    def _make_pool(self) -> UpstreamPool:
+        return UpstreamPool(
+            connections=self._connections,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            write_timeout=self._write_timeout,
+            keepalive=INWAY_KEEPALIVE_SECONDS,
+            ssl_context=self._ssl_context,
+            resolve=self._resolve,
         )
-
-    def session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session = aiohttp.ClientSession(
-                connector=self._make_connector(),
-                timeout=self._timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-                trust_env=False,
-                request_class=WatchedRequest,  # the write timeout: an inway that stops reading
-            )
-            self._loop = loop
-        return self._session
 
     async def to_inway(
         self,

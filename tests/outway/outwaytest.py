@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from appliance.manager.peer_client import _StaticResolver
 from appliance.outway.app import OutwayApp, create_outway_app
 from appliance.outway.grants import Route
 from appliance.outway.logging import LogWriter, MemoryLogWriter
@@ -397,7 +396,7 @@ def outway(
         read_timeout=runtime.read_timeout,
         connections=runtime.inway_connections,
         ssl_context=pki.client_context(),
-        resolver=_StaticResolver({f"{INWAY_HOST}:443": ("127.0.0.1", inway_port)}),
+        resolve={f"{INWAY_HOST}:443": ("127.0.0.1", inway_port)},
     )
     tokens = TokenCache(fetcher, group_id=GROUP_ID, refresh=refresh, clock=clock)
     app = create_outway_app(

@@ -451,7 +451,6 @@ def test_an_inway_that_stops_reading_the_upload_is_given_up(pki: Pki) -> None:
 
     from outwaytest import INWAY_HOST, FakeFetcher, FakeGrants
 
-    from appliance.manager.peer_client import _StaticResolver
     from appliance.outway.app import create_outway_app
     from appliance.outway.proxy import OutwayForwarder
     from appliance.outway.settings import OutwayRuntime
@@ -479,7 +478,7 @@ def test_an_inway_that_stops_reading_the_upload_is_given_up(pki: Pki) -> None:
             read_timeout=30,
             connections=4,
             ssl_context=pki.client_context(),
-            resolver=_StaticResolver({f"{INWAY_HOST}:443": ("127.0.0.1", port)}),
+            resolve={f"{INWAY_HOST}:443": ("127.0.0.1", port)},
             write_timeout=0.5,
         )
         app = create_outway_app(

@@ -1,0 +1,690 @@
+"""An HTTP/1.1 client made for one job: forward a request to the next hop, stream the answer back.
+
+Why not aiohttp: in the profile of the whole chain (``bench/chain.py``, py-spy) aiohttp's client
+took about a quarter of each gateway's CPU per request: cookie jars, redirects, URL objects,
+multidicts, tracing hooks, a task per request body, and three layers of streams. Forwarding
+needs none of that. This client does only what a reverse proxy's upstream hop needs:
+
+- :class:`UpstreamPool`, one per worker and event loop: keep-alive connections per origin, at
+  most ``connections`` open at once (a request waits for a free one, within the connect
+  timeout), the most recently used idle connection first, idle ones dropped after
+  ``keepalive`` seconds (shorter than the peer keeps them, so that a connection is rarely
+  reused just as the peer closes it);
+- the request head goes out in one write (with the body, when it is bytes already); a
+  streamed body goes out as it comes, chunked unless the caller gave a ``Content-Length``;
+  ``Host`` is the origin's; no other header is added;
+- the response is parsed by httptools (llhttp, the parser uvicorn uses); its body is handed on
+  as it arrives, with flow control both ways (reading pauses while 256 KiB wait unread; body
+  writes wait while the socket's buffer is full);
+- timeouts: connecting (TCP and TLS handshake, and the wait for a free connection); every
+  wait for the peer to send something (the read timeout restarts with every piece that
+  arrives); every wait for the socket to take more of the request body (the write timeout);
+- a response that is complete when its head has been read (most small answers) can be taken
+  whole (:meth:`UpstreamResponse.whole`), so that the gateway answers with one write;
+- a pooled connection that the peer closed before answering anything is retried once on a new
+  connection, only for a request without a body and with an idempotent method (RFC 9110
+  9.2.2): the race between reuse and the peer's idle close is not the caller's problem;
+- nothing else: no redirects, cookies, proxies, decompression, or automatic headers.
+
+A failure is an :class:`UpstreamError` (:class:`UpstreamTimeout` for the timeouts,
+:class:`UpstreamClosed` for a peer that went away); an exception raised by the request body
+iterator (the gateway's client left mid-upload) is re-raised as it is, and the upstream
+connection is aborted, so that the next hop never takes a cut-off body for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+
+import httptools
+
+READ_BUFFER_LIMIT = 256 * 1024  # unread response body at which reading pauses
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_EMPTY_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # RFC 9110 8.6: send Length 0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]  # scheme, host, port
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+class UpstreamError(Exception):
+    """The next hop could not be reached, or failed before its answer was complete."""
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    """Connecting, reading or writing took longer than its timeout."""
+
+
+class UpstreamClosed(UpstreamError):
+    """The peer closed or reset the connection before its answer was complete."""
+
+
+def parse_origin(origin: str) -> Origin:
+    """``http://host:port`` or ``https://host`` -> (scheme, host, port)."""
+    scheme, sep, rest = origin.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _DEFAULT_PORTS or not rest or "/" in rest:
+        raise ValueError(f"not an http(s) origin: {origin!r}")
+    if rest.startswith("["):  # [IPv6]:port
+        host, _, tail = rest[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, _, port_text = rest.partition(":")
+    try:
+        port = int(port_text) if port_text else _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError(f"not an http(s) origin: {origin!r}") from None
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"not an http(s) origin: {origin!r}")
+    return scheme, host, port
+
+
+def _host_header(origin: Origin) -> str:
+    scheme, host, port = origin
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+
+
+def _check(text: str) -> str:
+    # The servers in front of us refuse CR and LF in header fields already; a header the
+    # gateway adds itself must never be able to start another line either.
+    if "\r" in text or "\n" in text:
+        raise ValueError("a header field contains CR or LF")
+    return text
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to one origin, and the exchange it is in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin, read_timeout: float):
+        self._loop = loop
+        self.origin = origin
+        self._read_timeout = read_timeout
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.used = False  # has carried an exchange before (a reused pooled connection)
+        self.idle_since = 0.0
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: RawHeaders = []
+        self.complete = False  # the response message has ended
+        self.keep_alive = False
+        self.request_sent = False  # the whole request (head and body) is in the socket
+        self.error: BaseException | None = None
+        self.received_any = False
+        self.sender: asyncio.Task[None] | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._interim = False
+        self._skip_body = False
+        self._last_data = 0.0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no asyncio.Transport subclasses; they behave as one.
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        self._last_data = self._loop.time()
+        if self._skip_body and self.complete:
+            return  # a HEAD answer's announced body never comes; the connection is not reused
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(UpstreamError(f"invalid HTTP response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if (
+            exc is None
+            and self.status
+            and not self.complete
+            and self._delimited_by_close()
+            and self.error is None
+        ):
+            # A body without Content-Length or chunked framing ends with the connection.
+            self.complete = True
+            self.keep_alive = False
+            self._wake()
+            return
+        if not self.complete:
+            reason = f"the connection was closed ({exc})" if exc else "the connection was closed"
+            self.fail(UpstreamClosed(reason), abort=False)
+        # A complete answer stays valid (a peer may answer early, say 413, and close): only
+        # the rest of the request body stops.
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(UpstreamClosed("the connection was closed"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                self.fail(UpstreamError("the peer switched protocols; that is not supported"))
+                return
+            self._interim = True  # 100 Continue, 103 Early Hints: wait for the final answer
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = bool(self._parser.should_keep_alive())
+        if self._skip_body:
+            self.complete = True
+            self.keep_alive = False
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self._skip_body:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_BUFFER_LIMIT and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self.complete = True
+        self._wake()
+
+    # -- the exchange -----------------------------------------------------------------------------
+
+    def _delimited_by_close(self) -> bool:
+        if self._skip_body or self.status in (204, 304):
+            return False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (
+                lower == b"transfer-encoding" and b"chunked" in value.lower()
+            ):
+                return False
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, error: BaseException, *, abort: bool = True) -> None:
+        """End the exchange with ``error``: whoever waits gets it; the connection is dropped."""
+        if self.error is None:
+            self.error = error
+        for future in (self._head, self._waiter, self._drain):
+            if future is not None and not future.done():
+                future.set_exception(error)
+        if abort and self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        sender = self.sender
+        if sender is not None and not sender.done():
+            sender.cancel()
+
+    def start(self, head: bytes, *, method: str) -> asyncio.Future[None]:
+        """Write the request head (and a body given as bytes); the future is the answer's head."""
+        assert self.transport is not None
+        self._reset()
+        self.used = True
+        self._skip_body = method == "HEAD"
+        self._head = self._loop.create_future()
+        self._last_data = self._loop.time()
+        self.transport.write(head)
+        return self._head
+
+    async def wait(self, future: asyncio.Future[None]) -> None:
+        """Await ``future``, failing with UpstreamTimeout when the peer is silent too long."""
+        self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._expire)
+        try:
+            await future
+        finally:
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        sender = self.sender
+        if sender is not None and not sender.done():
+            # Still sending the request body: the peer's silence does not count yet (the
+            # write timeout covers a peer that stops taking it).
+            self._last_data = now
+        silent = now - self._last_data
+        if silent >= self._read_timeout * 0.999:
+            self.fail(UpstreamTimeout("timed out"))
+        else:
+            self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._expire)
+
+    async def head(self, future: asyncio.Future[None]) -> None:
+        try:
+            await self.wait(future)
+        finally:
+            self._head = None
+
+    def body_sent(self) -> None:
+        self.request_sent = True
+        self._last_data = self._loop.time()  # the read timeout counts from the body's end
+
+    def take_whole(self) -> bytes | None:
+        """The whole body, when the message is complete and nothing is left to read."""
+        if not self.complete or self.error is not None:
+            return None
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return body
+
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" at its end."""
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._reading_paused and self._buffered <= READ_BUFFER_LIMIT // 2:
+                    self._reading_paused = False
+                    if self.transport is not None and not self.closed:
+                        self.transport.resume_reading()
+                return chunk
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self.wait(self._waiter)
+            finally:
+                self._waiter = None
+
+    async def drain(self, timeout: float | None) -> None:
+        """Wait until the socket takes more (the write timeout; None: no limit)."""
+        if not self._write_paused:
+            return
+        if self.error is not None:
+            raise self.error
+        self._drain = self._loop.create_future()
+        try:
+            if timeout is None:
+                await self._drain
+            else:
+                await asyncio.wait_for(self._drain, timeout)
+        finally:
+            self._drain = None
+
+
+class UpstreamResponse:
+    """The status and headers of an answer; its body to be read once, whole or streamed."""
+
+    __slots__ = ("_conn", "_done", "_pool", "headers", "status")
+
+    def __init__(self, conn: _Connection, pool: UpstreamPool) -> None:
+        self.status = conn.status
+        self.headers: RawHeaders = conn.headers
+        self._conn = conn
+        self._pool = pool
+        self._done = False
+
+    def whole(self) -> bytes | None:
+        """The body when it has arrived completely already (the connection goes back to the
+        pool); None when it must be streamed with :meth:`chunks`."""
+        if self._done:
+            raise RuntimeError("the body was read already")
+        body = self._conn.take_whole()
+        if body is not None:
+            self._finish(clean=True)
+        return body
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives. Raises UpstreamError when the peer fails mid-body; the
+        connection is reused only after a clean, complete read."""
+        if self._done:
+            raise RuntimeError("the body was read already")
+        clean = False
+        try:
+            while chunk := await self._conn.read():
+                yield chunk
+            clean = True
+        finally:
+            self._finish(clean=clean)
+
+    def __del__(self) -> None:
+        # An answer nobody read to the end (its stream was never started) frees its slot.
+        if not self._done:
+            with contextlib.suppress(Exception):  # the loop may be gone already
+                self._finish(clean=False)
+
+    def close(self) -> None:
+        """Drop the answer unread (its connection is closed, never reused half-read)."""
+        if not self._done:
+            self._finish(clean=False)
+
+    def _finish(self, *, clean: bool) -> None:
+        self._done = True
+        conn = self._conn
+        reusable = clean and conn.complete and conn.keep_alive and conn.request_sent
+        self._pool.release(conn, reusable=reusable)
+
+
+class UpstreamPool:
+    """Keep-alive connections of one worker to its next hops (make it in the worker's loop)."""
+
+    def __init__(
+        self,
+        *,
+        connections: int,
+        connect_timeout: float,
+        read_timeout: float,
+        write_timeout: float | None = None,
+        keepalive: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
+        resolve: Mapping[str, tuple[str, int]] | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self._limit = connections
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._keepalive = keepalive
+        self._ssl = ssl_context
+        self._resolve = dict(resolve or {})
+        self._loop = asyncio.get_running_loop()
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    async def request(
+        self,
+        origin: Origin,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None = None,
+    ) -> UpstreamResponse:
+        """Send the request; return once the answer's status and headers are in.
+
+        ``headers`` are sent as given (latin-1), after ``Host``; framing is added: the
+        caller's ``Content-Length`` is kept (the body must match it), otherwise a streamed
+        body goes chunked and a bytes body gets its length.
+        """
+        if self._closed:
+            raise UpstreamError("the client is closed")
+        head, chunked = _request_head(origin, method, target, headers, body)
+        retry = body is None and method in _IDEMPOTENT
+        while True:
+            conn = await self._acquire(origin)
+            reused = conn.used
+            try:
+                return await self._exchange(conn, head, method, body, chunked)
+            except UpstreamClosed:
+                if retry and reused and not conn.received_any:
+                    retry = False  # once, on a fresh connection
+                    continue
+                raise
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        head: bytes,
+        method: str,
+        body: bytes | AsyncIterator[bytes] | None,
+        chunked: bool,
+    ) -> UpstreamResponse:
+        try:
+            if isinstance(body, bytes | bytearray):
+                answered = conn.start(head + bytes(body), method=method)
+                conn.request_sent = True
+            else:
+                answered = conn.start(head, method=method)
+                if body is None:
+                    conn.request_sent = True
+                else:
+                    conn.sender = self._loop.create_task(self._send_body(conn, body, chunked))
+            await conn.head(answered)
+        except BaseException:
+            self.release(conn, reusable=False)
+            raise
+        return UpstreamResponse(conn, self)
+
+    async def _send_body(
+        self, conn: _Connection, body: AsyncIterator[bytes], chunked: bool
+    ) -> None:
+        transport = conn.transport
+        assert transport is not None
+        try:
+            async for chunk in body:  # waiting for our own client: not timed
+                if not chunk:
+                    continue
+                if conn.error is not None or conn.closed:
+                    return
+                if chunked:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                else:
+                    transport.write(chunk)
+                try:
+                    await conn.drain(self._write_timeout)
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        f"timed out sending the request body ({self._write_timeout:g} s)"
+                    ) from None
+            if conn.error is not None or conn.closed:
+                return
+            if chunked:
+                transport.write(b"0\r\n\r\n")
+            conn.body_sent()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            conn.fail(exc)  # the head's waiter (or the body's reader) gets it; conn aborted
+        finally:
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    # -- the pool ---------------------------------------------------------------------------------
+
+    async def _acquire(self, origin: Origin) -> _Connection:
+        loop = self._loop
+        deadline = loop.time() + self._connect_timeout
+        while True:
+            idle = self._idle.get(origin)
+            now = loop.time()
+            while idle:
+                conn = idle.pop()
+                if conn.closed or now - conn.idle_since > self._keepalive:
+                    self._discard(conn)
+                    continue
+                return conn
+            if self._open < self._limit:
+                self._open += 1
+                try:
+                    return await self._connect(origin, deadline)
+                except BaseException:
+                    self._open -= 1
+                    self._wake_one()
+                    raise
+            if self._drop_idle():
+                continue  # an idle connection to another origin made room
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(deadline - loop.time(), 0))
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"timed out waiting for a free connection ({self._limit} in use)"
+                ) from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    async def _connect(self, origin: Origin, deadline: float) -> _Connection:
+        scheme, host, port = origin
+        address, to_port = self._resolve.get(f"{host}:{port}", (host, port))
+        context = None
+        if scheme == "https":
+            if self._ssl is None:
+                raise UpstreamError(f"no TLS context for {host}:{port}")
+            context = self._ssl
+        timeout = max(deadline - self._loop.time(), 0.001)
+        try:
+            _, conn = await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: _Connection(self._loop, origin, self._read_timeout),
+                    address,
+                    to_port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                    ssl_handshake_timeout=timeout if context is not None else None,
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(f"timed out connecting to {host}:{port}") from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            raise UpstreamError(f"cannot connect to {host}:{port}: {reason}") from None
+        return conn
+
+    def release(self, conn: _Connection, *, reusable: bool) -> None:
+        """Back to the pool (a clean, complete exchange on a keep-alive connection) or closed."""
+        sender = conn.sender
+        if sender is not None and not sender.done():
+            reusable = False
+        if reusable and not conn.closed and not self._closed:
+            conn.sender = None
+            conn.idle_since = self._loop.time()
+            self._idle.setdefault(conn.origin, []).append(conn)
+        else:
+            self._discard(conn)
+        self._wake_one()
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.abort()
+        self._open -= 1
+
+    def _drop_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                self._discard(idle.pop(0))  # the oldest
+                return True
+        return False
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        """Close the idle connections; busy ones close when their exchange ends."""
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                self._discard(idle.pop())
+        self._idle.clear()
+
+
+def _request_head(
+    origin: Origin,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | AsyncIterator[bytes] | None,
+) -> tuple[bytes, bool]:
+    if not target.startswith("/") or " " in target or "\r" in target or "\n" in target:
+        raise ValueError(f"not a request target: {target!r}")
+    lines = [f"{_check(method)} {target} HTTP/1.1\r\nHost: {_host_header(origin)}\r\n"]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == "content-length":
+            has_length = True
+        lines.append(f"{_check(name)}: {_check(value)}\r\n")
+    chunked = False
+    if body is None:
+        if method in _EMPTY_BODY_METHODS and not has_length:
+            lines.append("Content-Length: 0\r\n")
+    elif isinstance(body, bytes | bytearray):
+        if not has_length:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+    elif not has_length:
+        chunked = True
+        lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1"), chunked
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for the error message of a failed exchange."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+__all__ = [
+    "Origin",
+    "UpstreamClosed",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "describe",
+    "parse_origin",
+]
