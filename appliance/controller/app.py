@@ -24,7 +24,7 @@ from appliance.config import ControllerSettings, SluisConfig, load_config
 from appliance.controller import web
 from appliance.controller.access import AccessControl, audit, is_api
 from appliance.controller.api import add_api_routes, contract_error, describe
-from appliance.controller.auth import SESSION_COOKIE, Authenticator
+from appliance.controller.auth import SESSION_COOKIE, Authenticator, clear_cookie
 from appliance.controller.certificates import CertificateStatus, TokenListing
 from appliance.controller.errors import ControllerError, ErrorCode
 from appliance.controller.health import HealthProber, targets_from
@@ -96,7 +96,7 @@ class Controller:
         )
 
     def clear_session_cookie(self, resp: falcon.asgi.Response) -> None:
-        resp.unset_cookie(SESSION_COOKIE, same_site="Strict", path="/")
+        clear_cookie(resp, SESSION_COOKIE)
 
     # -- reports ------------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import falcon.asgi
+
 from appliance.config import ControllerSettings
 from appliance.controller.oidc import Identity
 from appliance.controller.passwords import (
@@ -55,6 +57,21 @@ CSRF_FIELD = "csrf_token"
 TOKEN_PREFIX = "sluis_ctl_"  # noqa: S105 (a prefix, not a secret)
 _CSRF_CONTEXT = b"sluis controller csrf v1"
 _TOUCH_EVERY = timedelta(seconds=30)  # last_seen_at is written at most this often
+
+
+def clear_cookie(resp: falcon.asgi.Response, name: str, same_site: str = "Strict") -> None:
+    """Remove a ``__Host-`` cookie. Falcon's ``unset_cookie`` leaves out ``Secure``, and a
+    browser ignores a ``__Host-`` cookie without it, so the old value would stay."""
+    resp.set_cookie(
+        name,
+        "",
+        expires=datetime(1970, 1, 1, tzinfo=UTC),
+        max_age="0",  # type: ignore[arg-type]  # Falcon leaves out an int 0 (falsy)
+        secure=True,
+        http_only=True,
+        same_site=same_site,
+        path="/",
+    )
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,7 @@ import jinja2
 
 from appliance.controller import params as p
 from appliance.controller.access import Rule, audit, by_method, peer_address, principal_of
-from appliance.controller.auth import LOGIN_COOKIE, LoginFailed
+from appliance.controller.auth import LOGIN_COOKIE, LoginFailed, clear_cookie
 from appliance.controller.errors import ControllerError
 from appliance.controller.oidc import (
     CALLBACK_PATH,
@@ -220,7 +220,7 @@ class Login(Page):
             )
             return
         self.c.set_session_cookie(resp, session.session_id)
-        resp.unset_cookie(LOGIN_COOKIE, same_site="Strict", path="/")
+        clear_cookie(resp, LOGIN_COOKIE)
         next_page = data.get("next")
         raise falcon.HTTPSeeOther(safe_next(next_page if isinstance(next_page, str) else None))
 
@@ -267,7 +267,7 @@ class OidcCallback(Page):
         if oidc is None:
             raise falcon.HTTPNotFound(description="Login with OpenID Connect is not configured.")
         flow_id = (req.get_cookie_values(FLOW_COOKIE) or [""])[0]
-        resp.unset_cookie(FLOW_COOKIE, same_site="Lax", path="/")
+        clear_cookie(resp, FLOW_COOKIE, "Lax")
         auth = self.c.auth
         try:
             next_page = (

@@ -251,7 +251,10 @@ def test_a_login_with_the_provider_gives_a_session_like_a_password_login(world: 
     for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert attribute in session_line
     assert "Max-Age" not in session_line  # a browser-session cookie, as after a password login
-    assert FLOW_COOKIE not in browser.cookies  # the flow cookie is cleared
+    # The flow cookie is cleared (with Secure: a browser ignores a __Host- cookie without it).
+    assert FLOW_COOKIE not in browser.cookies
+    for attribute in ("Max-Age=0", "Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert attribute in cookies[FLOW_COOKIE]
 
     # The PKCE verifier the controller sent matched the challenge (the provider checks it).
     token_request = world.idp.token_requests[-1]
@@ -279,6 +282,8 @@ def test_a_login_with_the_provider_gives_a_session_like_a_password_login(world: 
         "DELETE", f"{world.url}/api/v1/session", headers={CSRF_HEADER: who["csrf_token"]}
     )
     assert ended.status == 204
+    assert "Max-Age=0" in ended.set_cookies()[SESSION_COOKIE]
+    assert "Secure" in ended.set_cookies()[SESSION_COOKIE]
     assert browser.request("GET", f"{world.url}/api/v1/session").status == 401
 
     # The account the login made has no password.
