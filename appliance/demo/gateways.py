@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,13 @@ def configure_gateways(
     service: str,
     backend_url: str,
     root: Path,
+    more_services: Mapping[str, str] | None = None,
 ) -> Gateways:
-    """Give the provider an inway for ``service`` and the consumer an outway, each with its own
-    transaction log; every Manager learns where the inway is (``resolve``)."""
+    """Give the provider an inway for ``service`` (and ``more_services``: name -> backend URL)
+    and the consumer an outway, each with its own transaction log; every Manager learns where
+    the inway is (``resolve``)."""
     inway_port, outway_port = free_port(), free_port()
+    offered = [f"{name}={url}" for name, url in (more_services or {}).items()]
     provider_member = members[provider]
     inway_address = f"https://{provider_member.fqdn}:{inway_port}"
     first = next(iter(members.values())).config.manager
@@ -83,7 +87,7 @@ def configure_gateways(
         provider_member,
         f"""
 [inway]
-services = ["{service}={backend_url}"]
+services = {json.dumps([f"{service}={backend_url}", *offered])}
 address = "{inway_address}"
 transaction_log = "appliance.txlog.gateway:inway_writer"
 

@@ -7,8 +7,13 @@
 3. each organisation runs its FSC Manager under gunicorn (mutual TLS, key in the token);
 4. Dienst Registers publishes a service in the directory, Gemeente Sluisdam asks for a
    connection, both sides sign, and the Gemeente obtains an access token bound to its
-   certificate.
-Outway and inway join the same Group with their issue.
+   certificate;
+5. a request goes app -> outway -> inway -> sample API, logged at both ends;
+6. each organisation's controller starts with a printed admin login;
+7. Dienst Registers publishes a second service, Gemeente Sluisdam asks for a connection to
+   it, and that request is left pending at Dienst Registers: a person approves it in
+   registers' controller and then calls the service through the outway (the demo prints
+   where, how, and the request that is refused until then).
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from appliance.pki.identity import OrganisationIdentity
 from appliance.pki.publish import serve_public
 
 if TYPE_CHECKING:  # gateways.py imports this module
+    from appliance.controller.demo import ControllerAccess
     from appliance.demo.gateways import Gateways
 
 GROUP_ID = "sluis.demo"
 SERVICE = "basisregistratie"
+# The second service of Dienst Registers: its connection request waits for a person.
+PENDING_SERVICE = "adresregister"
 
 
 @dataclass(frozen=True)
@@ -263,8 +271,10 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
             f"valid {claims['exp'] - claims['nbf']}s"
         )
 
+        pending = propose_pending_connection(group, say)
         components = run_request(group, gateways, backend, say)
-        components += start_controllers(group, say)
+        controllers = start_controllers(group, say)
+        components += [access.component for access in controllers.values()]
 
         key_files = private_key_files(root)
         say(
@@ -275,6 +285,7 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
         if any(not p.is_relative_to(group.ca.directory) for p in key_files):
             say("ERROR: an organisation private key was found on disk")
             return 1
+        explain_pending(group, gateways, controllers["registers"], pending, say, keep_running)
         if keep_running:
             say("everything keeps running; press Ctrl-C to stop (it stops every component)")
             threading.Event().wait()
@@ -288,7 +299,8 @@ def run_demo(root: Path, say: Callable[[str], None], *, keep_running: bool) -> i
 
 
 def prepare_gateways(group: DemoGroup) -> tuple[Gateways, str]:
-    """Start the sample API and write the inway, outway and transaction log configuration."""
+    """Start the sample API and write the inway, outway and transaction log configuration
+    (the inway offers both services; the sample API answers for each)."""
     from appliance.demo.gateways import configure_gateways, start_sample_api
 
     api = start_sample_api()
@@ -300,8 +312,73 @@ def prepare_gateways(group: DemoGroup) -> tuple[Gateways, str]:
         service=SERVICE,
         backend_url=backend,
         root=group.root,
+        more_services={PENDING_SERVICE: f"http://127.0.0.1:{api.server_address[1]}/adressen"},
     )
     return gateways, backend
+
+
+def propose_pending_connection(group: DemoGroup, say: Callable[[str], None]) -> str:
+    """Registers publishes its second service (the directory accepts), gemeente asks for a
+    connection to it, and the request is left at registers for a person: its content hash."""
+    members = group.members
+    directory, gemeente, registers = members["directory"], members["gemeente"], members["registers"]
+    published = registers.sluis("contract", "propose-publication", "--service", PENDING_SERVICE)
+    wait_for(lambda: state_of(directory, published["hash"]) == "proposed", "the directory")
+    directory.sluis("contract", "accept", published["hash"])
+    wait_for(lambda: state_of(registers, published["hash"]) == "valid", "registers")
+    say(f"registers publishes a second service, {PENDING_SERVICE!r}; the directory accepted")
+    asked = gemeente.sluis(
+        "contract",
+        "propose-connection",
+        "--service-peer",
+        registers.oin,
+        "--service",
+        PENDING_SERVICE,
+    )
+    wait_for(lambda: state_of(registers, asked["hash"]) == "proposed", "registers")
+    say(
+        f"gemeente asks registers for a connection to {PENDING_SERVICE!r}: {asked['hash']} "
+        "(signed by gemeente; left pending at registers for a person to approve)"
+    )
+    return str(asked["hash"])
+
+
+def explain_pending(
+    group: DemoGroup,
+    gateways: Gateways,
+    controller: ControllerAccess,
+    content_hash: str,
+    say: Callable[[str], None],
+    keep_running: bool,
+) -> None:
+    """Say what a person does with the pending request, and show that the outway refuses the
+    call until then."""
+    import http.client
+
+    registers = group.members["registers"]
+    path = f"/{registers.oin}/{PENDING_SERVICE}/persons/42"
+    conn = http.client.HTTPConnection("127.0.0.1", gateways.outway_port, timeout=60)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    code = response.getheader("Fsc-Error-Code") or ""
+    say("")
+    say(f"PENDING: gemeente's connection request for {PENDING_SERVICE!r} waits at registers")
+    say(f"  contract: {content_hash}")
+    say(f"  1. open registers' controller: {controller.url}")
+    say(f"     log in as: {controller.username} / {controller.password}")
+    say("     (the certificate is the demo CA's: the browser warns; accept it for this demo)")
+    say(
+        f"  2. Contracts -> the request marked 'Needs your approval' (Gemeente Sluisdam, "
+        f"{PENDING_SERVICE}) -> Approve"
+    )
+    say("  3. then call the service as gemeente's application, through gemeente's outway:")
+    say(f"     curl -i http://127.0.0.1:{gateways.outway_port}{path}")
+    say(f"     (now, before the approval, the outway answers {response.status} {code})")
+    say("  4. and find the call in the transaction log: registers' controller -> Transaction log")
+    if not keep_running:
+        say("  (to do this yourself, run ./scripts/demo.sh --keep-running)")
+    say("")
 
 
 def run_request(
@@ -354,14 +431,14 @@ def run_request(
     return components
 
 
-def start_controllers(group: DemoGroup, say: Callable[[str], None]) -> list[Component]:
+def start_controllers(group: DemoGroup, say: Callable[[str], None]) -> dict[str, ControllerAccess]:
     """Each organisation's controller (operators' UI and API), with a printed admin account."""
     from appliance.controller.demo import start_controller
 
-    started = []
+    started = {}
     for member in group.members.values():
         access = start_controller(member.config_path, group.root / "logs", name=member.name)
-        started.append(access.component)
+        started[member.name] = access
         say(f"{member.name}: {access.describe()}")
     return started
 
