@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from postgres import psycopg_conninfo
 from psycopg import sql
 from sqlalchemy.engine import make_url
-from txlogtest import record, run, stored, write_all
+from txlogtest import at_commit, record, run, stored, write_all
 
 from appliance.serving.fsc_errors import ErrorDomain
 from appliance.txlog import (
@@ -116,13 +116,12 @@ def test_a_failing_commit_fails_every_writer_of_the_batch(store_url: str) -> Non
     with TransactionLog.open(store_url) as log:
         run(log.write(record()))
 
-        def refuse(_connection: Any) -> None:
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk full"))
+        def refuse() -> None:
+            raise OSError("disk full")
 
-        sa.event.listen(log.engine, "commit", refuse)
-        _all_refused(run(write_all(log, [record() for _ in range(PENDING)])))
-        _all_refused(run(write_all(log, [record() for _ in range(LATER)])))
-        sa.event.remove(log.engine, "commit", refuse)
+        with at_commit(log, refuse):
+            _all_refused(run(write_all(log, [record() for _ in range(PENDING)])))
+            _all_refused(run(write_all(log, [record() for _ in range(LATER)])))
         assert len(stored(store_url)) == 1
         assert run(write_all(log, [record() for _ in range(10)])) == [None] * 10
         assert len(stored(store_url)) == 11
@@ -255,16 +254,15 @@ def test_a_commit_that_hangs_fails_at_the_write_timeout(store_url: str) -> None:
         run(log.write(record()))
         release = threading.Event()
 
-        def hang(_connection: Any) -> None:
+        def hang() -> None:
             release.wait(10)
 
-        sa.event.listen(log.engine, "commit", hang)
-        started = time.perf_counter()
-        with pytest.raises(TransactionLogWriteError, match="did not confirm"):
-            run(log.write(record()))
-        assert time.perf_counter() - started < 2
-        release.set()
-        sa.event.remove(log.engine, "commit", hang)
+        with at_commit(log, hang):
+            started = time.perf_counter()
+            with pytest.raises(TransactionLogWriteError, match="did not confirm"):
+                run(log.write(record()))
+            assert time.perf_counter() - started < 2
+            release.set()
 
 
 def test_a_closed_log_refuses_and_close_commits_what_is_queued(store_url: str) -> None:

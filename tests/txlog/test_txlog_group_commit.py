@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from txlogtest import count_commits, record, run, stored, write_all
+from txlogtest import at_commit, counting_commits, record, run, stored, write_all
 
 from appliance.txlog import TransactionLog
 
 
 def test_concurrent_writes_are_batched(store_url: str) -> None:
-    with TransactionLog.open(store_url) as log:
-        commits = count_commits(log.engine)
+    with TransactionLog.open(store_url) as log, counting_commits(log) as commits:
         items = [record() for _ in range(200)]
         assert run(write_all(log, items)) == [None] * 200
         assert commits() <= 20, f"{commits()} transactions for 200 concurrent writes"
@@ -29,16 +27,17 @@ def test_concurrent_writes_are_batched(store_url: str) -> None:
 
 
 def test_without_group_commit_every_record_is_a_transaction(store_url: str) -> None:
-    with TransactionLog.open(store_url, max_batch=1, max_delay=0) as log:
-        commits = count_commits(log.engine)
+    with (
+        TransactionLog.open(store_url, max_batch=1, max_delay=0) as log,
+        counting_commits(log) as commits,
+    ):
         assert run(write_all(log, [record() for _ in range(50)])) == [None] * 50
         assert commits() == 50
         assert log.stats.largest_batch == 1
 
 
 def test_max_batch_bounds_a_batch(store_url: str) -> None:
-    with TransactionLog.open(store_url, max_batch=16) as log:
-        commits = count_commits(log.engine)
+    with TransactionLog.open(store_url, max_batch=16) as log, counting_commits(log) as commits:
         assert run(write_all(log, [record() for _ in range(200)])) == [None] * 200
         assert log.stats.largest_batch <= 16
         assert commits() >= 200 // 16
@@ -69,11 +68,9 @@ def test_no_write_returns_before_its_commit(store_url: str) -> None:
         run(log.write(record()))
         entered, release = threading.Event(), threading.Event()
 
-        def hold(_connection: Any) -> None:
+        def hold() -> None:
             entered.set()
             assert release.wait(10)
-
-        sa.event.listen(log.engine, "commit", hold)
 
         async def scenario() -> None:
             tasks = [asyncio.ensure_future(log.write(record())) for _ in range(50)]
@@ -84,8 +81,8 @@ def test_no_write_returns_before_its_commit(store_url: str) -> None:
             release.set()
             await asyncio.gather(*tasks)
 
-        run(scenario())
-        sa.event.remove(log.engine, "commit", hold)
+        with at_commit(log, hold):
+            run(scenario())
     assert len(stored(store_url)) == 51
 
 

@@ -402,3 +402,40 @@ def test_the_data_subject_is_never_in_the_database_in_plain_text(
     assert pseudonym.encode() in data  # the check looks in the right place
     assert bsn.encode() not in data
     assert bsn.encode("utf-16-le") not in data
+
+
+def test_the_sqlite_fast_path_stores_what_the_core_insert_stores(tmp_path: Path) -> None:
+    """The writer inserts on the driver's connection (no SQLAlchemy per row); a record must
+    read back the same, and be stored as the same text, as one inserted through Core."""
+    from appliance.txlog.store import _row
+
+    url = f"sqlite:///{tmp_path / 'txlog.db'}"
+    purpose = PurposeBinding(
+        processing_activity_id="https://register.example/activities/42",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        data_subject_pseudonym="ab" * 32,
+    )
+    moment = T0 + timedelta(microseconds=123456)
+    fast = record(
+        source_delegator=PEER_C, destination_delegator=PEER_D, purpose=purpose, created_at=moment
+    )
+    core = record(
+        source_delegator=PEER_C, destination_delegator=PEER_D, purpose=purpose, created_at=moment
+    )
+    with TransactionLog.open(url) as log:
+        run(log.write(fast))
+        with log.engine.begin() as connection:
+            connection.execute(sa.insert(metadata.tables["txlog_records"]), [_row(core)])
+        read, _ = log.query(PEER_A, transaction_ids=[fast.transaction_id, core.transaction_id])
+    assert {r.transaction_id: r for r in read} == {
+        fast.transaction_id: fast,
+        core.transaction_id: core,
+    }
+    database = make_url(url).database
+    assert database is not None
+    with sqlite3.connect(database) as raw:
+        rows = raw.execute("SELECT * FROM txlog_records ORDER BY id").fetchall()
+    # Every column but id and transaction_id holds the same value, created_at text included.
+    assert [row[0] for row in rows] == [1, 2]
+    assert rows[0][2:] == rows[1][2:]
+    assert rows[0][9] == "2026-11-01 12:00:00.123456"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from appliance.txlog import (
     TransactionLog,
     new_transaction_id,
 )
+from appliance.txlog import store as store_module
 
 # The FSC documents sit beside the repository (shared/fsc), as docs/manager.md refers to them.
 FSC = Path(__file__).resolve().parents[3] / "shared" / "fsc"
@@ -97,14 +99,45 @@ def stored(url: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def count_commits(engine: sa.Engine) -> Callable[[], int]:
+@contextlib.contextmanager
+def at_commit(log: TransactionLog, hook: Callable[[], None]) -> Iterator[None]:
+    """Run ``hook`` at every commit of the log's writer, before the commit itself: SQLite
+    commits on the driver's connection (the writer's fast path), PostgreSQL through
+    SQLAlchemy (its commit event)."""
+    if log.engine.dialect.name == "sqlite":
+        original = store_module._sqlite_commit
+
+        def commit(cursor: Any) -> None:
+            hook()
+            original(cursor)
+
+        store_module._sqlite_commit = commit
+        try:
+            yield
+        finally:
+            store_module._sqlite_commit = original
+    else:
+
+        def listener(_connection: Any) -> None:
+            hook()
+
+        sa.event.listen(log.engine, "commit", listener)
+        try:
+            yield
+        finally:
+            sa.event.remove(log.engine, "commit", listener)
+
+
+@contextlib.contextmanager
+def counting_commits(log: TransactionLog) -> Iterator[Callable[[], int]]:
+    """The number of commits of the log's writer so far, while in the block."""
     commits = [0]
 
-    def on_commit(_connection: Any) -> None:
+    def count() -> None:
         commits[0] += 1
 
-    sa.event.listen(engine, "commit", on_commit)
-    return lambda: commits[0]
+    with at_commit(log, count):
+        yield lambda: commits[0]
 
 
 # -- logging.yaml ---------------------------------------------------------------------------
