@@ -56,6 +56,10 @@ class SluisWorker(Worker):  # type: ignore[misc]
             http=PeerCertificateProtocol,
             lifespan="auto",
             server_header=False,
+            # The client address is the socket's: no X-Forwarded-For from a local process may
+            # rewrite it (uvicorn trusts it from 127.0.0.1 by default), and one less layer per
+            # request.
+            proxy_headers=False,
             timeout_keep_alive=self.cfg.keepalive,
             timeout_notify=self.timeout,
             callback_notify=self.callback_notify,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,13 +76,46 @@ class DestinationType(StrEnum):
 # --- transaction ids -------------------------------------------------------------------------
 
 
+class _RandomBlock(threading.local):
+    """Bytes from os.urandom, taken in blocks; per thread, and never shared across a fork."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.offset = 0
+
+
+_RANDOM = _RandomBlock()
+
+
+def _forget_random_after_fork() -> None:
+    # A forked child (a gunicorn worker) must not hand out the bytes its parent hands out.
+    global _RANDOM
+    _RANDOM = _RandomBlock()
+
+
+os.register_at_fork(after_in_child=_forget_random_after_fork)
+
+
+def _random_bytes(count: int) -> bytes:
+    block = _RANDOM
+    start = block.offset
+    if start + count > len(block.data):
+        block.data = os.urandom(block.SIZE)
+        start = 0
+    block.offset = start + count
+    return block.data[start : start + count]
+
+
 def new_transaction_id(now_ms: int | None = None) -> str:
     """A new UUIDv7: 48 bits of Unix milliseconds, version 7, variant 10, 74 random bits."""
     millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if not 0 <= millis < 1 << 48:
         raise ValueError(f"timestamp {millis} ms does not fit a UUIDv7")
-    # One read from the system CSPRNG per id (74 of its 80 bits are used).
-    random = int.from_bytes(os.urandom(10), "big")
+    # 74 of 80 bits from the system CSPRNG, read in blocks (a getrandom call per id cost
+    # more than the rest of the id).
+    random = int.from_bytes(_random_bytes(10), "big")
     rand_a, rand_b = random >> 68, random & ((1 << 62) - 1)
     value = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
     text = f"{value:032x}"

@@ -4,6 +4,7 @@ the local purpose fields that never reach the API (logging spec "Log record").""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -218,6 +219,25 @@ def test_new_transaction_ids_are_uuidv7() -> None:
     assert new_transaction_id(now_ms=0).startswith("00000000-0000-7")
     with pytest.raises(ValueError, match="UUIDv7"):
         new_transaction_id(now_ms=1 << 48)
+
+
+def test_a_forked_worker_never_repeats_its_parents_ids() -> None:
+    """The random bits come from blocks read from the CSPRNG; a gunicorn worker forked with a
+    half-used block in its parent must not hand out the same bits as the parent."""
+    new_transaction_id(now_ms=0)  # the parent now holds a block it has used a little of
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read)
+        os.write(write, "\n".join(new_transaction_id(now_ms=0) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_transaction_id(now_ms=0) for _ in range(50)}
+    assert len(child) == 50
+    assert not parent & child
 
 
 def test_the_time_prefix_sorts_ids_by_millisecond() -> None:
