@@ -1,0 +1,362 @@
+"""The gateways' upstream client against a raw HTTP/1.1 server on a real socket.
+
+The server is a few lines of asyncio that answer with exactly the bytes a test gives, so the
+client meets keep-alive, chunked and close-delimited bodies, interim responses, peers that
+close pooled connections, and peers that stop reading or answering. The gateways' own tests
+(tests/inway, tests/outway, tests/gateway) cover the same client behind real gunicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from appliance.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamTimeout
+from appliance.upstream.client import READ_BUFFER_LIMIT, parse_origin
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request: its head, and its body (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    body = b""
+    if b"transfer-encoding: chunked" in lower:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    elif b"content-length:" in lower:
+        length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+    return head, body
+
+
+class Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        assert self._server is not None
+        return parse_origin(f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}")
+
+    async def keep_answering(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
+    ) -> None:
+        while True:
+            head, body = await read_request(reader)
+            self.heads.append(head)
+            self.bodies.append(body)
+            writer.write(answer)
+            await writer.drain()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Answer: yes\r\n\r\nhello"
+
+
+def pool(**kwargs: Any) -> UpstreamPool:
+    settings: dict[str, Any] = {"connections": 4, "connect_timeout": 2.0, "read_timeout": 2.0}
+    settings.update(kwargs)
+    return UpstreamPool(**settings)
+
+
+def test_keep_alive_reuses_one_connection_and_hands_small_answers_whole() -> None:
+    async def scenario() -> None:
+        server: Server
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.keep_answering(reader, writer, OK)
+
+        async with Server(handler) as server:
+            client = pool()
+            for _ in range(5):
+                answer = await client.request(
+                    server.origin, "GET", "/a?b=c", [("Fsc-Transaction-Id", "x")]
+                )
+                assert answer.status == 200
+                assert (b"X-Answer", b"yes") in answer.headers
+                assert answer.whole() == b"hello"
+            assert server.connections == 1
+            assert server.heads[0].startswith(b"GET /a?b=c HTTP/1.1\r\nHost: 127.0.0.1:")
+            assert b"Fsc-Transaction-Id: x\r\n" in server.heads[0]
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_streamed_body_goes_chunked_and_a_bytes_body_with_its_length() -> None:
+    async def scenario() -> None:
+        server: Server
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.keep_answering(reader, writer, OK)
+
+        async def upload() -> AsyncIterator[bytes]:
+            for piece in (b"one ", b"", b"two ", b"three"):
+                yield piece
+
+        async with Server(handler) as server:
+            client = pool()
+            streamed = await client.request(server.origin, "POST", "/up", [], upload())
+            assert streamed.whole() == b"hello"
+            whole = await client.request(server.origin, "PUT", "/up", [], b"abc")
+            assert whole.whole() == b"hello"
+            empty = await client.request(server.origin, "POST", "/up", [])
+            assert empty.whole() == b"hello"
+            await client.close()
+        assert b"transfer-encoding: chunked" in server.heads[0].lower()
+        assert server.bodies[0] == b"one two three"
+        assert b"Content-Length: 3\r\n" in server.heads[1]
+        assert server.bodies[1] == b"abc"
+        assert b"Content-Length: 0\r\n" in server.heads[2]  # RFC 9110 8.6 for POST
+        assert server.connections == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_large_answer_streams_with_flow_control() -> None:
+    size = 8 * READ_BUFFER_LIMIT
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        block = b"x" * 65536
+        for _ in range(size // len(block)):
+            writer.write(b"%x\r\n%b\r\n" % (len(block), block))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # keep the connection until the client closes it
+
+    async def scenario() -> None:
+        async with Server(handler) as server:
+            client = pool()
+            answer = await client.request(server.origin, "GET", "/big", [])
+            assert answer.whole() is None  # not complete with its head: streamed
+            total = 0
+            async for chunk in answer.chunks():
+                total += len(chunk)
+                await asyncio.sleep(0)  # a slow reader
+            assert total == size
+            assert client.open_connections == 1  # back in the pool, clean
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_body_delimited_by_close_and_interim_answers() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with Server(handler) as server:
+            client = pool()
+            answer = await client.request(server.origin, "GET", "/", [])
+            assert answer.status == 200
+            assert (b"Link", b"</a>") not in answer.headers
+            body = b"".join([chunk async for chunk in answer.chunks()])
+            assert body == b"until the end"
+            assert client.open_connections == 0  # not kept: it ended with the connection
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_head_answers_end_with_their_head() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        async with Server(handler) as server:
+            client = pool()
+            answer = await asyncio.wait_for(client.request(server.origin, "HEAD", "/", []), 5)
+            assert answer.status == 200
+            assert answer.whole() == b""
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_pooled_connection_closed_by_the_peer_is_retried_once_for_a_get() -> None:
+    """The race of keep-alive: the peer closes an idle connection just as it is reused."""
+
+    async def scenario() -> None:
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(OK)  # keep-alive announced ...
+            await writer.drain()
+            await read_request(reader)  # ... but the next request is taken and dropped
+
+        async with Server(once) as server:
+            client = pool()
+            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            # Reused, closed without an answer: the GET goes again on a new connection.
+            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            assert server.connections == 2
+            # A POST on the reused (second) connection meets the same: never sent twice.
+            with pytest.raises(UpstreamClosed):
+                await client.request(server.origin, "POST", "/", [], b"once")
+            assert server.connections == 2
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_post_is_never_sent_twice() -> None:
+    async def scenario() -> None:
+        async def silent_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)  # takes it, answers nothing
+
+        async with Server(silent_close) as server:
+            client = pool()
+            with pytest.raises(UpstreamClosed):
+                await client.request(server.origin, "POST", "/", [], b"once")
+            assert server.connections == 1
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_timeouts_connect_read_and_write() -> None:
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async def upload() -> AsyncIterator[bytes]:
+        block = b"y" * (1 << 20)
+        for _ in range(256):
+            yield block
+
+    async def scenario() -> None:
+        async with Server(never_answers) as server:
+            client = pool(read_timeout=0.3)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout, match="timed out"):
+                await client.request(server.origin, "GET", "/", [])
+            assert 0.25 <= asyncio.get_running_loop().time() - started < 2
+            await client.close()
+        async with Server(never_reads) as server:
+            client = pool(write_timeout=0.3, read_timeout=60)
+            with pytest.raises(UpstreamTimeout, match="sending the request body"):
+                await asyncio.wait_for(client.request(server.origin, "POST", "/", [], upload()), 10)
+            assert client.open_connections == 0  # aborted, not pooled
+            await client.close()
+        client = pool(connections=1, connect_timeout=0.3)
+        # Port 9 on the loopback: nothing listens, the connection is refused.
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await client.request(parse_origin("http://127.0.0.1:9"), "GET", "/", [])
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_pool_limit_makes_requests_wait_within_the_connect_timeout() -> None:
+    async def scenario() -> None:
+        server: Server
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.keep_answering(reader, writer, OK)
+
+        async with Server(handler) as server:
+            client = pool(connections=1, connect_timeout=0.3)
+            held = await client.request(server.origin, "GET", "/", [])
+            with pytest.raises(UpstreamTimeout, match="free connection"):
+                await client.request(server.origin, "GET", "/", [])
+            assert held.whole() == b"hello"  # released: the next one gets it
+            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            assert server.connections == 1
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_request_body_is_raised_as_it_is_and_the_connection_aborted() -> None:
+    class Gone(Exception):
+        pass
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async def half() -> AsyncIterator[bytes]:
+        yield b"part"
+        raise Gone("the client left")
+
+    async def scenario() -> None:
+        async with Server(handler) as server:
+            client = pool()
+            with pytest.raises(Gone):
+                await client.request(server.origin, "POST", "/", [], half())
+            assert client.open_connections == 0
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Evil", "a\r\nInjected: yes"), ("X-Evil\r\nInjected", "yes"), ("X-Lf", "a\nb")],
+)
+def test_header_fields_cannot_start_a_new_line(name: str, value: str) -> None:
+    async def scenario() -> None:
+        client = pool()
+        with pytest.raises(ValueError, match="CR or LF"):
+            await client.request(parse_origin("http://127.0.0.1:9"), "GET", "/", [(name, value)])
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("origin", "parsed"),
+    [
+        ("http://backend:8080", ("http", "backend", 8080)),
+        ("https://inway.example.nl", ("https", "inway.example.nl", 443)),
+        ("HTTP://[::1]:81", ("http", "::1", 81)),
+    ],
+)
+def test_origins(origin: str, parsed: tuple[str, str, int]) -> None:
+    assert parse_origin(origin) == parsed
+
+
+@pytest.mark.parametrize("origin", ["ftp://x", "http://", "http://x:0", "http://x/path", "x:80"])
+def test_bad_origins_are_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        parse_origin(origin)
