@@ -25,6 +25,7 @@ _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _DOUBLE_ENCODED = re.compile(rb"%25(2e|2f|5c|00)", re.IGNORECASE)
 _DOT_SEGMENTS = (b".", b"..")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 def _refuse(why: str) -> InwayError:
@@ -41,6 +42,13 @@ def checked_path(raw_path: bytes) -> str:
         raise _refuse("it does not start with '/'")
     if not _PATH_CHARS.fullmatch(raw_path):
         raise _refuse("it contains characters that must be percent-encoded")
+    if b"%" not in raw_path:
+        # Nothing encoded (the common case): only literal dot segments can be wrong.
+        if b"." in raw_path:
+            for segment in raw_path.split(b"/")[1:]:
+                if segment.split(b";", 1)[0] in _DOT_SEGMENTS:
+                    raise _refuse("it contains a dot segment ('.' or '..', perhaps encoded)")
+        return raw_path.decode("ascii")
     if _BAD_ESCAPE.search(raw_path):
         raise _refuse("it contains a malformed percent-escape")
     if _DOUBLE_ENCODED.search(raw_path):
@@ -51,7 +59,7 @@ def checked_path(raw_path: bytes) -> str:
             raise _refuse("it contains a dot segment ('.' or '..', perhaps encoded)")
         if b"/" in decoded or b"\\" in decoded:
             raise _refuse("it contains an encoded '/' or '\\' in a segment")
-        if any(byte < 0x20 or byte == 0x7F for byte in decoded):
+        if _CONTROL.search(decoded):
             raise _refuse("it contains an encoded control character")
     return raw_path.decode("ascii")
 
