@@ -16,6 +16,7 @@ unless configured otherwise, the purpose-binding headers (``appliance.outway.log
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 
@@ -24,6 +25,8 @@ from appliance.inway.headers import IDENTITY_HEADERS
 from appliance.inway.proxy import BackendResponse, Forwarder
 from appliance.inway.settings import Backend
 from appliance.outway.errors import OutwayError, OutwayErrorCode
+from appliance.tls import revocation
+from appliance.tls.peer import PeerIdentity, PeerIdentityError
 from appliance.upstream import UpstreamPool
 
 AUTHORIZATION_HEADER = "Fsc-Authorization"
@@ -57,6 +60,21 @@ def outgoing_headers(
     return kept
 
 
+@functools.lru_cache(maxsize=256)
+def _inway_identity(der: bytes) -> PeerIdentity | None:
+    try:
+        return PeerIdentity.from_der(der)
+    except (PeerIdentityError, ValueError):
+        return None
+
+
+def inway_refusal(der: bytes) -> str | None:
+    """Why a kept-alive connection to an inway with this certificate may not be reused: the
+    certificate was revoked (a CRL loaded since the handshake) or has expired since."""
+    identity = _inway_identity(der)
+    return None if identity is None else revocation.peer_refusal(identity)
+
+
 class OutwayForwarder(Forwarder):
     """The inway's Forwarder, over mutual TLS to inways."""
 
@@ -88,6 +106,7 @@ class OutwayForwarder(Forwarder):
             keepalive=INWAY_KEEPALIVE_SECONDS,
             ssl_context=self._ssl_context,
             resolve=self._resolve,
+            peer_check=inway_refusal,
         )
 
     async def to_inway(

@@ -37,11 +37,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
 import httptools
+
+log = logging.getLogger("sluis.upstream")
 
 READ_BUFFER_LIMIT = 256 * 1024  # unread response body at which reading pauses
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -106,6 +109,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self._read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
+        self.peer_certificate: bytes | None = None  # DER, on a TLS connection
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.used = False  # has carried an exchange before (a reused pooled connection)
@@ -138,6 +142,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no asyncio.Transport subclasses; they behave as one.
         self.transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.peer_certificate = ssl_object.getpeercert(binary_form=True)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -425,7 +432,10 @@ class UpstreamPool:
         keepalive: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
         resolve: Mapping[str, tuple[str, int]] | None = None,
+        peer_check: Callable[[bytes], str | None] | None = None,
     ) -> None:
+        """``peer_check`` (TLS): given the peer's DER certificate, why a pooled connection
+        may no longer be used (revoked, expired since it was opened), or None."""
         if connections < 1:
             raise ValueError("connections must be at least 1")
         self._limit = connections
@@ -435,6 +445,7 @@ class UpstreamPool:
         self._keepalive = keepalive
         self._ssl = ssl_context
         self._resolve = dict(resolve or {})
+        self._peer_check = peer_check
         self._loop = asyncio.get_running_loop()
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
@@ -551,6 +562,9 @@ class UpstreamPool:
                 if conn.closed or now - conn.idle_since > self._keepalive:
                     self._discard(conn)
                     continue
+                if self._refused(conn):
+                    self._discard(conn)
+                    continue
                 return conn
             if self._open < self._limit:
                 self._open += 1
@@ -573,6 +587,22 @@ class UpstreamPool:
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
+
+    def _refused(self, conn: _Connection) -> bool:
+        # A kept-alive connection outlives a revocation or the end of the peer's certificate:
+        # check before every reuse (a new connection meets the CRLs in its handshake).
+        if self._peer_check is None or conn.peer_certificate is None:
+            return False
+        reason = self._peer_check(conn.peer_certificate)
+        if reason is None:
+            return False
+        log.warning(
+            "pooled connection to %s:%d dropped: peer certificate not usable: %s",
+            conn.origin[1],
+            conn.origin[2],
+            reason,
+        )
+        return True
 
     async def _connect(self, origin: Origin, deadline: float) -> _Connection:
         scheme, host, port = origin
