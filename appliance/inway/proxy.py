@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.headers import Headers, request_headers, response_headers
@@ -71,13 +72,14 @@ class Forwarder:
         self._pool: UpstreamPool | None = None
         self._origins: dict[str, Origin] = {}
 
-    def _make_pool(self) -> UpstreamPool:
+    def _make_pool(self, **options: Any) -> UpstreamPool:
+        """The pool with this forwarder's timeouts; ``options`` add to or override the rest."""
         return UpstreamPool(
             connections=self._connections,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             write_timeout=self._write_timeout,
-            keepalive=BACKEND_KEEPALIVE_SECONDS,
+            **{"keepalive": BACKEND_KEEPALIVE_SECONDS, **options},
         )
 
     def pool(self) -> UpstreamPool:

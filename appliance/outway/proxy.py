@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.headers import IDENTITY_HEADERS
@@ -97,16 +98,13 @@ class OutwayForwarder(Forwarder):
         self._ssl_context = ssl_context
         self._resolve = resolve  # host:port -> (ip, port): the demo and tests on one host
 
-    def _make_pool(self) -> UpstreamPool:
-        return UpstreamPool(
-            connections=self._connections,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            write_timeout=self._write_timeout,
+    def _make_pool(self, **options: Any) -> UpstreamPool:
+        return super()._make_pool(
             keepalive=INWAY_KEEPALIVE_SECONDS,
             ssl_context=self._ssl_context,
             resolve=self._resolve,
             peer_check=inway_refusal,
+            **options,
         )
 
     async def to_inway(

@@ -9,17 +9,10 @@ close pooled connections, and peers that stop reading or answering. The gateways
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appliance.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamTimeout
 from appliance.upstream.client import READ_BUFFER_LIMIT, parse_origin
@@ -46,6 +39,8 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 class Server:
+    """``handler`` answers each connection; ``answering(bytes)`` answers every request alike."""
+
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.connections = 0
@@ -75,6 +70,14 @@ class Server:
         assert self._server is not None
         return parse_origin(f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}")
 
+    @classmethod
+    def answering(cls, answer: bytes) -> Server:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.keep_answering(reader, writer, answer)
+
+        server = cls(handler)
+        return server
+
     async def keep_answering(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
     ) -> None:
@@ -97,12 +100,7 @@ def pool(**kwargs: Any) -> UpstreamPool:
 
 def test_keep_alive_reuses_one_connection_and_hands_small_answers_whole() -> None:
     async def scenario() -> None:
-        server: Server
-
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.keep_answering(reader, writer, OK)
-
-        async with Server(handler) as server:
+        async with Server.answering(OK) as server:
             client = pool()
             for _ in range(5):
                 answer = await client.request(
@@ -297,12 +295,7 @@ def test_timeouts_connect_read_and_write() -> None:
 
 def test_the_pool_limit_makes_requests_wait_within_the_connect_timeout() -> None:
     async def scenario() -> None:
-        server: Server
-
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.keep_answering(reader, writer, OK)
-
-        async with Server(handler) as server:
+        async with Server.answering(OK) as server:
             client = pool(connections=1, connect_timeout=0.3)
             held = await client.request(server.origin, "GET", "/", [])
             with pytest.raises(UpstreamTimeout, match="free connection"):
@@ -367,89 +360,3 @@ def test_origins(origin: str, parsed: tuple[str, str, int]) -> None:
 def test_bad_origins_are_refused(origin: str) -> None:
     with pytest.raises(ValueError, match="origin"):
         parse_origin(origin)
-
-
-def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext, bytes]:
-    """A server context with a new self-signed certificate for 127.0.0.1, and a client
-    context that trusts it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("upstream.test")]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = tmp_path / "server.pem"
-    pem.write_bytes(
-        certificate.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        server.load_cert_chain(pem)
-    finally:
-        pem.unlink()  # no private key is left in a file (the suite checks)
-    client = ssl.create_default_context(
-        cadata=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    )
-    return server, client, certificate.public_bytes(serialization.Encoding.DER)
-
-
-def test_a_pooled_tls_connection_is_checked_before_reuse(tmp_path: Path) -> None:
-    """A kept-alive connection outlives a revocation: the peer check drops it before reuse."""
-    server_context, client_context, der = _self_signed(tmp_path)
-    seen: list[bytes] = []
-    refusal: list[str] = []
-
-    def check(certificate: bytes) -> str | None:
-        seen.append(certificate)
-        return refusal[0] if refusal else None
-
-    async def scenario() -> None:
-        connections = 0
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal connections
-            connections += 1
-            try:
-                while True:
-                    await read_request(reader)
-                    writer.write(OK)
-                    await writer.drain()
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
-        port = server.sockets[0].getsockname()[1]
-        origin = parse_origin(f"https://upstream.test:{port}")
-        client = pool(
-            ssl_context=client_context,
-            resolve={f"upstream.test:{port}": ("127.0.0.1", port)},
-            peer_check=check,
-        )
-        for _ in range(2):
-            assert (await client.request(origin, "GET", "/", [])).whole() == b"hello"
-        assert connections == 1  # reused after a check that passed
-        refusal.append("certificate revoked")
-        assert (await client.request(origin, "GET", "/", [])).whole() == b"hello"
-        assert connections == 2  # the pooled one was dropped, a new handshake made
-        await client.close()
-        server.close()
-
-    asyncio.run(scenario())
-    assert seen
-    assert all(certificate == der for certificate in seen)
