@@ -142,22 +142,39 @@ def load_log_writer(spec: str, config: SluisConfig) -> LogWriter:
             "[inway] transaction_log is not set: the inway must write a transaction log record "
             "before it forwards a request, so it does not start without one"
         )
+    writer: LogWriter = writer_from_spec(
+        spec, config, section="inway", json_lines=JsonLinesLogWriter, protocol=LogWriter
+    )
+    return writer
+
+
+def writer_from_spec(
+    spec: str,
+    config: SluisConfig,
+    *,
+    section: str,
+    json_lines: Callable[[Path], Any],
+    protocol: type,
+) -> Any:
+    """A gateway's ``transaction_log`` setting (not empty): ``jsonl:/path`` (tests only) or
+    ``package.module:factory``, whose writer must satisfy ``protocol``."""
     if spec.startswith("jsonl:"):
         path = Path(spec.removeprefix("jsonl:"))
         if not path.is_absolute():
-            raise ConfigurationError("[inway] transaction_log jsonl: needs an absolute path")
+            raise ConfigurationError(f"[{section}] transaction_log jsonl: needs an absolute path")
         log.warning("transaction log: JSON lines in %s (for tests only; not durable)", path)
-        return JsonLinesLogWriter(path)
+        return json_lines(path)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigurationError(
-            f"[inway] transaction_log {spec!r} must be 'package.module:factory' or 'jsonl:/path'"
+            f"[{section}] transaction_log {spec!r} must be 'package.module:factory' or "
+            "'jsonl:/path'"
         )
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"[inway] transaction_log {spec!r}: {exc}") from None
+        raise ConfigurationError(f"[{section}] transaction_log {spec!r}: {exc}") from None
     writer = factory(config)
-    if not isinstance(writer, LogWriter):
-        raise ConfigurationError(f"[inway] transaction_log {spec!r} made no LogWriter")
+    if not isinstance(writer, protocol):
+        raise ConfigurationError(f"[{section}] transaction_log {spec!r} made no LogWriter")
     return writer

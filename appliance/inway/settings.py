@@ -135,6 +135,27 @@ def inway_settings(config: SluisConfig) -> InwaySettings:
     return config.inway
 
 
+def check_gateway_settings(
+    section: str,
+    group_id: str,
+    *,
+    positive: Mapping[str, float],
+    not_negative: Mapping[str, float],
+) -> None:
+    """The checks the inway's and the outway's sections share, with the section's name."""
+    if not GROUP_ID.fullmatch(group_id):
+        raise ConfigurationError(
+            f"[{section}] group_id {group_id!r} is not a Group ID (set [{section}] or [manager] "
+            "group_id; letters, digits and ./_- , at most 100)"
+        )
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigurationError(f"[{section}] {name} must be positive")
+    for name, value in not_negative.items():
+        if value < 0:
+            raise ConfigurationError(f"[{section}] {name} must not be negative")
+
+
 def resolve_runtime(config: SluisConfig) -> InwayRuntime:
     """Check ``[inway]`` and fill ``address`` and ``group_id`` from ``[manager]`` when empty."""
     settings = inway_settings(config)
@@ -147,21 +168,17 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
         address = normalise_address(address)
     except ValueError as exc:
         raise ConfigurationError(f"[inway] {exc}") from None
-    if not GROUP_ID.fullmatch(group_id):
-        raise ConfigurationError(
-            f"[inway] group_id {group_id!r} is not a Group ID (set [inway] or [manager] "
-            "group_id; letters, digits and ./_- , at most 100)"
-        )
-    for name, value in (
-        ("connect_timeout_seconds", settings.connect_timeout_seconds),
-        ("read_timeout_seconds", settings.read_timeout_seconds),
-        ("write_timeout_seconds", settings.write_timeout_seconds),
-        ("backend_connections", settings.backend_connections),
-    ):
-        if value <= 0:
-            raise ConfigurationError(f"[inway] {name} must be positive")
-    if settings.clock_skew_seconds < 0:
-        raise ConfigurationError("[inway] clock_skew_seconds must not be negative")
+    check_gateway_settings(
+        "inway",
+        group_id,
+        positive={
+            "connect_timeout_seconds": settings.connect_timeout_seconds,
+            "read_timeout_seconds": settings.read_timeout_seconds,
+            "write_timeout_seconds": settings.write_timeout_seconds,
+            "backend_connections": settings.backend_connections,
+        },
+        not_negative={"clock_skew_seconds": settings.clock_skew_seconds},
+    )
     return InwayRuntime(
         address=address,
         group_id=group_id,

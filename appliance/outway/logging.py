@@ -30,7 +30,6 @@ logged as required, so that request is refused too (500 ``TRANSACTION_LOG_WRITE_
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from appliance.config import SluisConfig
 from appliance.errors import ConfigurationError
 from appliance.inway.logging import JsonLinesLogWriter as InwayJsonLines
+from appliance.inway.logging import writer_from_spec
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.txlog.errors import InvalidLogRecordError
 from appliance.txlog.pseudonym import Pseudonymiser
@@ -152,22 +152,7 @@ def load_log_writer(spec: str, config: SluisConfig) -> LogWriter:
         from appliance.txlog.gateway import open_log
 
         return open_log(config)
-    if spec.startswith("jsonl:"):
-        path = Path(spec.removeprefix("jsonl:"))
-        if not path.is_absolute():
-            raise ConfigurationError("[outway] transaction_log jsonl: needs an absolute path")
-        log.warning("transaction log: JSON lines in %s (for tests only; not durable)", path)
-        return JsonLinesLogWriter(path)
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(
-            f"[outway] transaction_log {spec!r} must be 'package.module:factory' or 'jsonl:/path'"
-        )
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"[outway] transaction_log {spec!r}: {exc}") from None
-    writer = factory(config)
-    if not isinstance(writer, LogWriter):
-        raise ConfigurationError(f"[outway] transaction_log {spec!r} made no LogWriter")
+    writer: LogWriter = writer_from_spec(
+        spec, config, section="outway", json_lines=JsonLinesLogWriter, protocol=LogWriter
+    )
     return writer

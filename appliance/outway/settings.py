@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from appliance.config import OutwaySettings, SluisConfig
 from appliance.errors import ConfigurationError
-from appliance.inway.settings import GROUP_ID
+from appliance.inway.settings import check_gateway_settings
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,18 @@ def outway_settings(config: SluisConfig) -> OutwaySettings:
 def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
     settings = outway_settings(config)
     group_id = settings.group_id or (config.manager.group_id if config.manager else "")
-    if not GROUP_ID.fullmatch(group_id):
-        raise ConfigurationError(
-            f"[outway] group_id {group_id!r} is not a Group ID (set [outway] or [manager] "
-            "group_id; letters, digits and ./_- , at most 100)"
-        )
-    for name, value in (
-        ("connect_timeout_seconds", settings.connect_timeout_seconds),
-        ("read_timeout_seconds", settings.read_timeout_seconds),
-        ("write_timeout_seconds", settings.write_timeout_seconds),
-        ("inway_connections", settings.inway_connections),
-        ("token_timeout_seconds", settings.token_timeout_seconds),
-    ):
-        if value <= 0:
-            raise ConfigurationError(f"[outway] {name} must be positive")
-    if settings.token_refresh_seconds < 0:
-        raise ConfigurationError("[outway] token_refresh_seconds must not be negative")
+    check_gateway_settings(
+        "outway",
+        group_id,
+        positive={
+            "connect_timeout_seconds": settings.connect_timeout_seconds,
+            "read_timeout_seconds": settings.read_timeout_seconds,
+            "write_timeout_seconds": settings.write_timeout_seconds,
+            "inway_connections": settings.inway_connections,
+            "token_timeout_seconds": settings.token_timeout_seconds,
+        },
+        not_negative={"token_refresh_seconds": settings.token_refresh_seconds},
+    )
     return OutwayRuntime(
         group_id=group_id,
         connect_timeout=float(settings.connect_timeout_seconds),

@@ -3,7 +3,7 @@
 Server model: gunicorn (process management, graceful reloads) with an asyncio worker per core
 running uvicorn's httptools protocol on uvloop, and Falcon's ASGI app. The prototype measured
 this model at 2.5x the throughput of gunicorn's threaded worker for the proxy data path, which
-is I/O bound (see docs/architecture.md).
+is I/O bound (docs/tls.md, "the server model").
 
 The TLS context is built here, in the worker, after fork: PKCS#11 sessions do not survive fork,
 and a context built in the master fails every handshake in the workers. The master makes no TLS
