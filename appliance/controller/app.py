@@ -25,7 +25,7 @@ from appliance.controller import web
 from appliance.controller.access import AccessControl, audit, is_api
 from appliance.controller.api import add_api_routes, contract_error, describe
 from appliance.controller.auth import SESSION_COOKIE, Authenticator, clear_cookie
-from appliance.controller.certificates import CertificateStatus, TokenListing
+from appliance.controller.certificates import CertificateStatus, Due, TokenListing
 from appliance.controller.errors import ControllerError, ErrorCode
 from appliance.controller.health import HealthProber, targets_from
 from appliance.controller.oidc import OidcClient
@@ -103,6 +103,10 @@ class Controller:
     async def certificate_report(self) -> dict[str, Any]:
         # The token listing talks to the HSM: not on the event loop.
         return await asyncio.to_thread(self.certificates.report, self.auth.clock())
+
+    async def certificates_due(self) -> Due:
+        # Files only (no HSM): cheap enough for the overview page.
+        return await asyncio.to_thread(self.certificates.due, self.auth.clock())
 
     # -- changes, each audited with the operator's reason -------------------------------------
 

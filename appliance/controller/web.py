@@ -347,7 +347,13 @@ class Overview(Page):
     rules = by_method(GET=Rule(Permission.VIEW, "overview.read"))
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        render(req, resp, "overview.html", overview=self.c.manager.overview())
+        render(
+            req,
+            resp,
+            "overview.html",
+            overview=self.c.manager.overview(),
+            due=await self.c.certificates_due(),
+        )
 
 
 class Services(Page):

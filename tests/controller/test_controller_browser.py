@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from controllertest import SERVICE, sample_records, write_transactions
+from cryptography import x509
 from oidcidp import IdentityProvider
 
 from appliance.config import load_config
@@ -40,6 +41,7 @@ from appliance.demo.processes import free_port, start_component
 from appliance.manager.storage import ManagerStore
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
+from appliance.tls.revocation import parse_bundle
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -353,6 +355,7 @@ def test_pages_for_the_screenshots_and_the_keyboard(page: Any, world: World) -> 
     page.goto(world.controller.url + "certificates")
     expect(page.locator("main")).to_contain_text(world.members["b"].oin)
     expect(page.locator("main")).to_contain_text("extractable: no")
+    expect(page.locator("#due")).to_contain_text("Nothing is due")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip"
     page.get_by_role("button", name="Log out").click()
@@ -360,6 +363,34 @@ def test_pages_for_the_screenshots_and_the_keyboard(page: Any, world: World) -> 
     if target is not None:
         page.screenshot(path=str(target / "login.png"))
     assert page.errors == []
+
+
+def test_expiry_figures_from_the_running_controller(world: World) -> None:
+    """The controller under gunicorn reports b's live certificate and the CRLs b's components
+    use, with the files' own figures; nothing is due in a fresh Group."""
+    b = world.members["b"]
+    report = Api(world.controller, b.config.tls.trust_anchors).call(
+        "GET", "/api/v1/certificates", {}
+    )["body"]
+    chain = x509.load_pem_x509_certificates(b.config.tls.certificate_chain.read_bytes())
+    leaf = report["organisation"]["items"][0]
+    assert leaf["oin"] == b.oin
+    assert leaf["serial_number"] == format(chain[0].serial_number, "x")
+    expected = (chain[0].not_valid_after_utc - datetime.now(UTC)).days
+    assert abs(leaf["days_to_expiry"] - expected) <= 1
+    assert leaf["due"] is False
+    crls = parse_bundle(b.config.tls.crls.read_bytes())
+    shown = report["crls"]["items"]
+    assert len(shown) == len(crls) == 2
+    for item, crl in zip(shown, crls, strict=True):
+        assert crl.next_update_utc is not None
+        hours = (crl.next_update_utc - datetime.now(UTC)).total_seconds() / 3600
+        assert abs(item["hours_to_next_update"] - hours) <= 1
+        assert item["revoked_certificates"] == len(list(crl))
+        assert item["stale"] is False
+        assert item["due"] is False
+    assert report["due"] == []
+    assert report["problems"] == []
 
 
 def test_log_in_with_the_identity_provider(browser: Any, world: World) -> None:
