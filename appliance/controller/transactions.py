@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from appliance.manager.storage.database import beyond
 from appliance.txlog import schema
 from appliance.txlog.database import create_engine, migrate, reading
 
@@ -168,9 +169,7 @@ class TransactionReader:
             except OverflowError:
                 raise CursorError(f"unknown cursor {cursor!r}") from None
             pivot_id = int(match.group(2))
-            query = query.where(
-                sa.or_(c.created_at < pivot, sa.and_(c.created_at == pivot, c.id < pivot_id))
-            )
+            query = query.where(beyond(c.created_at, c.id, pivot, pivot_id, descending=True))
         query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
         with reading(self._engine).connect() as conn:
             rows = conn.execute(query).all()

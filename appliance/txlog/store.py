@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from appliance.manager.storage.database import beyond
 from appliance.txlog import schema
 from appliance.txlog.database import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -658,20 +659,9 @@ class TransactionLog:
             query = query.where(c.data_subject_pseudonym == data_subject_pseudonym)
         if cursor:
             pivot_time, pivot_id = _parse_cursor(cursor)
-            if descending:
-                query = query.where(
-                    sa.or_(
-                        c.created_at < pivot_time,
-                        sa.and_(c.created_at == pivot_time, c.id < pivot_id),
-                    )
-                )
-            else:
-                query = query.where(
-                    sa.or_(
-                        c.created_at > pivot_time,
-                        sa.and_(c.created_at == pivot_time, c.id > pivot_id),
-                    )
-                )
+            query = query.where(
+                beyond(c.created_at, c.id, pivot_time, pivot_id, descending=descending)
+            )
         query = query.order_by(*order).limit(limit + 1)
         with reading(self._engine).connect() as connection:
             rows = connection.execute(query).all()

@@ -113,6 +113,20 @@ def _sqlite_engine(url: URL, busy_timeout: float, **kwargs: Any) -> Engine:
     return engine
 
 
+def beyond(
+    time_column: Any, key_column: Any, pivot_time: Any, pivot_key: Any, *, descending: bool
+) -> Any:
+    """Keyset paging: the rows after (``descending``: before) the pivot row in the order
+    (time, key); the condition every paged listing uses."""
+    if descending:
+        return sa.or_(
+            time_column < pivot_time, sa.and_(time_column == pivot_time, key_column < pivot_key)
+        )
+    return sa.or_(
+        time_column > pivot_time, sa.and_(time_column == pivot_time, key_column > pivot_key)
+    )
+
+
 def reading(engine: Engine) -> Engine:
     """The same engine (pool, events) for read-only transactions: no write lock on SQLite."""
     return engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})

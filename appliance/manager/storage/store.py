@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL, Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from appliance.manager.storage import schema as t
-from appliance.manager.storage.database import create_engine, migrate, reading
+from appliance.manager.storage.database import beyond, create_engine, migrate, reading
 from appliance.manager.storage.errors import (
     DuplicateIvError,
     UnknownContractError,
@@ -259,20 +259,9 @@ class _StoreOperations(ABC):
                 ).scalar_one_or_none()
                 if pivot is None:
                     raise UnknownCursorError(after)
-                if descending:
-                    query = query.where(
-                        sa.or_(
-                            c.created_at < pivot,
-                            sa.and_(c.created_at == pivot, c.content_hash < after),
-                        )
-                    )
-                else:
-                    query = query.where(
-                        sa.or_(
-                            c.created_at > pivot,
-                            sa.and_(c.created_at == pivot, c.content_hash > after),
-                        )
-                    )
+                query = query.where(
+                    beyond(c.created_at, c.content_hash, pivot, after, descending=descending)
+                )
             order = (
                 (c.created_at.desc(), c.content_hash.desc())
                 if descending
