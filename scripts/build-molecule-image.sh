@@ -26,8 +26,20 @@ MIRROR=${SLUIS_MOLECULE_MIRROR:-http://deb.debian.org/debian}
 HOST_CAS=${SLUIS_MOLECULE_HOST_CAS:-1}
 CACHE_DIR=/var/cache/sluis-molecule
 # Ansible needs python3 on a target and sudo for become_user; procps gives ps and sysctl.
-# Everything else is the roles' job, as on a freshly installed minimal server.
 PACKAGES=(systemd systemd-sysv dbus python3 sudo iproute2 ca-certificates procps)
+# The Debian packages the roles install (keep in step with roles/*/tasks and defaults),
+# preinstalled so that a converge does not spend minutes in apt and dpkg in every instance:
+# the roles still ask for them (state: present), which is then a no-op. Installed in the
+# image only when installing has no effect a scenario could notice beyond the files: no keys
+# that a test looks for, no server that listens. bookworm-backports: pkcs11-provider.
+ROLE_PACKAGES=(openssh-server openssh-client nftables unattended-upgrades systemd-timesyncd
+    logrotate opensc softhsm2 rsyslog rsyslog-relp rsyslog-openssl rsyslog-gnutls openssl
+    python3-venv)
+ROLE_BACKPORTS_PACKAGES=(pkcs11-provider)
+# Only downloaded into /var/cache/apt/archives (installed by the role from there, no
+# download): PostgreSQL would create and start a cluster and ssl-cert a snakeoil key in
+# every instance.
+ROLE_CACHED_PACKAGES=(postgresql-15 postgresql-client-15 ssl-cert)
 # Timers that would start apt or disk jobs in the middle of a converge, and units that have
 # nothing to do in a container.
 MASK_UNITS=(apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer
@@ -67,10 +79,36 @@ recipe_configure() {
         install -m 0644 "$f" "$rootfs/usr/local/share/ca-certificates/"
     done < <(host_ca_files)
     chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
-    # The package lists are stale by the time the image is used: converge runs apt-get update.
     chroot "$rootfs" apt-get clean
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log \
-        "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/lib/dpkg/*-old "$rootfs/debootstrap"
+    rm -rf "$rootfs/debootstrap"
+}
+
+recipe_packages() {
+    local rootfs=$1 rc=0
+    # No service may start in the chroot (it would run on the build host).
+    printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+    chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+    mount -t proc proc "$rootfs/proc"
+    printf 'deb %s %s-backports main\n' "$MIRROR" "$SUITE" >"$rootfs/etc/apt/sources.list.d/build-backports.list"
+    {
+        chroot "$rootfs" apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -q --no-install-recommends \
+            "${ROLE_PACKAGES[@]}" &&
+        DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -q --no-install-recommends \
+            -t "$SUITE-backports" "${ROLE_BACKPORTS_PACKAGES[@]}" &&
+        chroot "$rootfs" apt-get clean &&
+        rm -f "$rootfs/etc/apt/sources.list.d/build-backports.list" &&
+        chroot "$rootfs" apt-get update -q &&
+        chroot "$rootfs" apt-get install -y -q -d --no-install-recommends "${ROLE_CACHED_PACKAGES[@]}"
+    } || rc=$?
+    umount "$rootfs/proc"
+    rm -f "$rootfs/usr/sbin/policy-rc.d"
+    [ "$rc" = 0 ] || return "$rc"
+    # The package lists stay (the roles' apt-get update then fetches only what changed), and
+    # so do the downloaded ROLE_CACHED_PACKAGES; logs and backups go.
+    rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* \
+        "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/lib/dpkg/*-old
+    rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
 }
 
 recipe_import() {
@@ -80,7 +118,7 @@ recipe_import() {
         --change 'STOPSIGNAL SIGRTMIN+3' \
         --change 'LABEL org.opencontainers.image.title=sluis-debian12-systemd' \
         --change "LABEL sluis.molecule.recipe=$hash" \
-        --message "debootstrap $SUITE minbase + ${PACKAGES[*]}" \
+        --message "debootstrap $SUITE minbase + ${PACKAGES[*]} + roles' packages" \
         - "$image" >/dev/null
 }
 
@@ -91,8 +129,9 @@ host_ca_files() {
 
 recipe_hash() {
     {
-        declare -f recipe_debootstrap recipe_configure recipe_import
-        declare -p SUITE MIRROR PACKAGES MASK_UNITS
+        declare -f recipe_debootstrap recipe_configure recipe_packages recipe_import
+        declare -p SUITE MIRROR PACKAGES MASK_UNITS ROLE_PACKAGES ROLE_BACKPORTS_PACKAGES \
+            ROLE_CACHED_PACKAGES
         local f
         while IFS= read -r f; do
             sha256sum <"$f"
@@ -167,6 +206,12 @@ if ! recipe_debootstrap "$rootfs" >"$workdir/debootstrap.log" 2>&1; then
 fi
 echo "build-molecule-image: configuring the root file system"
 recipe_configure "$rootfs"
+echo "build-molecule-image: the roles' packages (${ROLE_PACKAGES[*]} ${ROLE_BACKPORTS_PACKAGES[*]})"
+if ! recipe_packages "$rootfs" >"$workdir/packages.log" 2>&1; then
+    tail -n 30 "$workdir/packages.log" >&2
+    echo "build-molecule-image: installing the roles' packages failed" >&2
+    exit 1
+fi
 echo "build-molecule-image: importing $IMAGE"
 recipe_import "$rootfs" "$IMAGE" "$HASH"
 podman tag "$IMAGE" "$IMAGE_REPO:latest"
