@@ -135,6 +135,10 @@ class _StoreOperations(ABC):
                 owner = _iv_owner(conn, group_id, iv)  # a concurrent writer took the iv first
                 if owner is not None and owner != content_hash:
                     raise DuplicateIvError(group_id, iv, owner) from exc
+                if owner == content_hash:
+                    # A concurrent writer stored this very contract first; PostgreSQL may
+                    # report that as the iv's conflict instead of the content hash's.
+                    return False
                 raise
             if not inserted:
                 return False
