@@ -35,33 +35,51 @@ if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
     # var/molecule/<scenario>.log and is printed whole when it ends (no interleaving).
     # SLUIS_MOLECULE_SCENARIOS picks scenarios, SLUIS_MOLECULE_JOBS the parallelism.
     # docs/molecule.md has the timings.
-    scenarios=${SLUIS_MOLECULE_SCENARIOS:-hardening smoke}
+    scenarios=${SLUIS_MOLECULE_SCENARIOS:-appliance pki sluis hsm hardening logship postgresql smoke}
     jobs_max=${SLUIS_MOLECULE_JOBS:-2}
     logdir=var/molecule
     mkdir -p "$logdir"
-    declare -A scenario_of=() started_at=()
+    declare -A started_at=()
+    running=()
     failed=()
     molecule_started=$SECONDS
-    report() {
-        local pid=$1 rc=$2 name=${scenario_of[$1]}
-        echo "== molecule: $name (rc $rc, $((SECONDS - ${started_at[$1]})) s, load $(cut -d' ' -f1-3 /proc/loadavg))"
-        cat "$logdir/$name.log"
-        [ "$rc" = 0 ] || failed+=("$name")
-        unset "scenario_of[$pid]"
-    }
+    # Each scenario writes its exit status to <scenario>.rc when it ends; polled (bash's
+    # `wait -n` can miss a job that ends while another is being collected).
     wait_one() {
-        local pid rc=0
-        wait -n -p pid || rc=$?
-        report "$pid" "$rc"
+        local name rc still
+        while true; do
+            still=()
+            for name in "${running[@]}"; do
+                if [ -f "$logdir/$name.rc" ]; then
+                    rc=$(cat "$logdir/$name.rc")
+                    echo "== molecule: $name (rc $rc, $((SECONDS - ${started_at[$name]})) s, load $(cut -d' ' -f1-3 /proc/loadavg))"
+                    cat "$logdir/$name.log"
+                    [ "$rc" = 0 ] || failed+=("$name")
+                else
+                    still+=("$name")
+                fi
+            done
+            if [ "${#still[@]}" -lt "${#running[@]}" ]; then
+                running=("${still[@]}")
+                return 0
+            fi
+            sleep 2
+        done
     }
     for scenario in $scenarios; do
-        while [ "${#scenario_of[@]}" -ge "$jobs_max" ]; do wait_one; done
+        while [ "${#running[@]}" -ge "$jobs_max" ]; do wait_one; done
         echo "== molecule: $scenario started"
-        molecule test -s "$scenario" >"$logdir/$scenario.log" 2>&1 &
-        scenario_of[$!]=$scenario
-        started_at[$!]=$SECONDS
+        rm -f "$logdir/$scenario.rc"
+        (
+            rc=0
+            molecule test -s "$scenario" >"$logdir/$scenario.log" 2>&1 || rc=$?
+            echo "$rc" >"$logdir/$scenario.rc"
+        ) &
+        running+=("$scenario")
+        started_at[$scenario]=$SECONDS
     done
-    while [ "${#scenario_of[@]}" -gt 0 ]; do wait_one; done
+    while [ "${#running[@]}" -gt 0 ]; do wait_one; done
+    wait
     echo "== molecule: all scenarios in $((SECONDS - molecule_started)) s"
     if [ "${#failed[@]}" -gt 0 ]; then
         echo "== molecule: FAILED: ${failed[*]}" >&2
