@@ -336,7 +336,7 @@ def _insert_sqlite(connection: Connection, records: Sequence[LogRecord]) -> set[
                         source.delegator_peer_id,
                         destination.service_peer_id,
                         destination.delegator_peer_id,
-                        record.created_at.astimezone(UTC).strftime(_SQLITE_TIME),
+                        record.created_at.strftime(_SQLITE_TIME),  # UTC: LogRecord converts
                         purpose.processing_activity_id,
                         purpose.trace_id,
                         purpose.data_subject_pseudonym,
