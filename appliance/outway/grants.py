@@ -2,7 +2,10 @@
 
 Only connection grants (``SERVICE_CONNECTION``, ``DELEGATED_SERVICE_CONNECTION``) of a contract
 in the state ``valid`` in this appliance's Manager store count, and only those whose outway
-is this peer. Contracts change while the outway runs, so each worker reads the store again
+is this peer with the public key of the certificate this worker connects with. During a
+re-key (docs/lifecycle.md) the old and the new contracts are both valid: workers still on the
+old key use the old grants, workers started after the switch the new ones, and neither sees
+two grants for one service. Contracts change while the outway runs, so each worker reads the store again
 once what it read is :data:`ROUTES_MAX_AGE` seconds old (:class:`CachedGrants`): a contract
 that became valid is used, and one that was revoked or expired is refused, within that time.
 Reading and checking every contract (signatures, state, grant hashes) takes 10 to 40 ms of
@@ -81,6 +84,8 @@ class StoreGrants:
 
     def routes(self) -> list[Route]:
         own = self._service.peer_id
+        # The Manager service was built from the live chain when this worker started.
+        key = self._service.identity.public_key_thumbprint
         routes: list[Route] = []
         for grant_type in (
             GrantType.SERVICE_CONNECTION.value,
@@ -96,7 +101,11 @@ class StoreGrants:
                         continue
                     contract = Contract.from_json(view.content)
                     for grant in contract.grants:
-                        if isinstance(grant, CONNECTION_GRANTS) and grant.outway_peer_id == own:
+                        if (
+                            isinstance(grant, CONNECTION_GRANTS)
+                            and grant.outway_peer_id == own
+                            and grant.public_key_thumbprint == key
+                        ):
                             routes.append(
                                 Route(
                                     grant_hash(contract, grant),

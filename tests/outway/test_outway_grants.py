@@ -92,3 +92,23 @@ def test_a_grant_for_another_outway_is_no_route(consumer: Api, group: Group) -> 
     assert result.status_code == 201, result.text
     assert consumer.service.get(hash_of(other)).state == "valid"
     assert StoreGrants(consumer.service).routes() == []
+
+
+def test_a_grant_for_another_key_of_this_peer_is_no_route(consumer: Api, group: Group) -> None:
+    # A re-key: the contract for the old key and its replacement for the new key are both
+    # valid for a while; a worker uses only the one for the key it connects with.
+    ours = _connection(group, "0197a000-0000-7000-8000-0000000000a4")
+    other_key = content(
+        connection_data(thumbprint="ab" * 32), iv="0197a000-0000-7000-8000-0000000000a5"
+    )
+    for contract in (ours, other_key):
+        consumer.service.propose(contract)
+        result = consumer.put_signature(
+            "accept", contract, sign(contract, group[OIN_B]), peer=group[OIN_B]
+        )
+        assert result.status_code == 201, result.text
+        assert consumer.service.get(hash_of(contract)).state == "valid"
+
+    grants = StoreGrants(consumer.service)
+    assert grants.routes() == [Route(_grant_of(ours), OIN_B, "basisregistratie")]
+    assert by_service(grants, OIN_B, "basisregistratie").grant_hash == _grant_of(ours)
