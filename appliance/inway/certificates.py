@@ -87,8 +87,8 @@ class SigningCertificates:
         while len(self._known) > KEEP_PREVIOUS + 1:
             del self._known[next(iter(self._known))]
 
-    def _maybe_reload(self) -> None:
-        if self._path is None or self._clock() - self._checked < self._interval:
+    def _maybe_reload(self, *, now: bool = False) -> None:
+        if self._path is None or (not now and self._clock() - self._checked < self._interval):
             return
         with self._lock:
             self._checked = self._clock()
@@ -103,4 +103,8 @@ class SigningCertificates:
 
     def find(self, thumbprint: str) -> x509.Certificate | None:
         self._maybe_reload()
+        if thumbprint not in self._known:
+            # The Manager may sign with a just-installed certificate before the interval has
+            # passed here; one stat() settles it (the file is only read when it changed).
+            self._maybe_reload(now=True)
         return self._known.get(thumbprint)
