@@ -10,17 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
+from appliance.hsm.keys import public_key
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.peer_client import PeerClient
 from appliance.manager.proposals import connection_content, publication_content
+from appliance.manager.rekey import Replacement, replace_key, revoke_replaced
 from appliance.manager.service import ContractView, ManagerService, utcnow
 from appliance.manager.setup import build_service, manager_settings, parse_resolve
 from appliance.tls.context import client_context
+from appliance.tls.peer import key_thumbprint
 
 
 def register(subparsers: Any) -> None:
@@ -66,6 +71,23 @@ def register(subparsers: Any) -> None:
     tok.add_argument("--grant-hash", required=True, help="hash of the connection grant ($1$3$...)")
     tok.add_argument("--service-peer", required=True, help="OIN of the peer offering the service")
     tok.set_defaults(func=_token)
+
+    rekey = command(
+        "replace-key",
+        "re-key: propose contracts for the outway's new key in place of each valid one",
+    )
+    rekey.add_argument(
+        "--key-label", required=True, help="label of the new key in the token ([hsm] token)"
+    )
+    rekey.add_argument("--dry-run", action="store_true", help="only report, propose nothing")
+    rekey.set_defaults(func=_replace_key)
+
+    revoke = command(
+        "revoke-replaced",
+        "re-key: revoke the old contracts whose replacement for the live key is valid",
+    )
+    revoke.add_argument("--dry-run", action="store_true", help="only report, revoke nothing")
+    revoke.set_defaults(func=_revoke_replaced)
 
     lst = command("list", "list contracts with their state")
     lst.add_argument("--limit", type=int, default=100)
@@ -171,6 +193,43 @@ def _token(args: argparse.Namespace) -> int:
 
     result = asyncio.run(fetch())
     print(json.dumps(result, indent=2) if args.json else result.get("access_token", ""))
+    return 0
+
+
+def _report(args: argparse.Namespace, thumbprint: str, pairs: list[Replacement]) -> None:
+    if args.json:
+        print(json.dumps({"key": thumbprint, "contracts": [p.as_json() for p in pairs]}, indent=2))
+        return
+    print(f"outway key {thumbprint}: {len(pairs)} contract(s) for another key")
+    for pair in pairs:
+        action = " (proposed now)" if pair.proposed_now else ""
+        action += " (revoked now)" if pair.revoked_now else ""
+        print(f"  {pair.old_state:9s} {pair.old_hash}")
+        print(f"    -> {pair.new_state or 'none':9s} {pair.new_hash or '-'}{action}")
+
+
+def _replace_key(args: argparse.Namespace) -> int:
+    """Exit 0: every replacement is valid; 1: some wait for the peers; 2: a peer refused one."""
+    config = load_config(args.config)
+    thumbprint = key_thumbprint(public_key(replace(config.hsm, key_label=args.key_label)))
+    pairs = replace_key(build_service(config), thumbprint, dry_run=args.dry_run)
+    _report(args, thumbprint, pairs)
+    refused = [p for p in pairs if p.new_state in ("rejected", "revoked", "expired")]
+    if refused:
+        print(
+            "sluis: error: a peer did not take the replacement of "
+            + ", ".join(f"{p.old_hash} ({p.new_state})" for p in refused)
+            + "; the old contract stays valid: ask the peer, or propose anew by hand",
+            file=sys.stderr,
+        )
+        return 2
+    return 0 if all(p.new_state == "valid" for p in pairs) else 1
+
+
+def _revoke_replaced(args: argparse.Namespace) -> int:
+    service = _service(args)
+    thumbprint = service.identity.public_key_thumbprint
+    _report(args, thumbprint, revoke_replaced(service, thumbprint, dry_run=args.dry_run))
     return 0
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from appliance.errors import SluisError
@@ -33,11 +34,16 @@ def certificate_thumbprint(der: bytes) -> str:
     return b64url(hashlib.sha256(der).digest())
 
 
-def public_key_thumbprint(certificate: x509.Certificate) -> str:
-    spki = certificate.public_key().public_bytes(
+def key_thumbprint(key: CertificatePublicKeyTypes) -> str:
+    """FSC's public key thumbprint: SHA-256 of the SubjectPublicKeyInfo, lower-case hex."""
+    spki = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).hexdigest()
+
+
+def public_key_thumbprint(certificate: x509.Certificate) -> str:
+    return key_thumbprint(certificate.public_key())
 
 
 @dataclass(frozen=True)
