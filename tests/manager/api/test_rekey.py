@@ -17,8 +17,8 @@ from cryptography import x509
 
 from appliance.manager.contracts.hashing import grant_hash
 from appliance.manager.contracts.model import Contract
-from appliance.manager.rekey import replace_key, replacement_content, revoke_replaced
 from appliance.manager.contracts.state import ContractState
+from appliance.manager.rekey import replace_key, replacement_content, revoke_replaced
 from appliance.manager.service import ContractView, ManagerError, ManagerService
 from appliance.outway.grants import Route, StoreGrants
 
