@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance.config import SluisConfig as SluisConfigType
 from appliance.config import load_config
@@ -23,11 +24,13 @@ from appliance.pki.ca import DemoCA
 from appliance.pki.crl import CrlError, atomic_write, refresh_crls
 from appliance.pki.expiry import collect, expiring
 from appliance.pki.install import (
+    InstallResult,
     install_certificate,
     rollback_certificate,
     subprocess_self_check,
 )
 from appliance.pki.publish import serve_public
+from appliance.tls.peer import certificate_thumbprint, public_key_thumbprint
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -193,6 +196,27 @@ def _appliance_config(args: argparse.Namespace) -> tuple[Path, SluisConfigType]:
     return config_path, config
 
 
+def _print_result(result: InstallResult) -> None:
+    """What a playbook compares with the certificate a listener serves after the reload."""
+    leaf = result.leaf
+    der = leaf.public_bytes(Encoding.DER)
+    print(
+        json.dumps(
+            {
+                "changed": result.changed,
+                "serial": f"{leaf.serial_number:x}",
+                "x5t#S256": certificate_thumbprint(der),
+                "public_key_thumbprint": public_key_thumbprint(leaf),
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "live": str(result.live),
+                "target": str(result.target),
+                "previous": str(result.previous) if result.previous else None,
+            },
+            indent=2,
+        )
+    )
+
+
 @_os_errors
 def _cmd_install_cert(args: argparse.Namespace) -> int:
     config_path, config = _appliance_config(args)
@@ -200,6 +224,12 @@ def _cmd_install_cert(args: argparse.Namespace) -> int:
     check = None if args.no_tls_check else subprocess_self_check(config_path, config)
     result = install_certificate(config, chain, self_check=check, key_label=args.key_label)
     leaf = result.leaf
+    if args.json:
+        _print_result(result)
+        return 0
+    if not result.changed:
+        print(f"{leaf.serial_number:x} is live already; nothing changed")
+        return 0
     print(f"installed {leaf.serial_number:x} ({leaf.subject.rfc4514_string()})")
     print(f"valid until {leaf.not_valid_after_utc.isoformat()}")
     print(f"live: {result.live} -> {result.target.relative_to(result.live.parent)}")
@@ -215,6 +245,9 @@ def _cmd_rollback_cert(args: argparse.Namespace) -> int:
     check = None if args.no_tls_check else subprocess_self_check(config_path, config)
     result = rollback_certificate(config, self_check=check)
     leaf = result.leaf
+    if args.json:
+        _print_result(result)
+        return 0
     print(f"rolled back to {leaf.serial_number:x} ({leaf.subject.rfc4514_string()})")
     print(f"live: {result.live} -> {result.target.relative_to(result.live.parent)}")
     print("running components pick it up at their next graceful reload (HUP)")
@@ -356,6 +389,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="skip the TLS self-check (only when the key reference changes after this step)",
     )
+    install.add_argument("--json", action="store_true", help="machine-readable output")
     install.set_defaults(func=_cmd_install_cert)
 
     rollback = commands.add_parser(
@@ -366,6 +400,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     appliance_config(rollback)
     rollback.add_argument("--no-tls-check", action="store_true", help="skip the TLS self-check")
+    rollback.add_argument("--json", action="store_true", help="machine-readable output")
     rollback.set_defaults(func=_cmd_rollback_cert)
 
     expiry = commands.add_parser(

@@ -74,6 +74,7 @@ class InstallResult:
     target: Path
     previous: Path | None
     leaf: x509.Certificate
+    changed: bool = True  # False: this chain was live already (install-cert run again)
 
 
 def _load_pem_certificates(path: Path, what: str) -> list[x509.Certificate]:
@@ -259,6 +260,17 @@ def install_certificate(
         _adopt_plain_file(live)
         name = archive_name(leaf)
         data = b"".join(cert.public_bytes(Encoding.PEM) for cert in chain)
+        if _readlink(live) == f"{ARCHIVE_DIR}/{name}" and live.read_bytes() == data:
+            # Installed already (a playbook run again): swapping would make the live chain
+            # its own previous one and lose the way back.
+            previous = previous_link(live)
+            return InstallResult(
+                live=live,
+                target=live.parent / ARCHIVE_DIR / name,
+                previous=previous if previous.is_symlink() else None,
+                leaf=leaf,
+                changed=False,
+            )
         target = write_archive(live.parent / ARCHIVE_DIR, name, data)
         previous_before = _readlink(previous_link(live))
         former = _swap(live, f"{ARCHIVE_DIR}/{name}")

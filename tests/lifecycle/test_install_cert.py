@@ -43,6 +43,17 @@ def test_renew_install_and_roll_back(group: Group, tmp_path: Path) -> None:
     assert f"serial:          {renewed.serial_number:x}" in check.stdout
     assert "mutual handshake with itself" in check.stdout
 
+    # Run again (a playbook re-run): nothing changes, the previous chain stays the way back.
+    again_installed = sluis(
+        a, "pki", "install-cert", "--chain", str(tmp_path / "renewed.pem"), "--json"
+    )
+    assert again_installed.returncode == 0, again_installed.stderr
+    shown = json.loads(again_installed.stdout)
+    assert shown["changed"] is False
+    assert shown["serial"] == f"{renewed.serial_number:x}"
+    assert shown["x5t#S256"] in check.stdout
+    assert _links(a) == (new_target, previous)
+
     back = sluis(a, "pki", "rollback-cert")
     assert back.returncode == 0, back.stderr
     assert _links(a) == (old_target, new_target)
