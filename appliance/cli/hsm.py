@@ -6,14 +6,21 @@ option given on the command line, then the configuration file, then the environm
 (``SLUIS_HSM_MODULE``, ``SLUIS_HSM_TOKEN``, ``SLUIS_HSM_KEY_LABEL``, ``SLUIS_HSM_PIN_FILE``), then
 the built-in defaults. The user PIN comes from ``SLUIS_HSM_PIN`` or the PIN file, the SO PIN
 (``init-token`` only) from ``SLUIS_HSM_SO_PIN`` or ``--so-pin-file``: never from the command line.
+
+After a re-key, ``retire-key --retire-label OLD`` retires the old key (signing disabled, objects
+relabelled ``OLD.retired-<UTC time>``) and ``destroy-retired --grace-days N`` later destroys
+keys retired at least N days ago. The key label the settings name is the live key: neither
+command touches it, nor any key holding its public key.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ from appliance.hsm.csr import make_csr
 from appliance.hsm.keyref import write_key_reference
 from appliance.hsm.keys import KEY_ALGORITHMS, KeyAlgorithm, ObjectInfo, generate_key, list_objects
 from appliance.hsm.pin import read_pin, read_pin_file
+from appliance.hsm.retire import RetiredKey, destroy_retired, retire_key, sign_flags
 from appliance.hsm.settings import DEFAULT_KEY_LABEL, SOFTHSM_MODULE, HsmSettings
 from appliance.hsm.softhsm import init_softhsm_token
 from appliance.pki.identity import OrganisationIdentity
@@ -158,16 +166,22 @@ def _import_cert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flags(info: ObjectInfo) -> str:
+def _flags(info: ObjectInfo, sign: dict[tuple[str, str], bool | None]) -> str:
     if info.kind != "private-key":
         return "-"
     flags = ["sensitive" if info.sensitive else "NOT-SENSITIVE"]
     flags.append("EXTRACTABLE" if info.extractable else "non-extractable")
+    can_sign = sign.get((info.label, info.id_hex))
+    if can_sign is not None:
+        # A retired key shows no-sign; the live key must show sign.
+        flags.append("sign" if can_sign else "no-sign")
     return ",".join(flags)
 
 
-def format_table(infos: list[ObjectInfo]) -> str:
-    """The ``list`` table: one row per object."""
+def format_table(
+    infos: list[ObjectInfo], sign: dict[tuple[str, str], bool | None] | None = None
+) -> str:
+    """The ``list`` table: one row per object (``sign``: CKA_SIGN by label and id hex)."""
     header = ("CLASS", "LABEL", "ID", "ALGORITHM", "FLAGS", "NOT AFTER", "DAYS", "SUBJECT")
     rows = [header]
     for info in infos:
@@ -177,7 +191,7 @@ def format_table(infos: list[ObjectInfo]) -> str:
                 info.label or "-",
                 info.id_hex or "-",
                 info.algorithm or "-",
-                _flags(info),
+                _flags(info, sign or {}),
                 f"{info.not_after:%Y-%m-%d}" if info.not_after else "-",
                 str(info.days_to_expiry) if info.days_to_expiry is not None else "-",
                 info.subject or "-",
@@ -197,8 +211,91 @@ def _list(args: argparse.Namespace) -> int:
     if not infos:
         print(f"token {settings.token_label!r} holds no objects")
         return 0
-    sys.stdout.write(format_table(infos))
+    sys.stdout.write(format_table(infos, sign_flags(settings)))
     return 0
+
+
+def _stamp(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _retire_key(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    result = retire_key(settings, args.retire_label, datetime.now(UTC))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "label": result.label,
+                    "retired_label": result.retired_label,
+                    "retired_at": result.retired_at.isoformat(),
+                    "changed": result.changed,
+                }
+            )
+        )
+    elif result.changed:
+        print(
+            f"retired key {result.label!r} (id {result.id_hex}) in token "
+            f"{settings.token_label!r}: signing disabled, {', '.join(result.relabelled)} "
+            f"relabelled {result.retired_label!r}"
+        )
+    else:
+        print(
+            f"key {result.label!r} was retired at {_stamp(result.retired_at)} (now "
+            f"{result.retired_label!r}); nothing changed"
+        )
+    return 0
+
+
+def _describe_retired(key: RetiredKey, dry_run: bool) -> str:
+    age = f"retired {_stamp(key.retired_at)}"
+    if key.destroyed:
+        return f"destroyed {key.retired_label!r} ({age}): {', '.join(key.objects)}"
+    if key.due and dry_run:
+        return f"would destroy {key.retired_label!r} ({age}): {', '.join(key.objects)}"
+    if key.kept_because is not None:
+        return f"kept {key.retired_label!r} ({age}): {key.kept_because}"
+    days = "1 day" if key.days_left == 1 else f"{key.days_left} days"
+    return f"kept {key.retired_label!r} ({age}): {days} left"
+
+
+def _destroy_retired(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    keys = destroy_retired(settings, args.grace_days, datetime.now(UTC), dry_run=args.dry_run)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "retired_label": key.retired_label,
+                        "retired_at": key.retired_at.isoformat(),
+                        "destroyed": key.destroyed,
+                        "days_left": key.days_left,
+                        "label": key.label,
+                        "due": key.due,
+                        "kept_because": key.kept_because,
+                    }
+                    for key in keys
+                ],
+                indent=2,
+            )
+        )
+    elif not keys:
+        print(f"token {settings.token_label!r} holds no retired keys")
+    else:
+        for key in keys:
+            print(_describe_retired(key, args.dry_run))
+    return 0
+
+
+def _grace_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {value!r}") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"the grace period cannot be negative: {days}")
+    return days
 
 
 def _key_reference(args: argparse.Namespace) -> int:
@@ -287,6 +384,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="list keys and certificates with days to expiry",
     )
     lst.set_defaults(func=_list)
+
+    retire = commands.add_parser(
+        "retire-key",
+        parents=[common],
+        allow_abbrev=False,
+        help="retire an old organisation key after a re-key (signing off, relabelled)",
+        description=(
+            "Clear CKA_SIGN on the private key labelled OLD, then relabel its private key, "
+            "public key and certificate OLD.retired-YYYYmmddTHHMMSSZ (UTC). Refuses the live "
+            "key (the key label the settings name) and any key holding its public key. Running "
+            "it again after a retirement changes nothing."
+        ),
+    )
+    retire.add_argument(
+        "--retire-label", required=True, metavar="OLD", help="label of the key to retire"
+    )
+    retire.add_argument("--json", action="store_true", help="machine-readable output")
+    retire.set_defaults(func=_retire_key)
+
+    destroy = commands.add_parser(
+        "destroy-retired",
+        parents=[common],
+        allow_abbrev=False,
+        help="destroy keys retired at least --grace-days ago",
+        description=(
+            "Destroy the private key, public key and certificate of every key labelled "
+            "LABEL.retired-<time> whose retirement is at least N days old. Never destroys the "
+            "live key or anything holding its public key or CKA_ID."
+        ),
+    )
+    destroy.add_argument(
+        "--grace-days",
+        required=True,
+        type=_grace_days,
+        metavar="N",
+        help="destroy keys retired at least N days ago (0: all retired keys)",
+    )
+    destroy.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    destroy.add_argument("--json", action="store_true", help="machine-readable output")
+    destroy.set_defaults(func=_destroy_retired)
 
     ref = commands.add_parser(
         "key-reference",
