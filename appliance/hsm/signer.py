@@ -143,6 +143,12 @@ class Pkcs11Signer:
         session = open_persistent_session(settings)
         try:
             key = find_private_key(session, settings)
+            if not isinstance(key, SignMixin):
+                # python-pkcs11 leaves sign() out when CKA_SIGN is false: a retired key.
+                raise HsmError(
+                    f"key {settings.key_label!r} in token {settings.token_label!r} may not sign "
+                    "(CKA_SIGN is false: retired, see sluis hsm retire-key)"
+                )
             public = read_public_key(session, settings)
             with translated(settings, "probing the token's mechanisms"):
                 offered = token_mechanisms(session.token)

@@ -152,6 +152,9 @@ def test_retired_key_cannot_sign_and_carries_the_new_label(rekeyed: Rekeyed) -> 
     assert sign_flags(rekeyed.live)[(RETIRED, ids["private-key"])] is False
     with pytest.raises(KeyNotFoundError):
         _signs(rekeyed.old)
+    # A component configured with the retired key's label is told why it cannot start.
+    with pytest.raises(HsmError, match="may not sign"):
+        Pkcs11Signer(replace(rekeyed.old, key_label=RETIRED)).sign(b"after")
     _signs(rekeyed.live)
 
 
