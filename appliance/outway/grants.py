@@ -5,9 +5,10 @@ in the state ``valid`` in this appliance's Manager store count, and only those w
 is this peer with the public key of the certificate this worker connects with. During a
 re-key (docs/lifecycle.md) the old and the new contracts are both valid: workers still on the
 old key use the old grants, workers started after the switch the new ones, and neither sees
-two grants for one service. Contracts change while the outway runs, so each worker reads the store again
-once what it read is :data:`ROUTES_MAX_AGE` seconds old (:class:`CachedGrants`): a contract
-that became valid is used, and one that was revoked or expired is refused, within that time.
+two grants for one service. Contracts change while the outway runs, so each worker reads the
+store again once what it read is :data:`ROUTES_MAX_AGE` seconds old (:class:`CachedGrants`): a
+contract that became valid is used, and one that was revoked or expired is refused, within
+that time.
 Reading and checking every contract (signatures, state, grant hashes) takes 10 to 40 ms of
 processor time, far too much for each request; and a token the service's peer issued before a
 revocation stays valid at its inway for much longer than that anyway.
