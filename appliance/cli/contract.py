@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ def register(subparsers: Any) -> None:
         "--key-label", required=True, help="label of the new key in the token ([hsm] token)"
     )
     rekey.add_argument("--dry-run", action="store_true", help="only report, propose nothing")
+    rekey.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for the peers to sign (default: report at once)",
+    )
     rekey.set_defaults(func=_replace_key)
 
     revoke = command(
@@ -212,7 +220,15 @@ def _replace_key(args: argparse.Namespace) -> int:
     """Exit 0: every replacement is valid; 1: some wait for the peers; 2: a peer refused one."""
     config = load_config(args.config)
     thumbprint = key_thumbprint(public_key(replace(config.hsm, key_label=args.key_label)))
-    pairs = replace_key(build_service(config), thumbprint, dry_run=args.dry_run)
+    service = build_service(config)
+    deadline = time.monotonic() + args.wait
+    while True:
+        # The running Manager stores the peers' signatures as they arrive; read it again.
+        pairs = replace_key(service, thumbprint, dry_run=args.dry_run)
+        waiting = [p for p in pairs if p.new_state == "proposed"]
+        if not waiting or args.dry_run or time.monotonic() >= deadline:
+            break
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     _report(args, thumbprint, pairs)
     refused = [p for p in pairs if p.new_state in ("rejected", "revoked", "expired")]
     if refused:
