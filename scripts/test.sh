@@ -35,7 +35,7 @@ if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
     # var/molecule/<scenario>.log and is printed whole when it ends (no interleaving).
     # SLUIS_MOLECULE_SCENARIOS picks scenarios, SLUIS_MOLECULE_JOBS the parallelism.
     # docs/molecule.md has the timings.
-    scenarios=${SLUIS_MOLECULE_SCENARIOS:-appliance pki sluis hsm hardening logship postgresql smoke}
+    scenarios=${SLUIS_MOLECULE_SCENARIOS:-appliance rotate pki sluis hsm hardening logship postgresql smoke}
     jobs_max=${SLUIS_MOLECULE_JOBS:-2}
     logdir=var/molecule
     mkdir -p "$logdir"
