@@ -2,12 +2,14 @@
 
 The Manager signs with the organisation key in the HSM and names its certificate in the
 token header (``x5t#S256``). The inway knows that certificate from ``[tls] certificate_chain``
-(a live link that rotation repoints), re-read when the file changes. Leaves seen before stay
-known, so tokens signed just before a rotation remain valid for their short lifetime.
+(a live link that rotation repoints), re-read when the file changes, and the previous one
+(``.previous``). Leaves seen before stay known, so tokens signed just before a rotation remain
+valid for their short lifetime, in running workers and in those the reload starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -18,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance.errors import ConfigurationError
+from appliance.hsm.certs import previous_link
 from appliance.tls.peer import PeerIdentity, PeerIdentityError, certificate_thumbprint
 
 KEEP_PREVIOUS = 4  # leaves remembered after rotations
@@ -59,7 +62,23 @@ class SigningCertificates:
 
     @classmethod
     def from_file(cls, path: Path) -> SigningCertificates:
-        return cls([load_leaf(path)], path=path)
+        """The live chain's leaf, and the previous one's (``.previous``, kept by every
+        rotation): a worker started by the reload after a rotation still verifies tokens the
+        Manager signed just before it, which outways keep using for their short lifetime."""
+        leaves = []
+        previous = previous_link(path)
+        if previous.exists():
+            with contextlib.suppress(ConfigurationError):
+                leaves.append(load_leaf(previous))
+        leaves.append(load_leaf(path))
+        certificates = cls(leaves[-1:], path=path)
+        if len(leaves) == 2:
+            # Only another certificate of this peer: a previous link to a foreign chain (a
+            # mistake) is left out rather than stopping the inway.
+            with contextlib.suppress(ConfigurationError):
+                certificates._add(leaves[0])
+                certificates._add(leaves[1])  # the live one stays the newest
+        return certificates
 
     def _file_stamp(self) -> tuple[int, int, int, int] | None:
         if self._path is None:

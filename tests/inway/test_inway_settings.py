@@ -272,3 +272,29 @@ def test_records_are_json(tmp_path: Path) -> None:
     writer = JsonLinesLogWriter(tmp_path / "l.jsonl")
     asyncio.run(writer.write({"b": 1, "a": [1, 2]}))
     assert json.loads((tmp_path / "l.jsonl").read_text()) == {"a": [1, 2], "b": 1}
+
+
+def test_a_worker_started_after_a_rotation_knows_the_previous_certificate(
+    tmp_path: Path,
+) -> None:
+    # certs/organisation.pem -> archive/new.pem, organisation.pem.previous -> archive/old.pem:
+    # tokens the Manager signed with the old certificate just before the reload still verify.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    renewed = CA.issue(OIN_OWN)
+    (archive / "old.pem").write_bytes(OWN.pem)
+    (archive / "new.pem").write_bytes(renewed.pem)
+    live = tmp_path / "organisation.pem"
+    live.symlink_to("archive/new.pem")
+    certificates = SigningCertificates.from_file(live)
+    assert certificates.find(renewed.thumbprint) is not None
+    assert certificates.find(OWN.thumbprint) is None  # no previous link yet
+    (tmp_path / "organisation.pem.previous").symlink_to("archive/old.pem")
+    certificates = SigningCertificates.from_file(live)
+    assert certificates.find(renewed.thumbprint) is not None
+    assert certificates.find(OWN.thumbprint) is not None
+    # A previous link to another peer's chain is left out; the live one still counts.
+    (archive / "old.pem").write_bytes(CA.issue(OIN_OTHER).pem)
+    certificates = SigningCertificates.from_file(live)
+    assert certificates.peer_id == OIN_OWN
+    assert certificates.find(renewed.thumbprint) is not None
