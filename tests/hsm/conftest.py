@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -98,3 +99,32 @@ def issue_chain() -> IssueChain:
         return leaf.public_bytes(Encoding.PEM) + ca_cert.public_bytes(Encoding.PEM)
 
     return issue
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """An appliance configuration naming a token and key (for ``--config``); the [tls] files
+    are placeholders the hsm commands do not read."""
+
+    def write(*, token_label: str, key_label: str, pin_file: Path, login_lock: Path) -> Path:
+        config = tmp_path / "sluis.toml"
+        config.write_text(
+            f"""
+[hsm]
+token_label = "{token_label}"
+key_label = "{key_label}"
+pin_file = "{pin_file}"
+login_lock = "{login_lock}"
+
+[tls]
+certificate_chain = "{tmp_path}/certs/organisation.pem"
+key_reference = "{tmp_path}/keys/organisation.key.pem"
+trust_anchors = "{tmp_path}/trust.pem"
+crls = "{tmp_path}/crls.pem"
+openssl_conf = "{tmp_path}/openssl.cnf"
+""",
+            encoding="utf-8",
+        )
+        return config
+
+    return write

@@ -111,6 +111,7 @@ def test_full_flow(
 def test_config_file_and_environment(
     cli_env: tuple[Path, Path],
     tmp_path: Path,
+    write_config: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -118,23 +119,8 @@ def test_config_file_and_environment(
     so_pin_file = tmp_path / "so.pin"
     write_pin_file(so_pin_file, "cli-so-pin-5678")
     monkeypatch.delenv("SLUIS_HSM_SO_PIN")
-    config = tmp_path / "sluis.toml"
-    config.write_text(
-        f"""
-[hsm]
-token_label = "cli-config"
-key_label = "from-config"
-pin_file = "{pin_file}"
-login_lock = "{lock}"
-
-[tls]
-certificate_chain = "{tmp_path}/certs/organisation.pem"
-key_reference = "{tmp_path}/keys/organisation.key.pem"
-trust_anchors = "{tmp_path}/trust.pem"
-crls = "{tmp_path}/crls.pem"
-openssl_conf = "{tmp_path}/openssl.cnf"
-""",
-        encoding="utf-8",
+    config = write_config(
+        token_label="cli-config", key_label="from-config", pin_file=pin_file, login_lock=lock
     )
     assert run("init-token", "--config", str(config), "--so-pin-file", str(so_pin_file)) == 0
     assert run("generate-key", "--config", str(config)) == 0

@@ -384,26 +384,14 @@ def test_cli_retire_and_destroy(rekeyed: Rekeyed, capsys: pytest.CaptureFixture[
 
 
 def test_cli_with_config_file(
-    rekeyed: Rekeyed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rekeyed: Rekeyed, write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     live = rekeyed.live
-    config = tmp_path / "sluis.toml"
-    config.write_text(
-        f"""
-[hsm]
-token_label = "{live.token_label}"
-key_label = "{NEW}"
-pin_file = "{live.pin_file}"
-login_lock = "{live.login_lock}"
-
-[tls]
-certificate_chain = "{tmp_path}/certs/organisation.pem"
-key_reference = "{tmp_path}/keys/organisation.key.pem"
-trust_anchors = "{tmp_path}/trust.pem"
-crls = "{tmp_path}/crls.pem"
-openssl_conf = "{tmp_path}/openssl.cnf"
-""",
-        encoding="utf-8",
+    config = write_config(
+        token_label=live.token_label,
+        key_label=NEW,
+        pin_file=live.pin_file,
+        login_lock=live.login_lock,
     )
     assert main(["hsm", "retire-key", "--config", str(config), "--retire-label", NEW]) == 2
     assert "live key label" in capsys.readouterr().err

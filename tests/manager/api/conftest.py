@@ -54,6 +54,15 @@ def directory(
 
 
 @pytest.fixture
+def consumer(
+    group: Group, crls: list[x509.CertificateRevocationList], tmp_path: Path
+) -> Iterator[Api]:
+    """The Manager of Peer A, whose outway connects to B's service."""
+    with running_api(group, OIN_A, tmp_path / "consumer.db", crls=crls) as api:
+        yield api
+
+
+@pytest.fixture
 def bare_provider(
     group: Group, crls: list[x509.CertificateRevocationList], tmp_path: Path
 ) -> Iterator[Api]:

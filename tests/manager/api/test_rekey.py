@@ -6,14 +6,11 @@ A real ManagerService on SQLite; peer B's signatures arrive through the Manager 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from apitest import Api, hash_of, running_api, sign
+from apitest import Api, hash_of, sign
 from contracttest import NOW, OIN_A, OIN_B, OIN_D, Group, T, connection_data, content
-from cryptography import x509
 
 from appliance.manager.contracts.hashing import grant_hash
 from appliance.manager.contracts.model import Contract
@@ -21,14 +18,6 @@ from appliance.manager.contracts.state import ContractState
 from appliance.manager.rekey import replace_key, replacement_content, revoke_replaced
 from appliance.manager.service import ContractView, ManagerError, ManagerService
 from appliance.outway.grants import Route, StoreGrants
-
-
-@pytest.fixture
-def consumer(
-    group: Group, crls: list[x509.CertificateRevocationList], tmp_path: Path
-) -> Iterator[Api]:
-    with running_api(group, OIN_A, tmp_path / "consumer.db", crls=crls) as api:
-        yield api
 
 
 def _accepted_by_b(api: Api, group: Group, contract: dict[str, Any]) -> None:
