@@ -118,11 +118,16 @@ class _GuardedParser:
         return getattr(self._parser, name)
 
 
+# Seconds a connection that has not sent a request yet gets when its worker stops (below).
+SHUTDOWN_GRACE = 1.0
+
+
 class PeerCertificateProtocol(HttpToolsProtocol):
     _sluis_extensions: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._sluis_last_request = False
         # Duck-typed: uvicorn calls feed_data and a few getters, which the wrapper passes on.
         self.parser = cast(Any, _GuardedParser(self.parser, self._refuse_unfinished_request))
         app = self.app
@@ -156,8 +161,26 @@ class PeerCertificateProtocol(HttpToolsProtocol):
             # 405 ERROR_CODE_METHOD_UNSUPPORTED). The app sees the path "/".
             self.url = b"/"
         super().on_headers_complete()
-        if connect and self.cycle is not None:
-            self.cycle.keep_alive = False  # what follows a CONNECT would be tunnel bytes
+        if (connect or self._sluis_last_request) and self.cycle is not None:
+            # What follows a CONNECT would be tunnel bytes; after a shutdown, one request only.
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """A graceful stop of the worker (reload, rotation): uvicorn closes a connection that
+        has not sent a request yet at once. One accepted just before may have its request on
+        the way, and closing it with those bytes unread resets it under the client, a failed
+        request. It gets :data:`SHUTDOWN_GRACE` seconds: a request that arrives is answered
+        (``Connection: close``), then the connection closes."""
+        cycle: Any = self.cycle  # None until a request's head arrived (uvicorn types it not)
+        if cycle is None and not self.transport.is_closing():
+            self._sluis_last_request = True
+            self.loop.call_later(SHUTDOWN_GRACE, self._shutdown_after_grace)
+            return
+        super().shutdown()
+
+    def _shutdown_after_grace(self) -> None:
+        if not self.transport.is_closing():
+            super().shutdown()  # idle: closed; a request under way: closed after its answer
 
     def _refuse_unfinished_request(self) -> None:
         """The parser refused bytes of the request being received: its app must not go on."""

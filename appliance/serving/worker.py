@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -35,6 +36,15 @@ CONFIG_ENV = "SLUIS_CONFIG"
 # "mtls" (default): mutual TLS with the HSM key. "plain": plain HTTP, only for the outway,
 # which listens on the internal network for the organisation's own applications.
 LISTENER_ENV = "SLUIS_LISTENER"
+
+
+class _Server(Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            # A rolling replacement of the workers (the rotate playbook) waits for this line
+            # before it stops the old ones.
+            logging.getLogger("sluis").info("worker %s: serving", os.getpid())
 
 
 class SluisWorker(Worker):  # type: ignore[misc]
@@ -88,7 +98,7 @@ class SluisWorker(Worker):  # type: ignore[misc]
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = Server(config=self.config)
+        server = _Server(config=self.config)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGQUIT, self.handle_exit, signal.SIGQUIT, None)
         await server.serve(sockets=self.sockets)

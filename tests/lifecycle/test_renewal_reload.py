@@ -93,3 +93,26 @@ def test_hup_serves_the_renewed_certificate_and_finishes_open_requests(
     finally:
         client.close()
         fresh_client.close()
+
+
+def test_a_connection_accepted_just_before_a_reload_still_gets_its_answer(
+    group: Group, server_b: Component
+) -> None:
+    # uvicorn closes a connection without a request at once when its worker stops; the client
+    # that sends its request just then would see a reset. Sluis gives it a second.
+    _, members = group
+    a, b = members["a"], members["b"]
+    client = Client(a)
+    try:
+        opened = client.connect("idle", server_b, b.fqdn)
+        assert opened["ok"], opened
+        stops = server_b.log().count("Shutting down")
+        hup(server_b)
+        wait_for_log(server_b, "Shutting down", stops + 2)  # both old workers are stopping
+        answer = client.call(op="request", name="idle", path="/whoami")
+        assert answer["ok"], answer
+        assert answer["status"] == 200, answer
+        assert answer["headers"].get("connection") == "close"
+    finally:
+        client.close()
+    assert ": serving" in server_b.log()  # the line a rolling replacement waits for
