@@ -65,19 +65,15 @@ class SigningCertificates:
         """The live chain's leaf, and the previous one's (``.previous``, kept by every
         rotation): a worker started by the reload after a rotation still verifies tokens the
         Manager signed just before it, which outways keep using for their short lifetime."""
-        leaves = []
+        live = load_leaf(path)
+        certificates = cls([live], path=path)
         previous = previous_link(path)
         if previous.exists():
+            # An unreadable previous chain, or one of another peer (a mistake), is left out
+            # rather than stopping the inway.
             with contextlib.suppress(ConfigurationError):
-                leaves.append(load_leaf(previous))
-        leaves.append(load_leaf(path))
-        certificates = cls(leaves[-1:], path=path)
-        if len(leaves) == 2:
-            # Only another certificate of this peer: a previous link to a foreign chain (a
-            # mistake) is left out rather than stopping the inway.
-            with contextlib.suppress(ConfigurationError):
-                certificates._add(leaves[0])
-                certificates._add(leaves[1])  # the live one stays the newest
+                certificates._add(load_leaf(previous))
+                certificates._add(live)  # the live one stays the newest
         return certificates
 
     def _file_stamp(self) -> tuple[int, int, int, int] | None:

@@ -142,32 +142,17 @@ def replace_key(
     now = int(service.clock().timestamp())
     result = []
     for view, replacement in _pairs(service, thumbprint):
-        if replacement is None or replacement.state not in _LIVE_STATES:
-            if dry_run:
-                result.append(Replacement(view.content_hash, view.state, None, None))
-                continue
-            if replacement is not None:
-                # Rejected or revoked by a peer: say so, do not ask again on our own.
-                result.append(
-                    Replacement(
-                        view.content_hash, view.state, replacement.content_hash, replacement.state
-                    )
-                )
-                continue
+        old = (view.content_hash, view.state)
+        if replacement is not None and (replacement.state in _LIVE_STATES or not dry_run):
+            # A live one: how far it is. Rejected or revoked by a peer: said, not asked again.
+            result.append(Replacement(*old, replacement.content_hash, replacement.state))
+        elif dry_run:
+            result.append(Replacement(*old, None, None))
+        else:
             proposed = service.propose(replacement_content(view, own, thumbprint, now))
             result.append(
-                Replacement(
-                    view.content_hash,
-                    view.state,
-                    proposed.content_hash,
-                    proposed.state,
-                    proposed_now=True,
-                )
+                Replacement(*old, proposed.content_hash, proposed.state, proposed_now=True)
             )
-            continue
-        result.append(
-            Replacement(view.content_hash, view.state, replacement.content_hash, replacement.state)
-        )
     return result
 
 

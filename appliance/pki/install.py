@@ -235,6 +235,11 @@ def _readlink(path: Path) -> str | None:
     return os.readlink(path) if path.is_symlink() else None
 
 
+def _previous_or_none(live: Path) -> Path | None:
+    previous = previous_link(live)
+    return previous if previous.is_symlink() else None
+
+
 def install_certificate(
     config: SluisConfig,
     chain_pem: bytes,
@@ -263,11 +268,10 @@ def install_certificate(
         if _readlink(live) == f"{ARCHIVE_DIR}/{name}" and live.read_bytes() == data:
             # Installed already (a playbook run again): swapping would make the live chain
             # its own previous one and lose the way back.
-            previous = previous_link(live)
             return InstallResult(
                 live=live,
                 target=live.parent / ARCHIVE_DIR / name,
-                previous=previous if previous.is_symlink() else None,
+                previous=_previous_or_none(live),
                 leaf=leaf,
                 changed=False,
             )
@@ -282,13 +286,7 @@ def install_certificate(
                 raise
     with contextlib.suppress(CertificateMismatchError):  # checked above; informational copy
         store_in_token(settings, leaf)
-    previous = previous_link(live)
-    return InstallResult(
-        live=live,
-        target=target,
-        previous=previous if previous.is_symlink() else None,
-        leaf=leaf,
-    )
+    return InstallResult(live=live, target=target, previous=_previous_or_none(live), leaf=leaf)
 
 
 def rollback_certificate(
