@@ -1,7 +1,9 @@
 """gunicorn settings for Sluis components (``gunicorn -c python:appliance.serving.gunicorn_conf``).
 
 Values come from the environment that ``sluis serve`` (or the systemd unit) sets, so that one
-file serves every component.
+file serves every component. One more is read by Sluis' master on each HUP, not here (gunicorn
+ignores settings it does not know): ``SLUIS_RELOAD_READY_TIMEOUT``, how long the old workers
+serve at most while the new ones start (seconds, default 60; ``appliance.serving.arbiter``).
 """
 
 from __future__ import annotations

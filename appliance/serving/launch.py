@@ -3,6 +3,9 @@
 ``OPENSSL_CONF`` has to be in the environment before the interpreter starts: OpenSSL reads its
 configuration once, when Python first imports ``hashlib`` or ``ssl``. So ``sluis serve`` does
 not run gunicorn in-process; it replaces itself with a fresh interpreter running gunicorn.
+
+The interpreter runs ``appliance.serving.gunicorn_main`` (gunicorn's command line with Sluis'
+master, whose HUP keeps the old workers serving until the new ones do), not ``-m gunicorn``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import load_config
+from appliance.serving.gunicorn_main import MODULE as GUNICORN_MAIN
 from appliance.serving.worker import CONFIG_ENV, LISTENER_ENV
 
 
@@ -46,7 +50,7 @@ def gunicorn_command(
             **sluis.hsm.environment(),
         }
     )
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:appliance.serving.gunicorn_conf"]
+    argv = [sys.executable, "-m", GUNICORN_MAIN, "-c", "python:appliance.serving.gunicorn_conf"]
     if options.pidfile is not None:
         argv += ["--pid", str(options.pidfile)]
     argv.append(options.app)

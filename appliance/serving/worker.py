@@ -30,6 +30,7 @@ from uvicorn.server import Server
 
 from appliance.config import load_config
 from appliance.serving.protocol import PeerCertificateProtocol
+from appliance.serving.readiness import report_serving
 from appliance.tls.context import server_context
 
 CONFIG_ENV = "SLUIS_CONFIG"
@@ -39,12 +40,18 @@ LISTENER_ENV = "SLUIS_LISTENER"
 
 
 class _Server(Server):
+    def __init__(self, config: Config, worker_age: int) -> None:
+        super().__init__(config=config)
+        self._worker_age = worker_age
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             # A rolling replacement of the workers (the rotate playbook) waits for this line
             # before it stops the old ones.
             logging.getLogger("sluis").info("worker %s: serving", os.getpid())
+            # The master's side-by-side reload (appliance.serving.arbiter) waits for this.
+            report_serving(self._worker_age)
 
 
 class SluisWorker(Worker):  # type: ignore[misc]
@@ -98,7 +105,7 @@ class SluisWorker(Worker):  # type: ignore[misc]
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = _Server(config=self.config)
+        server = _Server(config=self.config, worker_age=self.age)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGQUIT, self.handle_exit, signal.SIGQUIT, None)
         await server.serve(sockets=self.sockets)

@@ -34,6 +34,8 @@ def test_the_controller_runs_with_its_own_worker(tmp_path: Path) -> None:
         ServeOptions(config=config, app=COMPONENTS["controller"], bind="10.1.2.3:9443", workers=2),
         {"PATH": "/usr/bin"},
     )
+    # Sluis' gunicorn entry (its master reloads side by side), as for every component.
+    assert argv[1:3] == ["-m", "appliance.serving.gunicorn_main"]
     # After the shared configuration file, before the app: the command line wins.
     assert argv[-3:] == ["--worker-class", WORKER_CLASS, COMPONENTS["controller"]]
     assert argv.index("-c") < argv.index("--worker-class")
