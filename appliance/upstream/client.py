@@ -478,14 +478,17 @@ class UpstreamPool:
             raise UpstreamError("the client is closed")
         head, chunked = _request_head(origin, method, target, headers, body)
         retry = body is None and method in _IDEMPOTENT
+        fresh = False
         while True:
-            conn = await self._acquire(origin)
+            conn = await self._acquire(origin, fresh=fresh)
             reused = conn.used
             try:
                 return await self._exchange(conn, head, method, body, chunked)
             except UpstreamClosed:
                 if retry and reused and not conn.received_any:
-                    retry = False  # once, on a fresh connection
+                    # Once, on a new connection: the other idle ones to this peer are likely
+                    # closed too (a peer's worker that stops closes all of its idle ones).
+                    retry, fresh = False, True
                     continue
                 raise
 
@@ -551,11 +554,13 @@ class UpstreamPool:
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin) -> _Connection:
+    async def _acquire(self, origin: Origin, *, fresh: bool = False) -> _Connection:
+        """An idle connection to ``origin`` (most recently used first), or a new one; only a
+        new one when ``fresh``."""
         loop = self._loop
         deadline = loop.time() + self._connect_timeout
         while True:
-            idle = self._idle.get(origin)
+            idle = None if fresh else self._idle.get(origin)
             now = loop.time()
             while idle:
                 conn = idle.pop()

@@ -242,6 +242,34 @@ def test_a_pooled_connection_closed_by_the_peer_is_retried_once_for_a_get() -> N
     asyncio.run(scenario())
 
 
+def test_the_retry_takes_a_new_connection_not_another_idle_one() -> None:
+    """A peer's worker that stops closes all its idle connections at once: the retry of a GET
+    must not take another of them from the pool."""
+
+    async def scenario() -> None:
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await asyncio.sleep(0.2)  # the two first requests overlap: two connections
+            writer.write(OK)
+            await writer.drain()
+            await read_request(reader)  # every later request on it is dropped
+
+        async with Server(once) as server:
+            client = pool()
+            first = await asyncio.gather(
+                client.request(server.origin, "GET", "/", []),
+                client.request(server.origin, "GET", "/", []),
+            )
+            assert [r.whole() for r in first] == [b"hello", b"hello"]
+            assert server.connections == 2
+            # Both idle connections are dead: one attempt, one retry on a third connection.
+            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            assert server.connections == 3
+            await client.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_post_is_never_sent_twice() -> None:
     async def scenario() -> None:
         async def silent_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
