@@ -47,8 +47,6 @@ class _Server(Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            # A rolling replacement of the workers (the rotate playbook) waits for this line
-            # before it stops the old ones.
             logging.getLogger("sluis").info("worker %s: serving", os.getpid())
             # The master's side-by-side reload (appliance.serving.arbiter) waits for this.
             report_serving(self._worker_age)

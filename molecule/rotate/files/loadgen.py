@@ -21,7 +21,14 @@ from typing import Any
 
 stop = threading.Event()
 lock = threading.Lock()
-counts: dict[str, Any] = {"ok": 0, "failed": 0, "failures": [], "started": time.time()}
+counts: dict[str, Any] = {
+    "ok": 0,
+    "failed": 0,
+    "failures": [],
+    "slowest": 0.0,  # seconds, of any request
+    "over_1s": 0,  # requests that took longer than a second (a stall short of a failure)
+    "started": time.time(),
+}
 
 
 def one(url: urllib.parse.SplitResult, expect: bytes, timeout: float) -> str | None:
@@ -44,8 +51,12 @@ def one(url: urllib.parse.SplitResult, expect: bytes, timeout: float) -> str | N
 def worker(url: urllib.parse.SplitResult, expect: bytes, interval: float, timeout: float) -> None:
     next_at = time.monotonic()
     while not stop.is_set():
+        began = time.monotonic()
         problem = one(url, expect, timeout)
+        took = time.monotonic() - began
         with lock:
+            counts["slowest"] = max(counts["slowest"], took)
+            counts["over_1s"] += took > 1.0
             if problem is None:
                 counts["ok"] += 1
             else:
