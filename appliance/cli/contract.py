@@ -225,12 +225,12 @@ def _replace_key(args: argparse.Namespace) -> int:
     while True:
         # The running Manager stores the peers' signatures as they arrive; read it again.
         pairs = replace_key(service, thumbprint, dry_run=args.dry_run)
-        waiting = [p for p in pairs if p.new_state == "proposed"]
+        waiting = [p for p in pairs if p.waiting]
         if not waiting or args.dry_run or time.monotonic() >= deadline:
             break
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     _report(args, thumbprint, pairs)
-    refused = [p for p in pairs if p.new_state in ("rejected", "revoked", "expired")]
+    refused = [p for p in pairs if p.refused]
     if refused:
         print(
             "sluis: error: a peer did not take the replacement of "
@@ -239,7 +239,7 @@ def _replace_key(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return 0 if all(p.new_state == "valid" for p in pairs) else 1
+    return 0 if all(p.done for p in pairs) else 1
 
 
 def _revoke_replaced(args: argparse.Namespace) -> int:

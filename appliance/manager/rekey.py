@@ -30,6 +30,8 @@ from appliance.manager.service import ContractView, ManagerError, ManagerService
 # A replacement in one of these states counts; a rejected or revoked one is reported, and
 # the operator decides (proposing the same again would meet the same answer).
 _LIVE_STATES = (ContractState.PROPOSED, ContractState.VALID)
+# A replacement in one of these will not become valid: the operator decides.
+_REFUSED_STATES = frozenset({ContractState.REJECTED, ContractState.REVOKED, ContractState.EXPIRED})
 _CONNECTION_TYPES = (GrantType.SERVICE_CONNECTION, GrantType.DELEGATED_SERVICE_CONNECTION)
 
 
@@ -43,6 +45,20 @@ class Replacement:
     new_state: str | None
     proposed_now: bool = False
     revoked_now: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        """Proposed, not signed by every peer yet."""
+        return self.new_state == ContractState.PROPOSED.value
+
+    @property
+    def refused(self) -> bool:
+        """Proposed once, then rejected, revoked or expired: the operator decides."""
+        return self.new_state in _REFUSED_STATES
+
+    @property
+    def done(self) -> bool:
+        return self.new_state == ContractState.VALID.value
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,12 @@ from contracttest import NOW, OIN_A, OIN_B, OIN_D, Group, T, connection_data, co
 from appliance.manager.contracts.hashing import grant_hash
 from appliance.manager.contracts.model import Contract
 from appliance.manager.contracts.state import ContractState
-from appliance.manager.rekey import replace_key, replacement_content, revoke_replaced
+from appliance.manager.rekey import (
+    Replacement,
+    replace_key,
+    replacement_content,
+    revoke_replaced,
+)
 from appliance.manager.service import ContractView, ManagerError, ManagerService
 from appliance.outway.grants import Route, StoreGrants
 
@@ -141,3 +146,23 @@ def test_only_our_outway_grants_change_in_a_replacement(group: Group) -> None:
     assert old["grants"][0]["data"]["outway"]["public_key_thumbprint"] != "cd" * 32  # copied
     with pytest.raises(ManagerError, match="ends before"):
         replacement_content(view, OIN_A, "cd" * 32, old["validity"]["not_after"])
+
+
+@pytest.mark.parametrize(
+    ("state", "waiting", "refused", "done"),
+    [
+        (None, False, False, False),  # not proposed (dry run)
+        ("proposed", True, False, False),
+        ("accepted", False, False, False),  # signed by all, valid from a moment ahead
+        ("valid", False, False, True),
+        ("rejected", False, True, False),
+        ("revoked", False, True, False),
+        ("expired", False, True, False),
+    ],
+)
+def test_what_the_cli_makes_of_a_replacement(
+    state: str | None, waiting: bool, refused: bool, done: bool
+) -> None:
+    """`sluis contract replace-key` exits 1 while one waits, 2 when one is refused, 0 when done."""
+    pair = Replacement("old", "valid", None if state is None else "new", state)
+    assert (pair.waiting, pair.refused, pair.done) == (waiting, refused, done)
