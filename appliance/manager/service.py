@@ -345,7 +345,15 @@ class ManagerService:
             document = await self.client.jwks(address)
         except PeerCallError as exc:
             log.warning("cannot fetch certificates from %s: %s", address, exc)
-            return
+            if exc.permanent:
+                return  # the signature check then refuses: the certificate stays unknown
+            # Unreachable or overloaded now: the sender should retry soon, not take a refusal.
+            raise ContractError(
+                ErrorCode.SIGNER_CERTIFICATE_UNAVAILABLE,
+                f"certificate {thumbprint} is unknown here and {address} could not be asked for "
+                f"it now ({exc}); try again",
+                status=503,
+            ) from None
         for found, chain in chains_from_jwks(document).items():
             leaf = PeerIdentity.from_der(chain[0].public_bytes(Encoding.DER))
             self.store.put_certificate(

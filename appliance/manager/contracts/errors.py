@@ -1,8 +1,9 @@
 """FSC Manager error codes and the error that carries one to the HTTP layer.
 
 The codes are manager.yaml's ``managerErrorCode`` (READING.md item 6: the machine-readable
-document wins over the prose table) plus one of Sluis's own for what the specification gives
-no code: content that breaks the schema or a validation rule without a dedicated code.
+document wins over the prose table) plus two of Sluis's own for what the specification gives
+no code: content that breaks the schema or a validation rule without a dedicated code, and a
+signer's certificate that cannot be fetched at the moment (try again).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class ErrorCode(StrEnum):
     INCORRECT_PUBLIC_KEY_THUMBPRINT = "ERROR_CODE_INCORRECT_PUBLIC_KEY_THUMBPRINT"
     # Sluis's own: manager.yaml has no code for a malformed or rule-breaking contract.
     CONTRACT_INVALID = "ERROR_CODE_CONTRACT_INVALID"
+    # Sluis's own, with 503: the signer's certificate is unknown here and its Manager could not
+    # be asked for it just now. A 4xx would make the sender give up for long (it is a refusal).
+    SIGNER_CERTIFICATE_UNAVAILABLE = "ERROR_CODE_SIGNER_CERTIFICATE_UNAVAILABLE"
 
 
 # The prose table's statuses; manager.yaml lists only the certificate error under 400.

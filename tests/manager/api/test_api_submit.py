@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from apitest import Api, assert_fsc_error, hash_of, peer_headers, pem, sign
+from apitest import Api, address_of, assert_fsc_error, hash_of, peer_headers, pem, sign
 from contracttest import (
     DAY,
     NOW,
@@ -23,6 +23,7 @@ from contracttest import (
 
 from appliance.manager.contracts.model import Contract
 from appliance.manager.contracts.signatures import SignatureType, create_signature
+from appliance.manager.peer_client import PeerCallError
 
 
 def test_valid_contract_is_created(provider: Api, connection: dict[str, Any], group: Group) -> None:
@@ -307,3 +308,48 @@ def test_publication_offered_by_another_peer_than_the_service_is_refused(
     )
 
     assert_fsc_error(result, 422, "ERROR_CODE_PEER_NOT_PART_OF_CONTRACT")
+
+
+class _JwksFailing:
+    """The signer's Manager, asked for its certificates (GET /.well-known/jwks.json), fails."""
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+        self.asked: list[str] = []
+
+    async def jwks(self, address: str) -> dict[str, Any]:
+        self.asked.append(address)
+        raise PeerCallError(address, "no answer", status=self.status, code=None)
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "code"),
+    [
+        (None, 503, "ERROR_CODE_SIGNER_CERTIFICATE_UNAVAILABLE"),  # unreachable: try again
+        (502, 503, "ERROR_CODE_SIGNER_CERTIFICATE_UNAVAILABLE"),
+        (404, 422, "ERROR_CODE_SIGNATURE_VERIFICATION_FAILED"),  # it has no such certificate
+    ],
+)
+def test_a_signer_certificate_that_cannot_be_fetched_now_is_no_refusal(
+    provider: Api,
+    connection: dict[str, Any],
+    group: Group,
+    status: int | None,
+    answer: int,
+    code: str,
+) -> None:
+    """The sender takes a 4xx as a refusal and tries again an hour later; a Manager that
+    merely could not be asked gets a 503, which the sender retries within seconds."""
+    renewed = group.ca.issue(OIN_A, key=group[OIN_A].key)  # a certificate not known here
+    signature = create_signature(
+        Contract.from_json(connection), SignatureType.ACCEPT, group[OIN_A].signer, renewed.der, NOW
+    )
+    failing = _JwksFailing(status)
+    provider.service.client = failing  # type: ignore[assignment]
+
+    result = provider.post_contract(connection, signature, peer=group[OIN_A])
+
+    assert_fsc_error(result, answer, code)
+    assert failing.asked == [address_of(OIN_A)]
+    assert provider.store.get_contract(hash_of(connection)) is None
+    assert PeerCallError("x", "y", status=result.status_code, code=code).permanent == (answer < 500)
