@@ -19,15 +19,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchorgs import SERVER_NAME, two_organisations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.config import SluisConfig, TlsSettings
 from appliance.demo.processes import run_with_identity, start_component
-from appliance.demo.provision import Organisation, config_text, provision_organisation
+from appliance.demo.provision import config_text
 from appliance.pki.ca import DemoCA
-from appliance.pki.identity import OrganisationIdentity
 from appliance.tls.openssl_conf import write_openssl_config
 
 
@@ -105,13 +105,7 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="sluis-bench-"))
     try:
-        ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-        orgs = {}
-        for name, oin in (("a", "00000001000000000001"), ("b", "00000001000000000002")):
-            identity = OrganisationIdentity(f"Bench {name}", oin, (f"{name}.bench.test",))
-            orgs[name] = provision_organisation(
-                ca, Organisation(identity, f"bench-{name}"), root / name
-            )
+        ca, orgs = two_organisations(root)
         soft = {name: software_twin(ca, cfg, root / f"{name}-soft") for name, cfg in orgs.items()}
 
         print(
@@ -126,7 +120,7 @@ def main() -> int:
         ):
             assert client is not None
             assert server is not None
-            report = measure(client, server, "b.bench.test", args, root / "logs")
+            report = measure(client, server, SERVER_NAME, args, root / "logs")
             rows.append((label, report))
             print(
                 f"{label:38s} {report['per_second']:8.1f} handshakes/s   "

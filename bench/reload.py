@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchorgs import SERVER_NAME, two_organisations
+
 from appliance.config import load_config
 from appliance.demo.processes import Component, free_port, wait_listening
-from appliance.demo.provision import Organisation, provision_organisation
-from appliance.pki.ca import DemoCA
-from appliance.pki.identity import OrganisationIdentity
 from appliance.serving.gunicorn_main import MODULE as SLUIS_MASTER
 from appliance.serving.launch import ServeOptions, gunicorn_command
 
@@ -109,10 +108,12 @@ async def traffic(port: int, duration: float, interval: float, client: Path) -> 
         writer = None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="b.bench.test"),
+                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=SERVER_NAME),
                 30,
             )
-            writer.write(b"GET /whoami HTTP/1.1\r\nHost: b.bench.test\r\nConnection: close\r\n\r\n")
+            writer.write(
+                f"GET /whoami HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n".encode()
+            )
             data = await asyncio.wait_for(reader.read(), 30)
             if not data.startswith(b"HTTP/1.1 200 "):
                 raise ValueError(f"answer {data[:40]!r}")
@@ -159,13 +160,7 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="sluis-bench-"))
     try:
-        ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-        orgs = {}
-        for name, oin in (("a", "00000001000000000001"), ("b", "00000001000000000002")):
-            identity = OrganisationIdentity(f"Bench {name}", oin, (f"{name}.bench.test",))
-            orgs[name] = provision_organisation(
-                ca, Organisation(identity, f"bench-{name}"), root / name
-            )
+        _, orgs = two_organisations(root)
         client, server = orgs["a"].source, orgs["b"].source
         assert client is not None
         assert server is not None
