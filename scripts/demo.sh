@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/preflight.sh base
 exec .venv/bin/sluis demo "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the Molecule scenarios (molecule/) need on a Debian 12 machine, as root:
-#   - podman with the runc runtime, the netavark network backend and aardvark-dns, and
-#     debootstrap (Debian packages, no recommends);
+#   - podman with the runc runtime, the netavark network backend with iptables (its firewall
+#     driver in bookworm; without it an instance's network fails with "netavark: No such file
+#     or directory"), aardvark-dns, and debootstrap: scripts/host-requirements, group molecule,
+#     each named explicitly (no Recommends);
 #   - /etc/containers/containers.conf.d/50-sluis-molecule.conf: runc (crun refuses this
 #     kind of host's hybrid cgroups), netavark (DNS between instances), ulimits the host
 #     allows (see docs/molecule.md);
@@ -15,7 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(podman runc netavark aardvark-dns debootstrap)
+# scripts/host-requirements, group molecule: the same list scripts/preflight.sh checks.
+mapfile -t APT_PACKAGES < <(./scripts/preflight.sh --packages molecule)
 CONTAINERS_CONF=/etc/containers/containers.conf.d/50-sluis-molecule.conf
 MOLECULE_VERSION=26.10.0
 # The `ansible` release whose bundled collections we take (the last one for ansible-core

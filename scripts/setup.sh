@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Installs everything Sluis needs on a Debian 12 machine, as root: the system packages
-# (SoftHSM2, OpenSC, pkcs11-provider from bookworm-backports, testssl.sh, PostgreSQL 15 for
-# the Manager's storage tests: they start a private cluster of their own) and a Python
-# virtual environment in .venv with the pinned dependencies from constraints.txt.
+# Installs everything Sluis needs on a Debian 12 machine, as root: the system packages of
+# scripts/host-requirements' group base (SoftHSM2, OpenSC, pkcs11-provider from
+# bookworm-backports, testssl.sh, PostgreSQL 15 for the storage tests, which start a private
+# cluster of their own, chromium, nginx, wrk, ...), each named explicitly (no Recommends), and
+# a Python virtual environment in .venv with the pinned dependencies from constraints.txt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: the controller's browser tests; nginx, wrk: bench/chain.py (the nginx chain, the load).
-APT_PACKAGES=(softhsm2 opensc testssl.sh python3-venv ca-certificates curl postgresql chromium nginx wrk)
-BACKPORTS_PACKAGES=(pkcs11-provider)
+# The packages, and why each is needed, are listed once in scripts/host-requirements (group
+# base); scripts/preflight.sh checks the same list before the test command runs anything.
+mapfile -t APT_PACKAGES < <(./scripts/preflight.sh --packages base)
+mapfile -t BACKPORTS_PACKAGES < <(./scripts/preflight.sh --backports base)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then

@@ -13,6 +13,15 @@ if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
 else
     SLUIS_MOLECULE_IMAGE=0 ./scripts/setup-molecule.sh
 fi
+# Every command and file the suite needs on the host, checked now rather than deep in a run
+# (scripts/host-requirements names each with its package). In this run a test that would skip
+# for a missing host tool fails instead (tests/hosttools.py).
+if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
+    ./scripts/preflight.sh base molecule
+else
+    ./scripts/preflight.sh base
+fi
+export SLUIS_REQUIRE_HOST_TOOLS=1
 . .venv/bin/activate
 
 echo "== ruff"

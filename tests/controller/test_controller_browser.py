@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 from controllertest import SERVICE, sample_records, write_transactions
 from cryptography import x509
+from hosttools import require
 from oidcidp import IdentityProvider
 
 from appliance.config import load_config
@@ -45,8 +46,7 @@ from appliance.tls.revocation import parse_bundle
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("apt-get install chromium", allow_module_level=True)
+require("chromium")
 
 pytestmark = pytest.mark.slow
 

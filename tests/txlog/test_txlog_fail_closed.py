@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from hosttools import require
 from postgres import psycopg_conninfo
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -133,8 +133,7 @@ def _immutable(paths: list[Path], on: bool) -> None:
 
 
 def _can_make_immutable(tmp_path: Path) -> bool:
-    if shutil.which("chattr") is None:
-        return False
+    require("chattr")
     probe = tmp_path / "probe"
     probe.touch()
     try:

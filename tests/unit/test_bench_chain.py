@@ -9,7 +9,6 @@ nginx itself accepts.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hosttools import require
 
 
 def _load_bench() -> ModuleType:
@@ -282,8 +282,8 @@ def test_every_file_of_an_instance_is_under_its_prefix(tmp_path: Path) -> None:
     assert "return 200 " in text
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_accepts_the_configurations(tmp_path: Path) -> None:
+    require("nginx")
     tls = _tls_files(tmp_path / "tls")
     try:
         for name, body in (

@@ -11,6 +11,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from hosttools import require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -205,9 +206,9 @@ def test_member_order_never_matters(value: Any, rng: random.Random) -> None:
 
 def test_numbers_match_ecmascript() -> None:
     """Thousands of doubles against the reference itself, when Node.js is installed."""
+    require("node")
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
+    assert node is not None
     rng = random.Random(8785)
     values = [_double(bits) for bits, _ in NUMBERS[:2]]
     while len(values) < 5000:
