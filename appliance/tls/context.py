@@ -22,7 +22,7 @@ from appliance.errors import ConfigurationError, SluisError
 from appliance.hsm.lock import login_lock
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import load_module
-from appliance.tls import policy, revocation, verifylog
+from appliance.tls import alerts, policy, revocation, verifylog
 
 
 class TlsSetupError(SluisError):
@@ -109,6 +109,8 @@ def server_context(tls: TlsSettings, hsm: HsmSettings) -> ssl.SSLContext:
     ctx.num_tickets = 0
     _load_identity(ctx, tls, hsm)
     verifylog.install(ctx)
+    # A refused client reads the alert saying why, not an EOF (appliance.tls.alerts).
+    ctx.sslobject_class = alerts.AlertingSSLObject
     return ctx
 
 
