@@ -27,11 +27,13 @@ def requirements() -> list[tuple[str, str, str]]:
     return entries
 
 
-def package_of(need: str) -> str:
-    """The package scripts/host-requirements names for ``need`` (a command or a path)."""
-    for _group, package, listed in requirements():
+def package_of(need: str) -> tuple[str, str]:
+    """The package scripts/host-requirements names for ``need`` (a command or a path), and
+    the setup script that installs it."""
+    for group, package, listed in requirements():
         if listed == need:
-            return package.split("@", 1)[0]
+            script = "setup-molecule.sh" if group == "molecule" else "setup.sh"
+            return package.split("@", 1)[0], script
     raise LookupError(f"{need} is not in {MANIFEST}: add it with the package that brings it")
 
 
@@ -41,10 +43,10 @@ def present(need: str) -> bool:
 
 def require(need: str) -> None:
     """Skip (or, under the test command, fail) unless ``need`` is on this host."""
-    package = package_of(need)  # also for a present tool: the manifest must list it
+    package, script = package_of(need)  # also for a present tool: the manifest must list it
     if present(need):
         return
-    message = f"{need} is missing: apt-get install {package} (scripts/setup.sh installs it)"
+    message = f"{need} is missing: apt-get install {package} (scripts/{script} installs it)"
     if os.environ.get("SLUIS_REQUIRE_HOST_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message, allow_module_level=True)

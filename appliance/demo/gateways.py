@@ -20,6 +20,9 @@ from appliance.demo.provision import config_text
 class SampleApi(BaseHTTPRequestHandler):
     """The provider's sample service: answers with the path and the FSC headers it received."""
 
+    # Keep-alive, like a production service behind an inway (HTTP/1.0 closed every connection).
+    protocol_version = "HTTP/1.1"
+
     def do_GET(self) -> None:
         body = json.dumps(
             {
@@ -39,8 +42,14 @@ class SampleApi(BaseHTTPRequestHandler):
         return None
 
 
+class SampleServer(ThreadingHTTPServer):
+    # socketserver's backlog is 5: a burst through the gateways then waited 1-30 s in SYN
+    # retries at the sample, and the demo measured the sample instead of the gateways.
+    request_queue_size = 1024
+
+
 def start_sample_api() -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SampleApi)
+    server = SampleServer(("127.0.0.1", 0), SampleApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -41,8 +41,10 @@ def test_the_package_named_owns_the_need(package: str, need: str) -> None:
     require(need)
     path = need if need.startswith("/") else shutil.which(need)
     assert path is not None
-    # A command may be a link (Debian's alternatives: iptables -> xtables-nft-multi).
-    candidates = [path, os.path.realpath(path)]
+    # A command may be a link (Debian's alternatives: iptables -> xtables-nft-multi), and
+    # with merged /usr a package may own /bin/ss that PATH finds as /usr/bin/ss.
+    linked = [path, os.path.realpath(path)]
+    candidates = linked + [p.removeprefix("/usr") for p in linked if p.startswith("/usr/")]
     owners = set().union(*(_owners(candidate) for candidate in candidates))
     assert package.split("@", 1)[0] in owners, f"{need} ({candidates}) is owned by {owners}"
 
