@@ -88,6 +88,8 @@ class InwaySettings:
     write_timeout_seconds: int = 30
     backend_connections: int = 256
     clock_skew_seconds: int = 5
+    # {service = "Header, ..."}: headers the forwarding policy removes, passed to that service.
+    pass_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class OutwaySettings:
     token_timeout_seconds: int = 10
     token_refresh_seconds: int = 30
     forward_purpose_headers: bool = False
+    # {"peer-id/service" = "Header, ..."}: as [inway] pass_headers, for the app's requests.
+    pass_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ the peer's mutual-TLS identity (``PeerIdentityMiddleware``), the method (CONNECT
 proxied), the access token bound to the connection's certificate, the ``Fsc-Transaction-Id``,
 the request path, the transaction log record (written before anything is forwarded; no record,
 no request; a transaction id already logged is the caller's ``INVALID_LOG_RECORD_ID``), then
-the request is streamed to the Service's backend and its response streamed back unaltered
-(hop-by-hop headers aside).
+the request is streamed to the Service's backend and its response streamed back, both under
+the gateways' forwarding policy (``appliance.forwarding.headers``).
 
 ``create_app`` runs in each gunicorn worker after fork; the worker's connection pool is made
 on the first request, in the worker's event loop, and closed at shutdown (ASGI lifespan).
@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.asgi
-from falcon.asgi_spec import AsgiEvent
 
 from appliance.config import load_config
+from appliance.forwarding.asgi import (
+    ForwarderLifecycle,
+    GatewayRequest,
+    body_of,
+    client_gone,
+    pass_on,
+    raw_headers,
+    raw_path,
+)
+from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
+from appliance.forwarding.proxy import ClientDisconnected
 from appliance.inway.certificates import SigningCertificates
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.logging import (
@@ -36,13 +45,7 @@ from appliance.inway.logging import (
     transaction_id,
 )
 from appliance.inway.paths import backend_path
-from appliance.inway.proxy import (
-    BackendResponse,
-    BodyProgress,
-    ClientDisconnected,
-    Forwarder,
-    request_body,
-)
+from appliance.inway.proxy import InwayForwarder
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
 from appliance.metrics import mount_metrics
@@ -54,68 +57,11 @@ from appliance.txlog.errors import DuplicateTransactionError
 
 log = logging.getLogger("sluis.inway")
 
-AUTHORIZATION_HEADER = "Fsc-Authorization"
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
-_NO_CHUNKS: tuple[bytes, ...] = ()
 
-AsgiReceive = Callable[[], Awaitable[AsgiEvent]]
+class InwayApp(falcon.asgi.App[GatewayRequest, falcon.asgi.Response]):
+    """The Falcon app, holding the worker's :class:`InwayForwarder` (closed at shutdown)."""
 
-
-class InwayRequest(falcon.asgi.Request):
-    """A Falcon request that notes whether the body's last ASGI event has arrived.
-
-    Falcon's body stream ends quietly when the client disconnects; the inway must know the
-    difference, or a backend would get a cut-off body as if it were complete.
-    """
-
-    def __init__(
-        self,
-        scope: dict[str, Any],
-        receive: AsgiReceive,
-        first_event: AsgiEvent | None = None,
-        options: falcon.request.RequestOptions | None = None,
-    ) -> None:
-        # The raw header list is forwarded; make sure it can be read twice (ASGI allows any
-        # iterable of pairs, and Falcon's test client hands over iterators).
-        scope["headers"] = [(name, value) for name, value in scope.get("headers") or ()]
-        self.body_progress = BodyProgress()
-        progress = self.body_progress
-        if first_event is None or not first_event.get("more_body", False):
-            progress.complete = first_event is None or first_event.get("type") == "http.request"
-
-        async def tracked_receive() -> AsgiEvent:
-            event = await receive()
-            if event.get("type") == "http.request" and not event.get("more_body", False):
-                progress.complete = True
-            return event
-
-        super().__init__(scope, tracked_receive, first_event=first_event, options=options)
-
-
-class InwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
-    """The Falcon app, holding the worker's :class:`Forwarder` (closed at shutdown)."""
-
-    forwarder: Forwarder
-
-
-def raw_path(scope: Mapping[str, Any]) -> bytes:
-    """The request path as sent (percent-encoding intact), for the path checks."""
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes) and raw:
-        return raw
-    return urllib.parse.quote(str(scope.get("path", "")), safe=_PATH_SAFE).encode("ascii")
-
-
-def has_body(req: InwayRequest) -> bool:
-    if req.get_header("Transfer-Encoding"):
-        return True
-    length = req.content_length
-    return length is not None and length > 0
-
-
-async def empty_body() -> AsyncIterator[bytes]:
-    for chunk in _NO_CHUNKS:
-        yield chunk
+    forwarder: InwayForwarder
 
 
 class InwayProxy:
@@ -126,7 +72,7 @@ class InwayProxy:
         verifier: TokenVerifier,
         services: Mapping[str, Backend],
         writer: LogWriter,
-        forwarder: Forwarder,
+        forwarder: InwayForwarder,
     ) -> None:
         self._verifier = verifier
         self._services = services
@@ -134,7 +80,7 @@ class InwayProxy:
         self._forwarder = forwarder
 
     async def __call__(
-        self, req: InwayRequest, resp: falcon.asgi.Response | None, **_: Any
+        self, req: GatewayRequest, resp: falcon.asgi.Response | None, **_: Any
     ) -> None:
         peer: PeerIdentity = req.context.peer
         try:
@@ -142,7 +88,8 @@ class InwayProxy:
                 raise InwayError(
                     InwayErrorCode.METHOD_UNSUPPORTED, "the inway does not support CONNECT"
                 )
-            token = self._verifier.verify(req.get_header(AUTHORIZATION_HEADER), peer)
+            authorization = req.get_header(AUTHORIZATION_HEADER)
+            token = self._verifier.verify(authorization, peer)
             transaction = transaction_id(req.get_header(TRANSACTION_ID_HEADER))
             backend = self._services[token.service]
             path = backend_path(backend.path, raw_path(req.scope))
@@ -176,54 +123,23 @@ class InwayProxy:
                 "the transaction log record could not be written; the request was not forwarded",
             ) from None
 
-        body = None
-        if has_body(req):
-            body = request_body(
-                req.stream.__aiter__(),
-                content_length=req.content_length,
-                progress=req.body_progress,
-            )
-        answer = await self._forwarder.forward(
-            backend,
+        assert authorization is not None  # verified above
+        answer = await self._forwarder.send(
+            backend.origin,
+            name=backend.name,
             method=req.method,
             path=path,
             query_string=req.scope.get("query_string") or b"",
-            headers=req.scope.get("headers") or [],
-            body=body,
+            # Of Fsc-*, only what was verified and logged goes on (docs/inway.md).
+            headers=request_headers(
+                raw_headers(req),
+                fsc=((AUTHORIZATION_HEADER, authorization), (TRANSACTION_ID_HEADER, transaction)),
+                allow=backend.pass_headers,
+            ),
+            body=body_of(req),
         )
         assert resp is not None  # Falcon always passes one to a sink
         pass_on(answer, resp)
-
-
-def pass_on(answer: BackendResponse, resp: falcon.asgi.Response) -> None:
-    """The next hop's answer as the gateway's own: status, headers, body (whole or streamed)."""
-    resp.status = answer.status
-    for name, value in answer.headers:
-        resp.append_header(name, value)
-    if answer.data is not None:
-        resp.data = answer.data  # one write; Falcon sets Content-Length to its length
-    else:
-        # HEAD: Falcon sends no body, and an empty stream keeps it from adding Content-Length.
-        resp.stream = answer.body if answer.body is not None else empty_body()
-
-
-async def _client_gone(
-    req: InwayRequest, resp: falcon.asgi.Response, exc: BaseException, params: Any
-) -> None:
-    # Nobody reads this answer; the backend request was aborted, not completed.
-    log.info("%s request aborted: %s", req.method, exc)
-    resp.status = falcon.HTTP_400
-    resp.data = b""
-
-
-class ForwarderLifecycle:
-    """Falcon lifespan middleware: close the worker's backend connections at shutdown."""
-
-    def __init__(self, forwarder: Forwarder) -> None:
-        self._forwarder = forwarder
-
-    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
-        await self._forwarder.close()
 
 
 def create_inway_app(
@@ -234,7 +150,7 @@ def create_inway_app(
     verifier: TokenVerifier | None = None,
 ) -> InwayApp:
     """The inway app for ``runtime``; tokens must be signed by one of ``certificates``."""
-    forwarder = Forwarder(
+    forwarder = InwayForwarder(
         connect_timeout=runtime.connect_timeout,
         read_timeout=runtime.read_timeout,
         connections=runtime.backend_connections,
@@ -248,11 +164,11 @@ def create_inway_app(
         clock_skew=runtime.clock_skew,
     )
     app = InwayApp(
-        request_type=InwayRequest,
+        request_type=GatewayRequest,
         middleware=[PeerIdentityMiddleware(ErrorDomain.INWAY), ForwarderLifecycle(forwarder)],
     )
     app.set_error_serializer(serialize_error)
-    app.add_error_handler(ClientDisconnected, _client_gone)
+    app.add_error_handler(ClientDisconnected, client_gone)
     # A backend response without Content-Type must not get Falcon's default one.
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     # Every path, even one not starting with "/" (refused as an FSC error by the sink).

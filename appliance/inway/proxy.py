@@ -1,178 +1,31 @@
-"""Forward a request to a Service's backend and stream the answer back.
+"""The inway's next hop: a Service's backend.
 
-One :class:`~appliance.upstream.UpstreamPool` per worker, made lazily in the worker's event
-loop, with keep-alive connections to the backends (see ``appliance.upstream`` for why the
-gateways have a client of their own). Bodies are streamed both ways and never held whole:
-the request body goes out as it arrives from the ASGI receive stream (chunked unless the
-client gave a Content-Length), the response body goes back through Falcon's ``resp.stream``
-as the backend sends it, with flow control on both sides. An answer that is complete when
-its head has been read (most small ones) is passed on whole (``BackendResponse.data``), so
-that the gateway answers with one write.
-
-Timeouts: connecting (including the wait for a pooled connection), every wait for the
-backend to send something, and every wait for it to take more of the request body. A backend
-that is down, silent for too long before its response starts, or that stops taking the
-request body gives ``ERROR_CODE_SERVICE_UNREACHABLE`` (502) and its connection is closed; one
-that stalls while its response body is streaming gets the connection to the Outway aborted,
-so the Outway never takes a cut-off body for a whole one.
+The pool, the timeouts and the streaming are the gateways' shared
+:class:`~appliance.forwarding.proxy.Forwarder`; the inway adds its answer-header policy (a
+service's ``Fsc-*`` headers renamed, :mod:`appliance.forwarding.headers`) and its error for a
+backend that is down, silent, or that stops taking the request body:
+``ERROR_CODE_SERVICE_UNREACHABLE`` (502).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
+from appliance.forwarding.headers import Headers, RawHeaders, service_answer_headers
+from appliance.forwarding.proxy import BackendStalled as BackendStalled  # where tests find it
+from appliance.forwarding.proxy import Forwarder
 from appliance.inway.errors import InwayError, InwayErrorCode
-from appliance.inway.headers import Headers, request_headers, response_headers
-from appliance.inway.settings import Backend
-from appliance.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-from appliance.upstream.client import Origin, describe, parse_origin
 
 log = logging.getLogger("sluis.inway")
 
-# Statuses whose responses have no body (RFC 9110 6.4.1).
-_BODILESS = frozenset({204, 304})
-# Idle backend connections are dropped before most backends drop them (uvicorn: 5 s), so a
-# pooled connection is rarely reused just as the backend closes it.
-BACKEND_KEEPALIVE_SECONDS = 4.0
 
+class InwayForwarder(Forwarder):
+    def answer_headers(self, raw: RawHeaders) -> Headers:
+        return service_answer_headers(raw)
 
-class ClientDisconnected(Exception):
-    """The Outway went away before its request body was complete."""
-
-
-class BackendStalled(Exception):
-    """The backend failed while its response body was being streamed."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackendResponse:
-    status: int
-    headers: Headers
-    body: AsyncIterator[bytes] | None  # None: nothing to stream (see data)
-    data: bytes | None = None  # the whole body, when it was complete with the head
-
-
-class Forwarder:
-    def __init__(
-        self,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        connections: int,
-        write_timeout: float | None = None,
-    ) -> None:
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._write_timeout = write_timeout  # None: no write timeout
-        self._connections = connections
-        self._pool: UpstreamPool | None = None
-        self._origins: dict[str, Origin] = {}
-
-    def _make_pool(self, **options: Any) -> UpstreamPool:
-        """The pool with this forwarder's timeouts; ``options`` add to or override the rest."""
-        return UpstreamPool(
-            connections=self._connections,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            write_timeout=self._write_timeout,
-            **{"keepalive": BACKEND_KEEPALIVE_SECONDS, **options},
-        )
-
-    def pool(self) -> UpstreamPool:
-        """This worker's pool, made on first use in the running loop."""
-        pool = self._pool
-        if pool is None or pool.loop is not asyncio.get_running_loop():
-            pool = self._pool = self._make_pool()
-        return pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-        self._pool = None
-
-    def _origin(self, origin: str) -> Origin:
-        parsed = self._origins.get(origin)
-        if parsed is None:
-            parsed = self._origins[origin] = parse_origin(origin)
-        return parsed
-
-    def unreachable(self, backend: Backend, reason: str) -> Exception:
-        log.warning("service %s unreachable at %s: %s", backend.name, backend.url, reason)
+    def unreachable(self, name: str, origin: str, reason: str) -> Exception:
+        log.warning("service %s unreachable at %s: %s", name, origin, reason)
         return InwayError(
             InwayErrorCode.SERVICE_UNREACHABLE,
-            f"the inway cannot reach the service {backend.name!r}: {reason}",
+            f"the inway cannot reach the service {name!r}: {reason}",
         )
-
-    async def forward(
-        self,
-        backend: Backend,
-        *,
-        method: str,
-        path: str,
-        query_string: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: AsyncIterator[bytes] | None,
-    ) -> BackendResponse:
-        """Send the request; return once the backend's status and headers are in."""
-        target = path
-        if query_string:
-            target += "?" + query_string.decode("latin-1")
-        try:
-            response = await self.pool().request(
-                self._origin(backend.origin), method, target, request_headers(headers), body
-            )
-        except (UpstreamError, OSError) as exc:
-            raise self.unreachable(backend, describe(exc)) from None
-        return _answer(response, method, backend)
-
-
-def _answer(response: UpstreamResponse, method: str, backend: Backend) -> BackendResponse:
-    status = response.status
-    headers = response_headers(response.headers)
-    if method == "HEAD" or status in _BODILESS:
-        response.close()
-        return BackendResponse(status, headers, None)
-    data = response.whole()
-    if data is not None:
-        return BackendResponse(status, headers, None, data)
-    return BackendResponse(status, headers, _relay(response, backend))
-
-
-async def _relay(response: UpstreamResponse, backend: Backend) -> AsyncIterator[bytes]:
-    chunks = response.chunks()
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except (UpstreamError, OSError) as exc:
-        raise BackendStalled(
-            f"service {backend.name!r} failed while sending its response body: {describe(exc)}"
-        ) from None
-    finally:
-        await chunks.aclose()  # an early stop closes the connection, never reused half-read
-
-
-class BodyProgress:
-    """Whether the ASGI server has delivered the request body's last event."""
-
-    def __init__(self) -> None:
-        self.complete = False
-
-
-async def request_body(
-    chunks: AsyncIterator[bytes], *, content_length: int | None, progress: BodyProgress
-) -> AsyncIterator[bytes]:
-    """The request body for the backend, chunk by chunk as the Outway sends it.
-
-    Raises :class:`ClientDisconnected` (aborting the backend request, so that the backend never
-    sees a cut-off body as a whole one) when the body ends without being complete.
-    """
-    received = 0
-    async for chunk in chunks:
-        received += len(chunk)
-        yield chunk
-    if not (progress.complete or (content_length is not None and received >= content_length)):
-        raise ClientDisconnected("the Outway disconnected before its request body was complete")

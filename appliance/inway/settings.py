@@ -13,23 +13,20 @@
     write_timeout_seconds = 30                 # backend takes no request body this long: 502
     backend_connections = 256                  # keep-alive pool per worker
     clock_skew_seconds = 5                     # leeway on the token's exp and nbf
+    pass_headers = {kadaster = "X-Remote-User"}  # per service: removed headers it needs
 """
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from yarl import URL
 
 from appliance.config import InwaySettings, SluisConfig
 from appliance.errors import ConfigurationError
-
-# Core "Group ID" and the Service name of contracts (appliance.manager.contracts.validation).
-GROUP_ID = re.compile(r"[a-zA-Z0-9./_-]{1,100}")
-SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")
+from appliance.forwarding.settings import SERVICE_NAME, check_gateway_settings, pass_headers
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,7 @@ class Backend:
     name: str
     origin: str
     path: str  # without a trailing slash; "" for the root
+    pass_headers: frozenset[str] = frozenset()  # lower case; see appliance.forwarding.headers
 
     @property
     def url(self) -> str:
@@ -135,27 +133,6 @@ def inway_settings(config: SluisConfig) -> InwaySettings:
     return config.inway
 
 
-def check_gateway_settings(
-    section: str,
-    group_id: str,
-    *,
-    positive: Mapping[str, float],
-    not_negative: Mapping[str, float],
-) -> None:
-    """The checks the inway's and the outway's sections share, with the section's name."""
-    if not GROUP_ID.fullmatch(group_id):
-        raise ConfigurationError(
-            f"[{section}] group_id {group_id!r} is not a Group ID (set [{section}] or [manager] "
-            "group_id; letters, digits and ./_- , at most 100)"
-        )
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigurationError(f"[{section}] {name} must be positive")
-    for name, value in not_negative.items():
-        if value < 0:
-            raise ConfigurationError(f"[{section}] {name} must not be negative")
-
-
 def resolve_runtime(config: SluisConfig) -> InwayRuntime:
     """Check ``[inway]`` and fill ``address`` and ``group_id`` from ``[manager]`` when empty."""
     settings = inway_settings(config)
@@ -179,10 +156,17 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
         },
         not_negative={"clock_skew_seconds": settings.clock_skew_seconds},
     )
+    services = parse_services(settings.services)
+    allowed = pass_headers(
+        "inway", settings.pass_headers, is_service=services.__contains__, what="a service"
+    )
     return InwayRuntime(
         address=address,
         group_id=group_id,
-        services=parse_services(settings.services),
+        services={
+            name: replace(b, pass_headers=allowed.get(name, frozenset()))
+            for name, b in services.items()
+        },
         connect_timeout=float(settings.connect_timeout_seconds),
         read_timeout=float(settings.read_timeout_seconds),
         write_timeout=float(settings.write_timeout_seconds),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,19 @@ import falcon
 import falcon.asgi
 
 from appliance.config import load_config
-from appliance.inway.app import ForwarderLifecycle, InwayRequest, has_body, pass_on
-from appliance.inway.app import raw_path as request_raw_path
-from appliance.inway.errors import InwayError
-from appliance.inway.paths import checked_path
-from appliance.inway.proxy import ClientDisconnected, request_body
-from appliance.inway.settings import SERVICE_NAME
+from appliance.forwarding.asgi import (
+    ForwarderLifecycle,
+    GatewayRequest,
+    body_of,
+    client_gone,
+    pass_on,
+    raw_headers,
+)
+from appliance.forwarding.asgi import raw_path as request_raw_path
+from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
+from appliance.forwarding.paths import PathRefused, checked_path
+from appliance.forwarding.proxy import ClientDisconnected
+from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import GrantSource, Route, by_grant_hash, by_service
@@ -49,8 +55,8 @@ from appliance.outway.logging import (
     load_pseudonymiser,
     purpose_binding,
 )
-from appliance.outway.proxy import GRANT_HASH_HEADER, OutwayForwarder, outgoing_headers
-from appliance.outway.settings import OutwayRuntime, outway_settings, resolve_runtime
+from appliance.outway.proxy import GRANT_HASH_HEADER, OutwayForwarder
+from appliance.outway.settings import PEER_ID, OutwayRuntime, outway_settings, resolve_runtime
 from appliance.outway.tokens import TokenCache
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
@@ -67,7 +73,6 @@ from appliance.txlog.record import Direction, LogRecord, new_transaction_id, par
 
 log = logging.getLogger("sluis.outway")
 
-_PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
 # The inway refuses a token it finds invalid or expired with these: fetch a new one next time.
 _TOKEN_REFUSED = frozenset(
     {
@@ -78,7 +83,7 @@ _TOKEN_REFUSED = frozenset(
 )
 
 
-class OutwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
+class OutwayApp(falcon.asgi.App[GatewayRequest, falcon.asgi.Response]):
     """The Falcon app, holding the worker's forwarder and token cache."""
 
     forwarder: OutwayForwarder
@@ -88,8 +93,10 @@ class OutwayApp(falcon.asgi.App[InwayRequest, falcon.asgi.Response]):
 def _checked(raw_path: bytes) -> str:
     try:
         return checked_path(raw_path)
-    except InwayError as exc:
-        raise OutwayError(OutwayErrorCode.INVALID_PATH, exc.message) from None
+    except PathRefused as exc:
+        raise OutwayError(
+            OutwayErrorCode.INVALID_PATH, f"the request path is not forwarded: {exc}"
+        ) from None
 
 
 def nlx_route(raw_path: bytes) -> tuple[str, str, bytes]:
@@ -97,7 +104,7 @@ def nlx_route(raw_path: bytes) -> tuple[str, str, bytes]:
     parts = raw_path.split(b"/", 3)
     peer = parts[1].decode("latin-1") if len(parts) > 1 else ""
     service = parts[2].decode("latin-1") if len(parts) > 2 else ""
-    if not _PEER_ID.fullmatch(peer) or not SERVICE_NAME.fullmatch(service):
+    if not PEER_ID.fullmatch(peer) or not SERVICE_NAME.fullmatch(service):
         raise OutwayError(
             OutwayErrorCode.INVALID_PATH,
             f"no {GRANT_HASH_HEADER} header, and the path does not start with "
@@ -143,15 +150,22 @@ class OutwayProxy:
         *,
         pseudonymiser: Pseudonymiser | None = None,
         forward_purpose_headers: bool = False,
+        pass_headers: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._grants = grants
         self._tokens = tokens
         self._writer = writer
         self._forwarder = forwarder
         self._pseudonymiser = pseudonymiser
-        self._drop = frozenset() if forward_purpose_headers else PURPOSE_HEADERS
+        # The purpose headers go on only once validated (purpose_binding), and when allowed.
+        self._purpose: frozenset[str] = PURPOSE_HEADERS if forward_purpose_headers else frozenset()
+        self._pass = pass_headers or {}
 
-    def _route(self, req: InwayRequest) -> tuple[Route, str]:
+    def _allowed(self, route: Route) -> frozenset[str]:
+        extra = self._pass.get(f"{route.service_peer_id}/{route.service_name}")
+        return self._purpose if extra is None else self._purpose | extra
+
+    def _route(self, req: GatewayRequest) -> tuple[Route, str]:
         raw_path = request_raw_path(req.scope)
         grant_hash = req.get_header(GRANT_HASH_HEADER)
         if grant_hash is not None and grant_hash.strip():
@@ -160,7 +174,7 @@ class OutwayProxy:
         return by_service(self._grants, peer, service), _checked(rest)
 
     async def __call__(
-        self, req: InwayRequest, resp: falcon.asgi.Response | None, **_: Any
+        self, req: GatewayRequest, resp: falcon.asgi.Response | None, **_: Any
     ) -> None:
         if req.method == "CONNECT":
             raise OutwayError(
@@ -201,25 +215,18 @@ class OutwayProxy:
             )
             raise write_error(ErrorDomain.OUTWAY) from None
 
-        body = None
-        if has_body(req):
-            body = request_body(
-                req.stream.__aiter__(),
-                content_length=req.content_length,
-                progress=req.body_progress,
-            )
-        answer = await self._forwarder.to_inway(
+        answer = await self._forwarder.send(
             token.inway,
+            name=token.inway,
             method=req.method,
             path=path,
             query_string=req.scope.get("query_string") or b"",
-            headers=outgoing_headers(
-                req.scope.get("headers") or [],
-                token=token.raw,
-                transaction_id=transaction,
-                drop=self._drop,
+            headers=request_headers(
+                raw_headers(req),
+                fsc=((AUTHORIZATION_HEADER, token.raw), (TRANSACTION_ID_HEADER, transaction)),
+                allow=self._allowed(route),
             ),
-            body=body,
+            body=body_of(req),
         )
         if answer.status == 401 or answer.status == 403:
             codes = {v for n, v in answer.headers if n.lower() == "fsc-error-code"}
@@ -243,14 +250,6 @@ class Closers:
                 log.warning("closing at shutdown failed: %s", exc)
 
 
-async def _client_gone(
-    req: InwayRequest, resp: falcon.asgi.Response, exc: BaseException, params: Any
-) -> None:
-    log.info("%s request aborted: %s", req.method, exc)
-    resp.status = falcon.HTTP_400
-    resp.data = b""
-
-
 def create_outway_app(
     runtime: OutwayRuntime,
     grants: GrantSource,
@@ -262,7 +261,7 @@ def create_outway_app(
     closers: tuple[Callable[[], Awaitable[None]], ...] = (),
 ) -> OutwayApp:
     app = OutwayApp(
-        request_type=InwayRequest,
+        request_type=GatewayRequest,
         middleware=[
             TransactionIdMiddleware(),
             ForwarderLifecycle(forwarder),
@@ -270,7 +269,7 @@ def create_outway_app(
         ],
     )
     app.set_error_serializer(serialize_error)
-    app.add_error_handler(ClientDisconnected, _client_gone)
+    app.add_error_handler(ClientDisconnected, client_gone)
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.add_sink(
         OutwayProxy(
@@ -280,6 +279,7 @@ def create_outway_app(
             forwarder,
             pseudonymiser=pseudonymiser,
             forward_purpose_headers=runtime.forward_purpose_headers,
+            pass_headers=runtime.pass_headers,
         ),
         prefix="",
     )

@@ -1,64 +1,36 @@
 """Forward a request to the inway in the token's ``aud`` over mutual TLS; stream both ways.
 
-This is the inway's :class:`~appliance.inway.proxy.Forwarder` (one connection pool per worker,
-made in the worker's loop; keep-alive; connect, read and write timeouts; streaming with flow
-control; hop-by-hop headers removed, ``Fsc-*`` kept) with connections that present this
-appliance's certificate (HSM key) to the inways, and the outway's error for an inway that
-cannot be reached (502 ``ERROR_CODE_INWAY_UNREACHABLE``). The inway's answer, an FSC error
-of the inway or the service's own error included, is passed back unaltered.
+The gateways' shared :class:`~appliance.forwarding.proxy.Forwarder` (one connection pool per
+worker, made in the worker's loop; keep-alive; connect, read and write timeouts; streaming
+with flow control) with connections that present this appliance's certificate (HSM key) to
+the inways, and the outway's error for an inway that cannot be reached (502
+``ERROR_CODE_INWAY_UNREACHABLE``). The inway's answer, an FSC error of the inway or the
+service's own answer included, is passed back with only its hop-by-hop headers removed.
 
-Before the request leaves, the app's headers lose whatever could speak for this appliance or
-for someone else: every ``Fsc-*`` header (the outway sets ``Fsc-Authorization`` and
-``Fsc-Transaction-Id`` itself; ``Fsc-Grant-Hash`` is for the outway only), the forwarding and
-client-certificate headers proxies use to pass an identity on (:data:`IDENTITY_HEADERS`), and,
-unless configured otherwise, the purpose-binding headers (``appliance.outway.logging``).
+What the application's request loses on the way (every ``Fsc-*`` header, identity and
+forwarding headers, ``Sluis-*``) is the forwarding policy, :mod:`appliance.forwarding.headers`.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from appliance.inway.errors import InwayError, InwayErrorCode
-from appliance.inway.headers import IDENTITY_HEADERS
-from appliance.inway.proxy import BackendResponse, Forwarder
-from appliance.inway.settings import Backend
+from appliance.forwarding.headers import Headers, RawHeaders, inway_answer_headers
+from appliance.forwarding.proxy import Forwarder
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.tls import revocation
 from appliance.tls.peer import PeerIdentity, PeerIdentityError
 from appliance.upstream import UpstreamPool
 
-AUTHORIZATION_HEADER = "Fsc-Authorization"
+log = logging.getLogger("sluis.outway")
+
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
 # The inway's gunicorn keeps an idle connection 75 s; the outway lets go earlier.
 INWAY_KEEPALIVE_SECONDS = 60.0
-
-
-def outgoing_headers(
-    raw: Iterable[tuple[bytes, bytes]],
-    *,
-    token: str,
-    transaction_id: str,
-    drop: frozenset[str] = frozenset(),
-) -> list[tuple[bytes, bytes]]:
-    """The app's headers without identity (and ``drop``) headers, plus the outway's FSC ones.
-
-    Hop-by-hop headers go later, in the inway's ``request_headers``.
-    """
-    kept = [
-        (name, value)
-        for name, value in raw
-        if not (
-            (lower := name.decode("latin-1").lower()).startswith("fsc-")
-            or lower in IDENTITY_HEADERS
-            or lower in drop
-        )
-    ]
-    kept.append((AUTHORIZATION_HEADER.encode(), token.encode("ascii")))
-    kept.append((b"Fsc-Transaction-Id", transaction_id.encode("ascii")))
-    return kept
 
 
 @functools.lru_cache(maxsize=256)
@@ -77,7 +49,7 @@ def inway_refusal(der: bytes) -> str | None:
 
 
 class OutwayForwarder(Forwarder):
-    """The inway's Forwarder, over mutual TLS to inways."""
+    """The shared Forwarder, over mutual TLS to inways."""
 
     def __init__(
         self,
@@ -107,31 +79,12 @@ class OutwayForwarder(Forwarder):
             **options,
         )
 
-    async def to_inway(
-        self,
-        inway: str,
-        *,
-        method: str,
-        path: str,
-        query_string: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: AsyncIterator[bytes] | None,
-    ) -> BackendResponse:
-        """Send the request to ``inway`` (https://host:port); return once its headers are in."""
-        try:
-            return await self.forward(
-                Backend(name=inway, origin=inway, path=""),
-                method=method,
-                path=path,
-                query_string=query_string,
-                headers=headers,
-                body=body,
-            )
-        except InwayError as exc:
-            if exc.inway_code is not InwayErrorCode.SERVICE_UNREACHABLE:
-                raise
-            reason = exc.message.rpartition(": ")[2]
-            raise OutwayError(
-                OutwayErrorCode.INWAY_UNREACHABLE,
-                f"the outway cannot reach the inway at {inway}: {reason}",
-            ) from None
+    def answer_headers(self, raw: RawHeaders) -> Headers:
+        return inway_answer_headers(raw)
+
+    def unreachable(self, name: str, origin: str, reason: str) -> Exception:
+        log.warning("inway %s unreachable: %s", origin, reason)
+        return OutwayError(
+            OutwayErrorCode.INWAY_UNREACHABLE,
+            f"the outway cannot reach the inway at {origin}: {reason}",
+        )

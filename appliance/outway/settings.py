@@ -13,6 +13,8 @@
     token_timeout_seconds = 10        # a token request to a Manager, in total
     token_refresh_seconds = 30        # fetch a new token this long before exp
     forward_purpose_headers = false   # send Sluis-Processing-Activity etc. to the other peer
+    pass_headers = {"00000001001234567002/kadaster" = "X-Remote-User"}  # per service: removed
+                                      # headers it needs anyway (never Fsc-*)
 
 The outway finds its grants in the local Manager's store, so the box also has ``[manager]``;
 ``[manager] resolve`` (host:port=ip:port) applies to inway addresses too.
@@ -20,11 +22,15 @@ The outway finds its grants in the local Manager's store, so the box also has ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from appliance.config import OutwaySettings, SluisConfig
 from appliance.errors import ConfigurationError
-from appliance.inway.settings import check_gateway_settings
+from appliance.forwarding.settings import SERVICE_NAME, check_gateway_settings, pass_headers
+
+PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,13 @@ class OutwayRuntime:
     token_timeout: float = 10.0
     token_refresh: float = 30.0
     forward_purpose_headers: bool = False
+    # "peer-id/service" -> lower-case header names (appliance.forwarding.headers)
+    pass_headers: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def _is_service(key: str) -> bool:
+    peer, sep, service = key.partition("/")
+    return bool(sep) and bool(PEER_ID.fullmatch(peer)) and bool(SERVICE_NAME.fullmatch(service))
 
 
 def outway_settings(config: SluisConfig) -> OutwaySettings:
@@ -69,4 +82,7 @@ def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
         token_timeout=float(settings.token_timeout_seconds),
         token_refresh=float(settings.token_refresh_seconds),
         forward_purpose_headers=settings.forward_purpose_headers,
+        pass_headers=pass_headers(
+            "outway", settings.pass_headers, is_service=_is_service, what="peer-id/service"
+        ),
     )

@@ -298,3 +298,30 @@ def test_a_worker_started_after_a_rotation_knows_the_previous_certificate(
     certificates = SigningCertificates.from_file(live)
     assert certificates.peer_id == OIN_OWN
     assert certificates.find(renewed.thumbprint) is not None
+
+
+def test_pass_headers_are_per_service(tmp_path: Path) -> None:
+    text = INWAY + 'pass_headers = {kadaster = "X-Remote-User, Sluis-Processing-Activity"}\n'
+    runtime = resolve_runtime(load_config(write(tmp_path, BASE + text)))
+    assert runtime.services["kadaster"].pass_headers == {
+        "x-remote-user",
+        "sluis-processing-activity",
+    }
+    assert runtime.services["basisregistratie"].pass_headers == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("table", "complaint"),
+    [
+        ('{kadaster = "Fsc-Peer-Id"}', "Fsc-\\* headers cannot be passed"),
+        ('{kadaster = "Connection"}', "sets this header itself"),
+        ('{kadaster = "X Bad"}', "not a header name"),
+        ('{elsewhere = "X-Remote-User"}', "is not a service"),
+    ],
+)
+def test_pass_headers_that_cannot_be_are_refused_at_start(
+    tmp_path: Path, table: str, complaint: str
+) -> None:
+    config = load_config(write(tmp_path, BASE + INWAY + f"pass_headers = {table}\n"))
+    with pytest.raises(ConfigurationError, match=complaint):
+        resolve_runtime(config)

@@ -166,3 +166,26 @@ def test_token_claims_are_checked() -> None:
             checked_token(unsigned_token(claims), ROUTE, group_id=GROUP_ID, now=now)
     with pytest.raises(TokenUnavailable):
         checked_token("not-a-jws", ROUTE, group_id=GROUP_ID, now=now)
+
+
+def test_pass_headers_are_per_peer_and_service(tmp_path: Path) -> None:
+    key = f"{OIN_SERVICE}/{SERVICE}"
+    runtime = resolve_runtime(
+        load_config(_config(tmp_path, f'[outway]\npass_headers = {{"{key}" = "X-Remote-User"}}\n'))
+    )
+    assert runtime.pass_headers == {key: {"x-remote-user"}}
+
+
+@pytest.mark.parametrize(
+    ("table", "complaint"),
+    [
+        ('{kadaster = "X-Remote-User"}', "is not peer-id/service"),
+        ('{"00000001000000000202/kadaster" = "fsc-authorization"}', "Fsc-\\*"),
+    ],
+)
+def test_pass_headers_that_cannot_be_are_refused_at_start(
+    tmp_path: Path, table: str, complaint: str
+) -> None:
+    config = load_config(_config(tmp_path, f"[outway]\npass_headers = {table}\n"))
+    with pytest.raises(ConfigurationError, match=complaint):
+        resolve_runtime(config)

@@ -1,0 +1,177 @@
+"""Send a request to the next hop (a service's backend, or an inway) and stream the answer back.
+
+One :class:`~appliance.upstream.UpstreamPool` per worker, made lazily in the worker's event
+loop, with keep-alive connections to the next hops (see ``appliance.upstream`` for why the
+gateways have a client of their own). Bodies are streamed both ways and never held whole:
+the request body goes out as it arrives from the ASGI receive stream (chunked unless the
+client gave a Content-Length), the answer's body goes back through Falcon's ``resp.stream``
+as the next hop sends it, with flow control on both sides. An answer that is complete when
+its head has been read (most small ones) is passed on whole (``ForwardedResponse.data``), so
+that the gateway answers with one write.
+
+Timeouts: connecting (including the wait for a pooled connection), every wait for the next
+hop to send something, and every wait for it to take more of the request body. A next hop
+that is down, silent for too long before its answer starts, or that stops taking the
+request body is the gateway's own FSC error (:meth:`Forwarder.unreachable`), and its
+connection is closed; one that stalls while its answer's body is streaming gets the client's
+connection aborted, so the client never takes a cut-off body for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.forwarding.headers import Headers, RawHeaders
+from appliance.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from appliance.upstream.client import Origin, describe, parse_origin
+
+# Statuses whose responses have no body (RFC 9110 6.4.1).
+_BODILESS = frozenset({204, 304})
+# Idle backend connections are dropped before most backends drop them (uvicorn: 5 s), so a
+# pooled connection is rarely reused just as the backend closes it.
+BACKEND_KEEPALIVE_SECONDS = 4.0
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+class BackendStalled(Exception):
+    """The next hop failed while its answer's body was being streamed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedResponse:
+    status: int
+    headers: Headers
+    body: AsyncIterator[bytes] | None  # None: nothing to stream (see data)
+    data: bytes | None = None  # the whole body, when it was complete with the head
+
+
+class Forwarder:
+    """The worker's pool to the next hops; subclasses say which answer headers go back."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        connections: int,
+        write_timeout: float | None = None,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout  # None: no write timeout
+        self._connections = connections
+        self._pool: UpstreamPool | None = None
+        self._origins: dict[str, Origin] = {}
+
+    def _make_pool(self, **options: Any) -> UpstreamPool:
+        """The pool with this forwarder's timeouts; ``options`` add to or override the rest."""
+        return UpstreamPool(
+            connections=self._connections,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            write_timeout=self._write_timeout,
+            **{"keepalive": BACKEND_KEEPALIVE_SECONDS, **options},
+        )
+
+    def pool(self) -> UpstreamPool:
+        """This worker's pool, made on first use in the running loop."""
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            pool = self._pool = self._make_pool()
+        return pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    def _origin(self, origin: str) -> Origin:
+        parsed = self._origins.get(origin)
+        if parsed is None:
+            parsed = self._origins[origin] = parse_origin(origin)
+        return parsed
+
+    def answer_headers(self, raw: RawHeaders) -> Headers:
+        """The next hop's answer headers as the gateway passes them on."""
+        raise NotImplementedError
+
+    def unreachable(self, name: str, origin: str, reason: str) -> Exception:
+        """The gateway's error for a next hop that is down, silent or not reading."""
+        raise NotImplementedError
+
+    async def send(
+        self,
+        origin: str,
+        *,
+        name: str,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: Headers,
+        body: AsyncIterator[bytes] | None,
+    ) -> ForwardedResponse:
+        """Send the request (``headers`` as the policy left them) to ``origin``; return once the
+        answer's status and headers are in. ``name`` names the next hop in errors."""
+        target = path
+        if query_string:
+            target += "?" + query_string.decode("latin-1")
+        try:
+            response = await self.pool().request(
+                self._origin(origin), method, target, headers, body
+            )
+        except (UpstreamError, OSError) as exc:
+            raise self.unreachable(name, origin, describe(exc)) from None
+        return self._answer(response, method, name)
+
+    def _answer(self, response: UpstreamResponse, method: str, name: str) -> ForwardedResponse:
+        status = response.status
+        headers = self.answer_headers(response.headers)
+        if method == "HEAD" or status in _BODILESS:
+            response.close()
+            return ForwardedResponse(status, headers, None)
+        data = response.whole()
+        if data is not None:
+            return ForwardedResponse(status, headers, None, data)
+        return ForwardedResponse(status, headers, _relay(response, name))
+
+
+async def _relay(response: UpstreamResponse, name: str) -> AsyncIterator[bytes]:
+    chunks = response.chunks()
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except (UpstreamError, OSError) as exc:
+        raise BackendStalled(
+            f"{name!r} failed while sending its response body: {describe(exc)}"
+        ) from None
+    finally:
+        await chunks.aclose()  # an early stop closes the connection, never reused half-read
+
+
+class BodyProgress:
+    """Whether the ASGI server has delivered the request body's last event."""
+
+    def __init__(self) -> None:
+        self.complete = False
+
+
+async def request_body(
+    chunks: AsyncIterator[bytes], *, content_length: int | None, progress: BodyProgress
+) -> AsyncIterator[bytes]:
+    """The request body for the next hop, chunk by chunk as the client sends it.
+
+    Raises :class:`ClientDisconnected` (aborting the next hop's request, so that it never
+    sees a cut-off body as a whole one) when the body ends without being complete.
+    """
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        yield chunk
+    if not (progress.complete or (content_length is not None and received >= content_length)):
+        raise ClientDisconnected("the client disconnected before its request body was complete")
