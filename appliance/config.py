@@ -117,6 +117,23 @@ class OutwaySettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """What every listener of the appliance accepts before a request reaches its app
+    (``[http]``; ``appliance.serving.protocol``, docs/configuration.md)."""
+
+    max_head_bytes: int = 16384  # request line and header fields together: 431 above
+    max_line_bytes: int = 8192  # one header field (431) or the request target (414)
+    max_headers: int = 100  # header fields: 431 above
+    head_timeout_seconds: int = 10  # TLS handshake, then the whole head: 408 (or closed)
+    idle_timeout_seconds: int = 75  # a kept-alive connection with no new request: closed
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ConfigurationError(f"[http] {name} must be at least 1")
+
+
+@dataclass(frozen=True)
 class TxlogSettings:
     """The transaction log (``[txlog]``): where both gateways write, the Manager reads.
 
@@ -190,6 +207,7 @@ class SluisConfig:
     txlog: TxlogSettings | None = None
     outway: OutwaySettings | None = None
     controller: ControllerSettings | None = None
+    http: HttpSettings = HttpSettings()
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -235,7 +253,7 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
 
 # Tables inside a section: [controller.oidc].
 _NESTED: dict[str, type[Any]] = {"oidc": OidcSettings}
-_OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller")
+_OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller", "http")
 
 
 def _optional(cls: type[Any], data: dict[str, Any], name: str, source: Path) -> Any:
@@ -259,6 +277,7 @@ def load_config(path: Path) -> SluisConfig:
     txlog = _optional(TxlogSettings, data, "txlog", path)
     outway = _optional(OutwaySettings, data, "outway", path)
     controller = _optional(ControllerSettings, data, "controller", path)
+    http = _optional(HttpSettings, data, "http", path) or HttpSettings()
     unknown = sorted(set(data) - {"hsm", "tls", *_OPTIONAL_SECTIONS})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
@@ -271,4 +290,5 @@ def load_config(path: Path) -> SluisConfig:
         txlog=txlog,
         outway=outway,
         controller=controller,
+        http=http,
     )

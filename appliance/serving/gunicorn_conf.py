@@ -15,7 +15,8 @@ workers = int(os.environ.get("SLUIS_WORKERS", str(os.cpu_count() or 1)))
 worker_class = "appliance.serving.worker.SluisWorker"
 # Never preload: the app and its HSM-backed contexts must be created in each worker.
 preload_app = False
-keepalive = 75  # outways keep connections to inways open; longer than their pool idle time
+# No keepalive here: the idle time of kept-alive connections is [http] idle_timeout_seconds
+# in the appliance's configuration file (appliance.serving.worker), like the head limits.
 graceful_timeout = 30
 timeout = 30
 proc_name = os.environ.get("SLUIS_PROC_NAME", "sluis")

@@ -29,8 +29,9 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 
 from appliance.config import load_config
-from appliance.serving.protocol import PeerCertificateProtocol
+from appliance.serving.protocol import HeadLimits, PeerCertificateProtocol
 from appliance.serving.readiness import report_serving
+from appliance.serving.wire import wire_errors_for
 from appliance.tls.context import server_context
 
 CONFIG_ENV = "SLUIS_CONFIG"
@@ -64,18 +65,25 @@ class SluisWorker(Worker):  # type: ignore[misc]
             logger.handlers = target.handlers
             logger.setLevel(target.level)
             logger.propagate = False
+        # [http]: the limits on request heads and the idle time, for every listener.
+        limits = self._limits = HeadLimits.from_settings(
+            load_config(Path(os.environ[CONFIG_ENV])).http
+        )
         self.config = Config(
             app=None,  # type: ignore[arg-type]  # gunicorn's loaded app, set in _serve()
             log_config=None,
             loop="uvloop",
-            http=PeerCertificateProtocol,
+            # Errors written before any app runs, in the format of the component served.
+            http=PeerCertificateProtocol.configured(
+                limits, wire_errors_for(str(getattr(self.app, "app_uri", None) or ""))
+            ),
             lifespan="auto",
             server_header=False,
             # The client address is the socket's: no X-Forwarded-For from a local process may
             # rewrite it (uvicorn trusts it from 127.0.0.1 by default), and one less layer per
             # request.
             proxy_headers=False,
-            timeout_keep_alive=self.cfg.keepalive,
+            timeout_keep_alive=int(limits.idle_timeout),
             timeout_notify=self.timeout,
             callback_notify=self.callback_notify,
             limit_max_requests=self.max_requests or None,
@@ -113,7 +121,17 @@ class SluisWorker(Worker):  # type: ignore[misc]
     def run(self) -> None:
         import uvloop
 
-        uvloop.run(self._serve())
+        handshake_timeout = self._limits.head_timeout
+
+        class Loop(uvloop.Loop):
+            async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+                # uvicorn passes no TLS handshake timeout (uvloop's default is 60 s): a client
+                # gets the head timeout for its handshake too.
+                if kwargs.get("ssl") is not None:
+                    kwargs.setdefault("ssl_handshake_timeout", handshake_timeout)
+                return await super().create_server(*args, **kwargs)
+
+        uvloop.run(self._serve(), loop_factory=Loop)
 
     async def callback_notify(self) -> None:
         self.notify()

@@ -24,6 +24,8 @@ HOST = (b"host", b"inway.example")
         ([HOST, (b"transfer-encoding", b"chunked")], "1.0", "not HTTP/1.1"),
         ([], "1.1", "exactly one Host"),
         ([HOST, HOST], "1.1", "exactly one Host"),
+        ([], "0.9", "HTTP version 0.9"),  # "GET /": a request line without a version
+        ([HOST], "2.0", "HTTP version 2.0"),
     ],
 )
 def test_refused(headers: list[tuple[bytes, bytes]], version: str, problem: str) -> None:
