@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 import pytest
-from inway.inwaytest import EchoBackend, EchoState, generated_block, log_unwritable
+from inway.inwaytest import FORGED, EchoBackend, EchoState, generated_block, log_unwritable
 from inway.raw_client import converse
 
 from appliance.demo.gateways import Gateways, configure_gateways, rewrite_config
@@ -151,9 +151,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         f'\n[inway]\nservices = ["{SERVICE}={backend.url}/api"]\n'
         f'address = "{gateways.inway_address}"\n'
         'transaction_log = "appliance.txlog.gateway:inway_writer"\n'
+        f'pass_headers = {{{SERVICE} = "X-Remote-User"}}\n'
         f'\n[txlog]\ndatabase = "{urls["b"]}"\n',
     )
-    rewrite_config(members["a"], f'\n[outway]\n\n[txlog]\ndatabase = "{urls["a"]}"\n')
+    rewrite_config(
+        members["a"],
+        f'\n[outway]\npass_headers = {{"{OIN_B}/{SERVICE}" = "X-Remote-User"}}\n'
+        f'\n[txlog]\ndatabase = "{urls["a"]}"\n',
+    )
     components: list[Component] = []
     logs: dict[str, TransactionLog] = {}
     try:
@@ -379,10 +384,33 @@ def test_fsc_headers_survive_connection_hop_by_hop_and_identity_headers_do_not(
     status, answer_headers, body = _request(chain, "GET", _nlx("/hop"))
     assert status == 200
     assert body == b"hop"
-    assert answer_headers["fsc-backend-named"] == "kept"
+    assert answer_headers["sluis-service-fsc-backend-named"] == "kept"  # the service's
+    assert "fsc-backend-named" not in answer_headers
     assert answer_headers["x-backend-public"] == "yes"
     for gone in ("x-backend-private", "keep-alive", "proxy-authenticate", "upgrade"):
         assert gone not in answer_headers, gone
+
+
+def test_the_app_cannot_speak_for_anyone_and_the_service_not_for_a_gateway(chain: Chain) -> None:
+    """The forwarding policy (docs/outway.md, docs/inway.md) over app -> outway -> inway."""
+    headers = dict.fromkeys(FORGED, "forged")
+    status, _, body = _request(
+        chain, "GET", _nlx("/headers"), {**headers, "X-Remote-User": "alice", "X-Public": "yes"}
+    )
+    assert status == 200, body
+    seen = {name.lower(): value for name, value in json.loads(body)["headers"]}
+    for gone in FORGED:
+        assert gone.lower() not in seen, gone
+    assert [n for n in seen if n.startswith("fsc-")] == ["fsc-authorization", "fsc-transaction-id"]
+    assert seen["x-remote-user"] == "alice"  # pass_headers at both gateways
+    assert seen["x-public"] == "yes"
+
+    # A service's own Fsc-Error-Code is not a gateway's error at the application.
+    status, answer_headers, body = _request(chain, "GET", _nlx("/status/401"))
+    assert status == 401
+    assert body == b"service says no"
+    assert "fsc-error-code" not in answer_headers
+    assert answer_headers["sluis-service-fsc-error-code"] == "SERVICE_OWN_ERROR"
 
 
 # -- request framing and paths at the outway ------------------------------------------------------
@@ -424,6 +452,9 @@ def test_encoded_path_tricks_never_leave_the_outway(chain: Chain) -> None:
         _nlx("/%2fadmin"),
         _nlx("/a/%252e%252e/admin"),
         _nlx("/a/%252f"),
+        _nlx("/a/%25%32%65%25%32%65/admin"),
+        _nlx("/a/%c0%ae%c0%ae/admin"),
+        _nlx("/a/%25u002e%25u002e/admin"),
         f"/{OIN_B}/{SERVICE}%2f..%2f..%2fadmin",
         f"/{OIN_B}/%2e%2e/{SERVICE}/x",
     ]

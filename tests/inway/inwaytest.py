@@ -49,6 +49,35 @@ TRANSACTION = "0190a0b4-3c1e-7d2f-8e5a-0123456789ab"
 # -- certificates and signing ---------------------------------------------------------------
 
 
+# Headers a client must not get to the backend (docs/inway.md, docs/outway.md): who the
+# client is, as proxies write it, and Fsc-* or Sluis-* headers no gateway validated.
+FORGED = [
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Server",
+    "X-Forwarded",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "Remote-User",
+    "X-Client-IP",
+    "True-Client-IP",
+    "X-Cluster-Client-IP",
+    "CF-Connecting-IP",
+    "X-SSL-Client-S-DN",
+    "X-SSL-Client-Verify",
+    "Ssl-Client-Verify",
+    "X-Client-Verify",
+    "X-ARR-ClientCert",
+    "Via",
+    "Fsc-Peer-Id",
+    "Fsc-Manager-Address",
+    "Fsc-Foo",
+    "Sluis-Processing-Activity",
+    "Sluis-Foo",
+]
+
+
 def _name(cn: str, oin: str | None = None, organisation: str = "Test") -> x509.Name:
     attributes = [
         x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),

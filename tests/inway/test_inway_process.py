@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from inwaytest import EchoBackend, EchoState, RawBackend, closed_port, log_unwritable
+from inwaytest import FORGED, EchoBackend, EchoState, RawBackend, closed_port, log_unwritable
 from raw_client import converse
 
 from appliance.config import SluisConfig, load_config
@@ -277,6 +277,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             'transaction_log = "appliance.txlog.gateway:inway_writer"\n'
             "read_timeout_seconds = 5\n"
             f"write_timeout_seconds = {WRITE_TIMEOUT}\n"
+            f'pass_headers = {{{SERVICE} = "X-Remote-User"}}\n'
             f'\n[txlog]\ndatabase = "{txlog_url}"\n'
         )
     a = load_config(a_path)
@@ -630,6 +631,12 @@ ESCAPES = [
     "/a/..;/b",
     "/a/%5c..%5cb",
     "/a/%00",
+    "/a/%25%32%65%25%32%65/b",
+    "/a/%25%32%45%25%32%45/b",
+    "/a/%c0%ae%c0%ae/b",
+    "/a/%C0%AF",
+    "/a/%25u002e%25u002e/b",
+    "/a/%ef%bc%8e%ef%bc%8e/b",
 ]
 
 
@@ -681,7 +688,7 @@ def test_hop_by_hop_and_identity_headers_never_cross_fsc_headers_always_do(setup
     names = {name.lower(): value for name, value in seen["headers"]}
     assert names["fsc-authorization"] == setup.tokens["valid"]
     assert names["fsc-transaction-id"] == transaction
-    assert names["fsc-grant-hash"] == grant
+    assert "fsc-grant-hash" not in names  # not the inway's to validate: not passed on
     assert names["x-public"] == "yes"
     for gone in (
         "x-private",
@@ -702,11 +709,39 @@ def test_hop_by_hop_and_identity_headers_never_cross_fsc_headers_always_do(setup
     assert head.startswith("http/1.1 200 "), answered
     lines = head.split("\r\n")[1:]
     response = {line.partition(":")[0] for line in lines}
-    assert "fsc-backend-named: kept" in lines
+    assert "sluis-service-fsc-backend-named: kept" in lines  # the service's, renamed
+    assert "fsc-backend-named" not in response
     assert "x-backend-public: yes" in lines
     for gone in ("x-backend-private", "keep-alive", "proxy-authenticate", "upgrade"):
         assert gone not in response, gone
     assert not any(line.startswith("connection:") and "x-backend" in line for line in lines)
+
+
+def test_a_peer_cannot_speak_for_anyone_and_a_service_not_for_the_inway(setup: Setup) -> None:
+    """The forwarding policy (docs/inway.md) at a real inway, with a peer's raw bytes."""
+    transaction = _txid()
+    extra = "".join(f"{name}: forged\r\n" for name in FORGED)
+    extra += "X-Remote-User: alice\r\nX-Public: yes\r\n"  # X-Remote-User: pass_headers
+    request = _raw_request(setup, "GET", "/headers", transaction=transaction, extra=extra)
+    forged = _raw_request(setup, "GET", "/status/401")
+    echoed, answered = setup.raw([[{"send": request}], [{"send": forged}]])
+
+    assert echoed["received"].startswith("HTTP/1.1 200 "), echoed
+    seen = json.loads(echoed["received"].partition("\r\n\r\n")[2])
+    names = {name.lower(): value for name, value in seen["headers"]}
+    for gone in FORGED:
+        assert gone.lower() not in names, gone
+    assert [n for n in names if n.startswith("fsc-")] == ["fsc-authorization", "fsc-transaction-id"]
+    assert names["fsc-transaction-id"] == transaction
+    assert names["x-remote-user"] == "alice"
+    assert names["x-public"] == "yes"
+
+    # The service answers 401 with an Fsc-Error-Code of its own: not the inway's error.
+    head = answered["received"].partition("\r\n\r\n")[0].lower()
+    assert head.startswith("http/1.1 401 "), answered
+    lines = head.split("\r\n")[1:]
+    assert "sluis-service-fsc-error-code: service_own_error" in lines
+    assert not any(line.startswith("fsc-error-code:") for line in lines)
 
 
 # -- the backend stops reading ------------------------------------------------------------------
