@@ -69,7 +69,11 @@ def transaction_id(value: str | None) -> str:
 
 
 def log_record(token: AccessToken, transaction: str, *, now: float | None = None) -> dict[str, Any]:
-    """The record of logging.yaml ``logRecord`` for an incoming request (Logging "Log record")."""
+    """The record of logging.yaml ``logRecord`` for an incoming request (Logging "Log record").
+
+    ``created_at`` is Unix seconds with their fraction: the durable log keeps the microseconds,
+    as it does for the outway's records (the API shows whole seconds).
+    """
     source: dict[str, Any] = {"type": "SOURCE_TYPE_SOURCE", "outway_peer_id": token.subject}
     if token.delegator is not None:
         # READING.md item 5: the delegator is act.sub (the extension's cdi is not in Core).
@@ -95,7 +99,7 @@ def log_record(token: AccessToken, transaction: str, *, now: float | None = None
         "source": source,
         "destination": destination,
         "service_name": token.service,
-        "created_at": int(time.time() if now is None else now),
+        "created_at": time.time() if now is None else now,
     }
 
 

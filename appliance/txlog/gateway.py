@@ -39,7 +39,7 @@ class DurableLogWriter:
         self._log = log
 
     async def write(self, record: dict[str, Any]) -> None:
-        await self._log.write(LogRecord.from_api(record))
+        await self._log.write(LogRecord.from_api(record, fractional_time=True))
 
 
 def inway_writer(config: SluisConfig) -> DurableLogWriter:

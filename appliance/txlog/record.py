@@ -24,6 +24,7 @@ carries that instead.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -372,8 +373,10 @@ class LogRecord:
         }
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> LogRecord:
-        """A record from another Manager's ``/logs`` answer (``logRecord`` JSON)."""
+    def from_api(cls, data: Mapping[str, Any], *, fractional_time: bool = False) -> LogRecord:
+        """A record from another Manager's ``/logs`` answer (``logRecord`` JSON), or, with
+        ``fractional_time``, a gateway's own record, whose ``created_at`` has the fraction of
+        the second (kept to the microsecond, as the outway's records are)."""
         if not isinstance(data, Mapping):
             raise InvalidLogRecordError("a log record must be a JSON object")
         source, destination = data.get("source"), data.get("destination")
@@ -389,7 +392,13 @@ class LogRecord:
             "destination",
         )
         created = data.get("created_at")
-        if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+        stamp = (int, float) if fractional_time else (int,)
+        if (
+            not isinstance(created, stamp)
+            or isinstance(created, bool)
+            or not math.isfinite(created)
+            or created < 0
+        ):
             raise InvalidLogRecordError("created_at must be a non-negative Unix timestamp")
         try:
             direction = Direction(_text(data, "direction"))
