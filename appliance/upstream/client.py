@@ -21,9 +21,14 @@ needs none of that. This client does only what a reverse proxy's upstream hop ne
   arrives); every wait for the socket to take more of the request body (the write timeout);
 - a response that is complete when its head has been read (most small answers) can be taken
   whole (:meth:`UpstreamResponse.whole`), so that the gateway answers with one write;
-- a pooled connection that the peer closed before answering anything is retried once on a new
-  connection, only for a request without a body and with an idempotent method (RFC 9110
-  9.2.2): the race between reuse and the peer's idle close is not the caller's problem;
+- a pooled connection is checked just before reuse: one with anything to read (the peer's
+  EOF or TLS close_notify not yet handled by the loop: a stale keep-alive connection) is
+  dropped, and the request takes another; a request is sent again only when nothing of it can
+  have reached the peer (the write of its head failed at once), and only for a body-less safe
+  method (RFC 9110 9.2.1). A connection that closes after the request went out is an
+  :class:`UpstreamClosed` that says the outcome is unknown: the peer may have executed it (an
+  inway that logged and forwarded it, then died), and sending it again would run it twice or,
+  with the same transaction id, be refused as a duplicate;
 - nothing else: no redirects, cookies, proxies, decompression, or automatic headers.
 
 A failure is an :class:`UpstreamError` (:class:`UpstreamTimeout` for the timeouts,
@@ -38,6 +43,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import select
 import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -47,7 +53,9 @@ import httptools
 log = logging.getLogger("sluis.upstream")
 
 READ_BUFFER_LIMIT = 256 * 1024  # unread response body at which reading pauses
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Sent again only when none of it reached the peer; PUT and DELETE never (no idempotency rule
+# of the service says that running them twice is harmless).
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _EMPTY_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # RFC 9110 8.6: send Length 0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -112,6 +120,7 @@ class _Connection(asyncio.Protocol):
         self.peer_certificate: bytes | None = None  # DER, on a TLS connection
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self._fd = -1  # the socket's descriptor, for the check before reuse
         self.used = False  # has carried an exchange before (a reused pooled connection)
         self.idle_since = 0.0
         self._write_paused = False
@@ -127,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self.request_sent = False  # the whole request (head and body) is in the socket
         self.error: BaseException | None = None
         self.received_any = False
+        self.unsent = False  # the head's write failed at once: nothing reached the peer
         self.sender: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -147,6 +157,8 @@ class _Connection(asyncio.Protocol):
             self.peer_certificate = ssl_object.getpeercert(binary_form=True)
         sock = transport.get_extra_info("socket")
         if sock is not None:
+            with contextlib.suppress(OSError):
+                self._fd = sock.fileno()
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -185,6 +197,18 @@ class _Connection(asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_exception(UpstreamClosed("the connection was closed"))
+
+    def stale(self) -> bool:
+        """Whether this idle connection has something to read: the peer closed it (EOF, a TLS
+        close_notify) and the loop has not handled that yet. An idle HTTP/1.1 connection
+        never has anything else to read."""
+        if self._fd < 0:
+            return False
+        try:
+            readable, _, _ = select.select((self._fd,), (), (), 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -281,6 +305,9 @@ class _Connection(asyncio.Protocol):
         self._head = self._loop.create_future()
         self._last_data = self._loop.time()
         self.transport.write(head)
+        # A write the socket refused at once (EPIPE, ECONNRESET: the peer had closed) closes
+        # the transport before anything was sent.
+        self.unsent = self.transport.is_closing()
         return self._head
 
     async def wait(self, future: asyncio.Future[None]) -> None:
@@ -477,20 +504,28 @@ class UpstreamPool:
         if self._closed:
             raise UpstreamError("the client is closed")
         head, chunked = _request_head(origin, method, target, headers, body)
-        retry = body is None and method in _IDEMPOTENT
+        retry = body is None and method in _SAFE
         fresh = False
         while True:
             conn = await self._acquire(origin, fresh=fresh)
             reused = conn.used
             try:
                 return await self._exchange(conn, head, method, body, chunked)
-            except UpstreamClosed:
-                if retry and reused and not conn.received_any:
+            except UpstreamClosed as exc:
+                if retry and reused and conn.unsent:
                     # Once, on a new connection: the other idle ones to this peer are likely
                     # closed too (a peer's worker that stops closes all of its idle ones).
                     retry, fresh = False, True
                     continue
-                raise
+                if conn.unsent or conn.received_any:
+                    raise
+                # The request went out and no answer came: it may have been executed. FSC has
+                # no outway code for this; the outway answers 502 ERROR_CODE_INWAY_UNREACHABLE
+                # (the closest: no answer from the inway) with this message.
+                raise UpstreamClosed(
+                    f"{exc} after the request was sent, before any answer: the outcome is "
+                    "unknown (the peer may have executed it; it is not sent again)"
+                ) from None
 
     async def _exchange(
         self,
@@ -564,7 +599,7 @@ class UpstreamPool:
             now = loop.time()
             while idle:
                 conn = idle.pop()
-                if conn.closed or now - conn.idle_since > self._keepalive:
+                if conn.closed or now - conn.idle_since > self._keepalive or conn.stale():
                     self._discard(conn)
                     continue
                 if self._refused(conn):

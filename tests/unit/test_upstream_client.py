@@ -9,6 +9,10 @@ close pooled connections, and peers that stop reading or answering. The gateways
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -217,8 +221,10 @@ def test_head_answers_end_with_their_head() -> None:
     asyncio.run(scenario())
 
 
-def test_a_pooled_connection_closed_by_the_peer_is_retried_once_for_a_get() -> None:
-    """The race of keep-alive: the peer closes an idle connection just as it is reused."""
+def test_a_request_the_peer_took_and_dropped_is_not_sent_again() -> None:
+    """A reused connection closed after the request went out: the peer may have executed it
+    (an inway that logged and forwarded it, then died). Not sent again, whatever the method;
+    the error says the outcome is unknown."""
 
     async def scenario() -> None:
         async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -227,34 +233,92 @@ def test_a_pooled_connection_closed_by_the_peer_is_retried_once_for_a_get() -> N
             await writer.drain()
             await read_request(reader)  # ... but the next request is taken and dropped
 
-        async with Server(once) as server:
+        for method, body in (("GET", None), ("PUT", None), ("DELETE", None), ("POST", b"once")):
+            async with Server(once) as server:
+                client = pool()
+                assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+                with pytest.raises(UpstreamClosed, match="outcome is unknown"):
+                    await client.request(server.origin, method, "/", [], body)
+                assert server.connections == 1, method
+                await client.close()
+
+    asyncio.run(scenario())
+
+
+class ClosingServer:
+    """Answers one request per connection with keep-alive, then, once ``close_idle()`` is
+    called, closes every idle connection at once (a peer's worker that stops). In a thread of
+    its own, so that the client's loop can be kept from seeing the close before it reuses one.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._closing = threading.Event()
+        self.connections = 0
+        self.requests = 0
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return parse_origin(f"http://127.0.0.1:{self._listener.getsockname()[1]}")
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                self.connections += 1
+                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            self.requests += 1
+            time.sleep(0.2)  # overlapping requests take a connection each
+            conn.sendall(OK)
+            self._closing.wait(10)
+
+    def close_idle(self) -> None:
+        """Close every connection and wait until they are closed (the FINs are sent)."""
+        self._closing.set()
+        for thread in self._threads:
+            thread.join(5)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+
+def test_a_stale_pooled_connection_is_not_used() -> None:
+    """The race of keep-alive: the peer closed an idle connection and the client's loop has not
+    handled that yet. The request takes a new connection; it is sent once, on it."""
+
+    async def scenario() -> None:
+        server = ClosingServer()
+        try:
             client = pool()
-            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
-            # Reused, closed without an answer: the GET goes again on a new connection.
-            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
-            assert server.connections == 2
-            # A POST on the reused (second) connection meets the same: never sent twice.
-            with pytest.raises(UpstreamClosed):
-                await client.request(server.origin, "POST", "/", [], b"once")
-            assert server.connections == 2
+            assert (await client.request(server.origin, "PUT", "/", [])).whole() == b"hello"
+            server.close_idle()  # the loop does not run until the next request: not seen yet
+            assert (await client.request(server.origin, "PUT", "/", [])).whole() == b"hello"
+            assert (server.connections, server.requests) == (2, 2)
             await client.close()
+        finally:
+            server.close()
 
     asyncio.run(scenario())
 
 
 def test_the_retry_takes_a_new_connection_not_another_idle_one() -> None:
-    """A peer's worker that stops closes all its idle connections at once: the retry of a GET
-    must not take another of them from the pool."""
+    """A peer's worker that stops closes all its idle connections at once: the GET must not
+    take another of them from the pool."""
 
     async def scenario() -> None:
-        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await read_request(reader)
-            await asyncio.sleep(0.2)  # the two first requests overlap: two connections
-            writer.write(OK)
-            await writer.drain()
-            await read_request(reader)  # every later request on it is dropped
-
-        async with Server(once) as server:
+        server = ClosingServer()
+        try:
             client = pool()
             first = await asyncio.gather(
                 client.request(server.origin, "GET", "/", []),
@@ -262,10 +326,13 @@ def test_the_retry_takes_a_new_connection_not_another_idle_one() -> None:
             )
             assert [r.whole() for r in first] == [b"hello", b"hello"]
             assert server.connections == 2
-            # Both idle connections are dead: one attempt, one retry on a third connection.
+            server.close_idle()
+            # Both idle connections are dead: the GET goes on a third connection, once.
             assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
-            assert server.connections == 3
+            assert (server.connections, server.requests) == (3, 3)
             await client.close()
+        finally:
+            server.close()
 
     asyncio.run(scenario())
 
