@@ -28,8 +28,15 @@ from urllib.parse import quote, urlsplit
 import falcon
 import falcon.asgi
 
-from appliance.controller.auth import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, Principal
+from appliance.controller.auth import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Principal,
+    shown_username,
+)
 from appliance.controller.errors import ControllerError, ErrorCode, forbidden, unauthenticated
+from appliance.controller.params import form as read_form
 from appliance.controller.roles import Permission, allowed
 
 if TYPE_CHECKING:
@@ -91,9 +98,25 @@ def audit(
     req.context.audited = True
 
 
-def _target(params: dict[str, Any]) -> str | None:
-    values = [str(v) for v in params.values()]
+def audit_login_refused(
+    controller: Controller, req: falcon.asgi.Request, tried: object, detail: str
+) -> None:
+    """A login refused before its password was checked (malformed, too large, stale form):
+    audited like every login attempt, with the name tried in a safe form."""
+    actor = shown_username(tried) if isinstance(tried, str) else "-"
+    audit(controller, req, "login", "failure", actor=actor, detail=detail)
+
+
+def _target(route: dict[str, Any]) -> str | None:
+    values = [str(v) for v in route.values()]
     return ", ".join(values) if values else None
+
+
+def _netloc(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:  # e.g. "http://[::1": no origin of ours
+        return None
 
 
 class AccessControl:
@@ -153,14 +176,13 @@ class AccessControl:
             return
         token = req.get_header(CSRF_HEADER)
         if token is None and not api and req.content_type and "form" in req.content_type:
-            form = await req.get_media()
-            value = form.get(CSRF_FIELD) if isinstance(form, dict) else None
+            value = (await read_form(req)).get(CSRF_FIELD)
             token = value if isinstance(value, str) else None
         origin = req.get_header("Origin")
         problem = None
         if not principal.csrf_ok(token):
             problem = "missing or wrong CSRF token"
-        elif origin is not None and urlsplit(origin).netloc != req.netloc:
+        elif origin is not None and _netloc(origin) != req.netloc:
             # Host and port must be ours; the scheme is not compared (behind TLS offload or
             # uvicorn's TLS the app may see "http").
             problem = f"cross-origin request from {origin[:100]}"

@@ -15,7 +15,14 @@ import falcon
 import falcon.asgi
 
 from appliance.controller import params as p
-from appliance.controller.access import Rule, audit, by_method, peer_address, principal_of
+from appliance.controller.access import (
+    Rule,
+    audit,
+    audit_login_refused,
+    by_method,
+    peer_address,
+    principal_of,
+)
 from appliance.controller.auth import LoginFailed, Principal
 from appliance.controller.errors import (
     ControllerError,
@@ -99,17 +106,20 @@ class Session(Resource):
     )
 
     async def on_post(self, req: Request, resp: Response) -> None:
+        body: dict[str, Any] = {}
         try:
             body = await p.json_body(req)
+            if not isinstance(body.get("username"), str) or not isinstance(
+                body.get("password"), str
+            ):
+                raise bad_request("username and password are required strings")
+            username, password = p.string(body, "username"), p.string(body, "password")
         except ControllerError as exc:
-            audit(self.c, req, "login", "failure", detail=f"malformed login request: {exc.message}")
+            detail = f"malformed login request: {exc.message}"
+            audit_login_refused(self.c, req, body.get("username"), detail)
             raise
-        username, password = body.get("username"), body.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            audit(self.c, req, "login", "failure", detail="malformed login request")
-            raise bad_request("username and password are required strings")
         try:
-            session = await self.c.auth.login(username[:64], password, peer_address(req))
+            session = await self.c.auth.login(username, password, peer_address(req))
         except LoginFailed:
             req.context.audited = True
             raise ControllerError(

@@ -1,9 +1,21 @@
 """Who is asking: local logins with lockout, sessions, CSRF tokens and API tokens.
 
-- Logins: scrypt password hashes (:mod:`~appliance.controller.passwords`); after
-  ``lockout_attempts`` failures in a row the account is locked for ``lockout_minutes``, also
-  for the right password. An unknown username costs the same hash as a known one, and every
-  failure gets the same answer, so neither timing nor wording tells which accounts exist.
+- Logins: scrypt password hashes (:mod:`~appliance.controller.passwords`). Two limits, kept
+  in the database so that every worker counts the same attempts (OWASP's advice against
+  lockouts that are a denial of service; docs/controller.md):
+
+  - per (account, client address): after ``lockout_attempts`` failed logins from one address
+    within ``lockout_minutes`` that address is locked out of that account, also for the right
+    password, until the oldest of them is ``lockout_minutes`` old. The owner logging in from
+    another address is not hindered: a stranger cannot lock anyone out but themselves.
+  - per client address: after :data:`SOURCE_ATTEMPTS` failed logins within
+    :data:`SOURCE_MINUTES` (over any accounts, known or not) every login from the address is
+    refused likewise; this is what slows a password spray. Audited as ``login.throttle``.
+
+  A refused attempt is not counted (it does not lengthen the lock it ran into); a success
+  forgets the failures of its (account, address). An unknown username costs the same hash as
+  a known one, counts the same, and every failure gets the same answer, so neither timing nor
+  wording tells which accounts exist.
 - Sessions: a 256-bit random id in a ``__Host-`` cookie (Secure, HttpOnly, SameSite=Strict,
   Path=/); the store keeps only its SHA-256. A session ends after ``session_idle_minutes``
   without a request and ``session_absolute_minutes`` after login, whichever comes first; a
@@ -17,7 +29,8 @@
   CSRF token (a browser never adds that header by itself).
 
 Every failed login is written to the audit log here, with the reason (unknown user, wrong
-password, locked, disabled), which the caller never sees.
+password, locked, blocked, disabled), which the caller never sees, and the name tried in a safe
+form (:func:`shown_username`).
 
 Logins with OpenID Connect (:mod:`~appliance.controller.oidc`) end in :meth:`login_oidc`: the
 account the provider's subject has here (made at its first login), with the role the
@@ -48,7 +61,7 @@ from appliance.controller.passwords import (
     verify_password,
 )
 from appliance.controller.roles import Role
-from appliance.controller.store import ApiToken, ControllerStore, StoreError, User
+from appliance.controller.store import USERNAME, ApiToken, ControllerStore, StoreError, User
 
 SESSION_COOKIE = "__Host-sluis-session"
 LOGIN_COOKIE = "__Host-sluis-login"  # double-submit token of the login form (no session yet)
@@ -57,6 +70,10 @@ CSRF_FIELD = "csrf_token"
 TOKEN_PREFIX = "sluis_ctl_"  # noqa: S105 (a prefix, not a secret)
 _CSRF_CONTEXT = b"sluis controller csrf v1"
 _TOUCH_EVERY = timedelta(seconds=30)  # last_seen_at is written at most this often
+# Failed logins from one client address, over all accounts, before its logins are refused:
+# a password spray from one address gets 20 guesses per 15 minutes.
+SOURCE_ATTEMPTS = 20
+SOURCE_MINUTES = 15
 
 
 def clear_cookie(resp: falcon.asgi.Response, name: str, same_site: str = "Strict") -> None:
@@ -129,16 +146,55 @@ class NewSession:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class LoginLimits:
+    """How many failed logins are allowed, per (account, address) and per address."""
+
+    attempts: int  # from one address at one account ...
+    lockout_minutes: int  # ... within this long (and the lock lasts at most this long)
+    source_attempts: int = SOURCE_ATTEMPTS  # from one address at any accounts ...
+    source_minutes: int = SOURCE_MINUTES  # ... within this long
+
+    @classmethod
+    def of(cls, settings: ControllerSettings) -> LoginLimits:
+        return cls(settings.lockout_attempts, settings.lockout_minutes)
+
+    @property
+    def lockout(self) -> timedelta:
+        return timedelta(minutes=self.lockout_minutes)
+
+    @property
+    def source_window(self) -> timedelta:
+        return timedelta(minutes=self.source_minutes)
+
+    @property
+    def longest(self) -> timedelta:
+        return max(self.lockout, self.source_window)
+
+
+def shown_username(username: str) -> str:
+    """A name as tried at a login, safe for the audit log: every character that is not
+    printable (a control character, a lone surrogate) as its escape, at most 64 characters."""
+    safe = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in username[:64])
+    return safe[:64] or "-"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 class Authenticator:
     def __init__(
         self,
         store: ControllerStore,
         settings: ControllerSettings,
         clock: Callable[[], datetime] = utcnow,
+        limits: LoginLimits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.limits = limits or LoginLimits.of(settings)
         self.idle = timedelta(minutes=settings.session_idle_minutes)
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
 
@@ -168,43 +224,106 @@ class Authenticator:
 
     # -- logins -------------------------------------------------------------------------------
 
-    def check_password(self, username: str, password: str) -> User:
-        """The user whose password this is, or :class:`LoginFailed` (lockout counted)."""
+    def check_password(self, username: str, password: str, source: str) -> User:
+        """The user whose password this is, or :class:`LoginFailed`; ``source`` is the client
+        address the limits count per (see the module text)."""
         now = self.clock()
-        user = self.store.get_user(username)
-        if user is None:
+        # No account has a name outside USERNAME; such a name is not even looked up (a lone
+        # surrogate cannot be sent to the database).
+        user = self.store.get_user(username) if USERNAME.fullmatch(username) else None
+        account = user.username if user is not None else shown_username(username)
+        limits = self.limits
+        attempt = self.store.add_login_attempt(
+            account, source, now, forget_before=now - limits.longest
+        )
+        refusal = self._over_a_limit(account, source, now)
+        if refusal is not None:
+            # Not counted: a refused attempt does not lengthen the lock it ran into.
+            self.store.forget_login_attempts(attempt_id=attempt)
             verify_password(password, dummy_hash())
-            raise LoginFailed("unknown user")
-        if user.locked(now):
-            verify_password(password, dummy_hash())
-            raise LoginFailed("account locked")
-        if user.oidc_subject is not None:
-            verify_password(password, dummy_hash())
-            raise LoginFailed("account logs in with OpenID Connect, not a password")
-        if not verify_password(password, user.password_hash):
-            after = self.store.record_failed_login(
-                user.id,
-                now,
-                max_attempts=self.settings.lockout_attempts,
-                lock_for=timedelta(minutes=self.settings.lockout_minutes),
-            )
-            if after.locked(now):
-                raise LoginFailed(
-                    f"wrong password; account locked for {self.settings.lockout_minutes} minutes"
-                )
-            raise LoginFailed("wrong password")
+            raise LoginFailed(refusal)
+        try:
+            if user is None:
+                verify_password(password, dummy_hash())
+                raise LoginFailed("unknown user")
+            if user.oidc_subject is not None:
+                verify_password(password, dummy_hash())
+                raise LoginFailed("account logs in with OpenID Connect, not a password")
+            if not verify_password(password, user.password_hash):
+                raise LoginFailed("wrong password")
+        except LoginFailed as failed:
+            raise LoginFailed(self._failed(user, account, source, now, failed.reason)) from None
         if user.disabled:
             raise LoginFailed("account disabled")
+        self.store.forget_login_attempts(username=account, peer_address=source)
         new_hash = hash_password(password) if needs_rehash(user.password_hash) else None
         self.store.record_login(user.id, now, new_hash=new_hash)
         return user
 
+    def _over_a_limit(self, account: str, source: str, now: datetime) -> str | None:
+        """Why a login from ``source`` at ``account`` is refused now, or None. The attempt
+        being checked is among those counted, hence the ``+ 1``."""
+        limits = self.limits
+        recent = self.store.login_attempts(
+            source, now - limits.source_window, limits.source_attempts + 1
+        )
+        if len(recent) > limits.source_attempts:
+            return (
+                f"address blocked: {limits.source_attempts} failed logins from it within "
+                f"{limits.source_minutes} minutes (until {_iso(recent[-1] + limits.source_window)})"
+            )
+        at_account = self.store.login_attempts(
+            source, now - limits.lockout, limits.attempts + 1, username=account
+        )
+        if len(at_account) > limits.attempts:
+            return (
+                f"account locked for this address: {limits.attempts} failed logins from it "
+                f"within {limits.lockout_minutes} minutes (until "
+                f"{_iso(at_account[-1] + limits.lockout)})"
+            )
+        return None
+
+    def _failed(
+        self, user: User | None, account: str, source: str, now: datetime, reason: str
+    ) -> str:
+        """Count a failed login (its attempt stays); the reason, with a lock it trips."""
+        limits = self.limits
+        at_account = self.store.login_attempts(
+            source, now - limits.lockout, limits.attempts, username=account
+        )
+        locked_until = None
+        if len(at_account) >= limits.attempts:
+            locked_until = at_account[-1] + limits.lockout
+            reason += f"; account locked for this address for {limits.lockout_minutes} minutes"
+        if user is not None:
+            self.store.record_failed_login(user.id, locked_until)
+        recent = self.store.login_attempts(
+            source, now - limits.source_window, limits.source_attempts + 1
+        )
+        if len(recent) == limits.source_attempts:  # this failure trips the address's limit
+            self.audit(
+                "-",
+                None,
+                "login.throttle",
+                "denied",
+                source,
+                detail=(
+                    f"{limits.source_attempts} failed logins from this address within "
+                    f"{limits.source_minutes} minutes (the last at {account}): its logins are "
+                    f"refused until {_iso(recent[-1] + limits.source_window)}"
+                ),
+            )
+            reason += "; address blocked"
+        return reason
+
     async def login(self, username: str, password: str, peer_address: str) -> NewSession:
         """Check the password (in a thread: scrypt takes a while) and open a session."""
         try:
-            user = await asyncio.to_thread(self.check_password, username, password)
+            user = await asyncio.to_thread(self.check_password, username, password, peer_address)
         except LoginFailed as exc:
-            self.audit(username or "-", None, "login", "failure", peer_address, detail=exc.reason)
+            self.audit(
+                shown_username(username), None, "login", "failure", peer_address, detail=exc.reason
+            )
             raise
         session = self.open_session(user, peer_address)
         self.audit(user.username, user.role, "login", "success", peer_address)

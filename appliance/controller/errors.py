@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "ERROR_CODE_METHOD_NOT_ALLOWED"  # 405
     CONFLICT = "ERROR_CODE_CONFLICT"  # 409: e.g. accepting a rejected contract
     CONTRACT_INVALID = "ERROR_CODE_CONTRACT_INVALID"  # 422: the Manager refused the contract
+    REQUEST_TOO_LARGE = "ERROR_CODE_REQUEST_TOO_LARGE"  # 413: a body over the limit
     UNSUPPORTED_MEDIA_TYPE = "ERROR_CODE_UNSUPPORTED_MEDIA_TYPE"  # 415
     INTERNAL = "ERROR_CODE_INTERNAL"  # 500
     UNAVAILABLE = "ERROR_CODE_UNAVAILABLE"  # 503: the HSM or a database is not reachable
@@ -51,6 +52,14 @@ class ControllerError(FscError):
 
 def bad_request(message: str) -> ControllerError:
     return ControllerError(falcon.HTTP_400, ErrorCode.REQUEST_INVALID, message)
+
+
+def too_large(message: str) -> ControllerError:
+    # The rest of the body is not read: closing the connection spares the client sending it
+    # (and the worker receiving it only to throw it away).
+    return ControllerError(
+        falcon.HTTP_413, ErrorCode.REQUEST_TOO_LARGE, message, headers={"Connection": "close"}
+    )
 
 
 def not_found(message: str) -> ControllerError:

@@ -11,15 +11,20 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import falcon
 import falcon.asgi
 
-from appliance.controller.errors import ControllerError, ErrorCode, bad_request
+from appliance.controller.errors import ControllerError, ErrorCode, bad_request, too_large
 from appliance.controller.roles import Role
 from appliance.controller.transactions import DIRECTIONS, TransactionFilter
+from appliance.serving.bodies import BodyTooLarge, read_body
 
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # every body the controller parses (JSON and forms)
+MAX_DEPTH = 32  # JSON nesting; the controller's own bodies are two levels deep
+MAX_FIELDS = 100  # fields of a form
+FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_REASON = 500
 SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")  # FSC Core serviceName
 PEER_ID = re.compile(r"[0-9]{20}")  # an OIN
@@ -46,15 +51,25 @@ def parse_time(value: str, name: str) -> datetime:
         raise bad_request(f"{name} is out of range") from None
 
 
-def text(source: Mapping[str, Any], name: str) -> str | None:
+def string(source: Mapping[str, Any], name: str) -> str:
+    """The field as a string ("" when absent); 400 for a list, a non-string or text that is
+    not Unicode (a lone surrogate from a JSON escape: it cannot be stored or hashed)."""
     value = source.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, list):  # a repeated query parameter
+    if value is None:
+        return ""
+    if isinstance(value, list):  # a repeated query parameter or form field
         raise bad_request(f"{name} may be given once")
     if not isinstance(value, str):
         raise bad_request(f"{name} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(f"{name} is not valid Unicode text") from None
     return value
+
+
+def text(source: Mapping[str, Any], name: str) -> str | None:
+    return string(source, name) or None
 
 
 def matching(
@@ -127,29 +142,94 @@ def transaction_filter(source: Mapping[str, Any]) -> TransactionFilter:
     )
 
 
+async def body(req: falcon.asgi.Request) -> bytes:
+    """The raw body, at most :data:`MAX_BODY` bytes, read while it streams in (413 beyond)."""
+    try:
+        return await read_body(req, MAX_BODY)
+    except BodyTooLarge as exc:
+        raise too_large(str(exc)) from None
+
+
+def _media_type(req: falcon.asgi.Request) -> str:
+    return (req.content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _too_deep(value: Any) -> bool:
+    # Iterative: a recursive walk could itself run out of stack on what json.loads accepted.
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_DEPTH:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
 async def json_body(req: falcon.asgi.Request) -> dict[str, Any]:
     """The request's JSON object (at most 64 KiB, ``application/json``)."""
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise bad_request(f"request body larger than {MAX_BODY} bytes")
-    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
-    raw = await req.stream.read(MAX_BODY + 1)
+    media_type = _media_type(req)
+    raw = await body(req)
     if media_type != "application/json":
         if not raw and media_type == "":
             return {}
         raise ControllerError(
             falcon.HTTP_415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json"
         )
-    if len(raw) > MAX_BODY:
-        raise bad_request(f"request body larger than {MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
+        parsed = json.loads(raw)
+    except RecursionError:  # nested deeper than the interpreter's stack allows
+        raise bad_request(f"request body nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # also UnicodeDecodeError: JSON is UTF-8
         raise bad_request("request body is not JSON") from None
-    if not isinstance(body, dict):
+    if not isinstance(parsed, dict):
         raise bad_request("request body must be a JSON object")
-    return body
+    if _too_deep(parsed):
+        raise bad_request(f"request body nested deeper than {MAX_DEPTH} levels")
+    return parsed
+
+
+async def form(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The fields of a form post (``application/x-www-form-urlencoded``, at most 64 KiB); a
+    repeated field as a list, which the readers refuse. Read once per request: the CSRF check
+    and the page share it."""
+    cached: dict[str, Any] | None = getattr(req.context, "form", None)
+    if cached is not None:
+        return cached
+    media_type = _media_type(req)
+    if media_type not in (FORM_TYPE, "") or (media_type == "" and req.content_length):
+        raise ControllerError(
+            falcon.HTTP_415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send {FORM_TYPE}"
+        )
+    raw = await body(req)
+    try:
+        pairs = parse_qsl(
+            raw.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except ValueError:  # not ASCII, not UTF-8 once decoded, or too many fields
+        raise bad_request(f"the form is not {FORM_TYPE} with at most {MAX_FIELDS} fields") from None
+    fields: dict[str, Any] = {}
+    for name, value in pairs:
+        previous = fields.get(name)
+        if previous is None:
+            fields[name] = value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            fields[name] = [previous, value]
+    req.context.form = fields
+    return fields
 
 
 def query(req: falcon.asgi.Request) -> dict[str, Any]:

@@ -10,6 +10,8 @@ and the transaction log (its own Alembic version table, ``controller_alembic_ver
 - ``controller_api_tokens``: tokens for automation; the token only as a SHA-256 hash.
 - ``controller_oidc_logins``: OpenID Connect logins begun and not yet finished (only the
   SHA-256 of the browser's flow cookie; migration 0002).
+- ``controller_login_attempts``: password logins being checked or failed, per account name
+  and client address, for the login limits (migration 0003).
 - ``controller_audit``: who did what, when, from where, with what outcome. Append-only:
   the code has no path that updates or deletes a row, and a trigger in the database refuses
   UPDATE and DELETE (migration 0001).
@@ -88,6 +90,18 @@ oidc_logins = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("expires_at", UtcDateTime(), nullable=False),
     sa.Index(None, "expires_at"),
+)
+
+login_attempts = sa.Table(
+    "controller_login_attempts",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(80), nullable=False),
+    sa.Column("peer_address", sa.String(64), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Index(None, "peer_address", "at"),
+    sa.Index(None, "username", "peer_address"),
+    sa.Index(None, "at"),
 )
 
 audit = sa.Table(

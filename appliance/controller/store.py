@@ -247,28 +247,70 @@ class ControllerStore:
             rows = conn.execute(sa.select(t.users).order_by(t.users.c.username)).all()
         return [_user(row) for row in rows]
 
-    def record_failed_login(
-        self, user_id: int, now: datetime, *, max_attempts: int, lock_for: timedelta
-    ) -> User:
-        """Count a failed login; the ``max_attempts``-th in a row locks the account."""
+    def record_failed_login(self, user_id: int, locked_until: datetime | None) -> None:
+        """Count a failed login of the account; ``locked_until``: an address is now locked
+        out of it until then (shown on the Users page; the lock itself is per address)."""
         c = t.users.c
+        values: dict[str, Any] = {"failed_attempts": c.failed_attempts + 1}
+        if locked_until is not None:  # every lock lasts as long: the newest ends last
+            values["locked_until"] = locked_until
         with self._write() as conn:
-            conn.execute(
-                t.users.update()
-                .where(c.id == user_id)
-                .values(failed_attempts=c.failed_attempts + 1)
-            )
-            attempts = conn.execute(
-                sa.select(c.failed_attempts).where(c.id == user_id)
-            ).scalar_one()
-            if attempts >= max_attempts:
-                conn.execute(
-                    t.users.update()
-                    .where(c.id == user_id)
-                    .values(failed_attempts=0, locked_until=now + lock_for)
+            conn.execute(t.users.update().where(c.id == user_id).values(**values))
+
+    # -- login attempts (the limits per account and address, and per address) ---------------
+
+    def add_login_attempt(
+        self, username: str, peer_address: str, now: datetime, *, forget_before: datetime
+    ) -> int:
+        """Note a login being checked; returns its id. Attempts before ``forget_before`` go."""
+        c = t.login_attempts.c
+        with self._write() as conn:
+            conn.execute(t.login_attempts.delete().where(c.at < forget_before))
+            result = conn.execute(
+                t.login_attempts.insert()
+                .values(
+                    username=_clip("actor", username) or "-",
+                    peer_address=_clip("peer_address", peer_address) or "-",
+                    at=now,
                 )
-            row = conn.execute(sa.select(t.users).where(c.id == user_id)).one()
-        return _user(row)
+                .returning(c.id)
+            )
+            return int(result.scalar_one())
+
+    def login_attempts(
+        self, peer_address: str, since: datetime, limit: int, *, username: str | None = None
+    ) -> list[datetime]:
+        """When the newest ``limit`` attempts from ``peer_address`` (at ``username``) since
+        ``since`` were made, newest first."""
+        c = t.login_attempts.c
+        query = sa.select(c.at).where(
+            c.peer_address == (_clip("peer_address", peer_address) or "-"), c.at > since
+        )
+        if username is not None:
+            query = query.where(c.username == (_clip("actor", username) or "-"))
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(c.at.desc()).limit(limit)).all()
+        return [row.at for row in rows]
+
+    def forget_login_attempts(
+        self,
+        *,
+        attempt_id: int | None = None,
+        username: str | None = None,
+        peer_address: str | None = None,
+    ) -> None:
+        """Remove one attempt, or those at ``username`` (from ``peer_address``)."""
+        c = t.login_attempts.c
+        query = t.login_attempts.delete()
+        if attempt_id is not None:
+            query = query.where(c.id == attempt_id)
+        else:
+            assert username is not None
+            query = query.where(c.username == (_clip("actor", username) or "-"))
+            if peer_address is not None:
+                query = query.where(c.peer_address == (_clip("peer_address", peer_address) or "-"))
+        with self._write() as conn:
+            conn.execute(query)
 
     def record_login(self, user_id: int, now: datetime, *, new_hash: str | None = None) -> None:
         values: dict[str, Any] = {"failed_attempts": 0, "locked_until": None, "last_login_at": now}
@@ -292,9 +334,12 @@ class ControllerStore:
         return user
 
     def unlock_user(self, username: str) -> User:
-        return self._change_user(
+        """Lift every address's lock on the account."""
+        user = self._change_user(
             username, {"failed_attempts": 0, "locked_until": None}, end_sessions=False
         )
+        self.forget_login_attempts(username=username)
+        return user
 
     def set_password(self, username: str, password_hash: str, now: datetime) -> User:
         """A new password ends every session of the user."""

@@ -22,7 +22,14 @@ import falcon.asgi
 import jinja2
 
 from appliance.controller import params as p
-from appliance.controller.access import Rule, audit, by_method, peer_address, principal_of
+from appliance.controller.access import (
+    Rule,
+    audit,
+    audit_login_refused,
+    by_method,
+    peer_address,
+    principal_of,
+)
 from appliance.controller.auth import LOGIN_COOKIE, LoginFailed, clear_cookie
 from appliance.controller.errors import ControllerError
 from appliance.controller.oidc import (
@@ -150,9 +157,8 @@ def safe_next(value: str | None) -> str:
     return value if all(ch.isprintable() and ch != "\\" for ch in value) else "/"
 
 
-async def form(req: Request) -> dict[str, Any]:
-    media = await req.get_media(default_when_empty={})
-    return dict(media) if isinstance(media, dict) else {}
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 class Page:
@@ -193,24 +199,24 @@ class Login(Page):
         )
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        data = await form(req)
+        data: dict[str, Any] = {}
+        try:
+            data = await p.form(req)
+            username = p.string(data, "username")
+            password = p.string(data, "password")
+        except ControllerError as exc:
+            detail = f"malformed login request: {exc.message}"
+            audit_login_refused(self.c, req, data.get("username"), detail)
+            raise
         cookie = (req.get_cookie_values(LOGIN_COOKIE) or [""])[0]
         field = data.get("login_token")
-        username = p.text(data, "username") or ""
-        password = p.text(data, "password") or ""
-        if not cookie or not isinstance(field, str) or not hmac.compare_digest(cookie, field):
-            self.c.auth.audit(
-                username[:64] or "-",
-                None,
-                "login",
-                "failure",
-                peer_address(req),
-                detail="login form token missing or wrong",
-            )
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+        if not cookie or not isinstance(field, str) or not _same(cookie, field):
+            audit_login_refused(self.c, req, username, "login form token missing or wrong")
             self.show(req, resp, error="The login form had expired. Please try again.", status=400)
             return
         try:
-            session = await self.c.auth.login(username[:64], password, peer_address(req))
+            session = await self.c.auth.login(username, password, peer_address(req))
         except LoginFailed:
             self.show(
                 req,
@@ -379,7 +385,7 @@ class Services(Page):
         self.show(req, resp)
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        data = await form(req)
+        data = await p.form(req)
         try:
             name = p.required(p.matching(data, "name", p.SERVICE_NAME, "a service name"), "name")
             protocol = p.one_of(data, "protocol", p.PROTOCOLS) or p.PROTOCOLS[0]
@@ -395,7 +401,7 @@ class ServiceWithdrawal(Page):
     rules = by_method(POST=Rule(Permission.SERVICES_MANAGE, "service.withdraw"))
 
     async def on_post(self, req: Request, resp: Response, name: str) -> None:
-        data = await form(req)
+        data = await p.form(req)
         try:
             self.c.withdraw(req, name, p.reason(data))
         except ControllerError as exc:
@@ -445,7 +451,7 @@ class Contracts(Page):
         self.show(req, resp)
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        data = await form(req)
+        data = await p.form(req)
         try:
             peer = p.required(
                 p.matching(data, "service_peer_id", p.PEER_ID, "a 20-digit OIN"),
@@ -470,7 +476,7 @@ class ContractSignature(Page):
         self.rules = by_method(POST=Rule(Permission.CONTRACTS_SIGN, f"contract.{kind.value}"))
 
     async def on_post(self, req: Request, resp: Response, content_hash: str) -> None:
-        data = await form(req)
+        data = await p.form(req)
         try:
             self.c.sign(req, content_hash, self.kind, p.reason(data))
         except ControllerError as exc:
@@ -610,7 +616,7 @@ class Users(Page):
         self.show(req, resp)
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        data = await form(req)
+        data = await p.form(req)
         try:
             username = p.required(p.text(data, "username"), "username")
             role = p.role(data)
@@ -651,7 +657,7 @@ class Tokens(Page):
     rules = by_method(POST=Rule(Permission.USERS_MANAGE, "token.create"))
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        data = await form(req)
+        data = await p.form(req)
         principal = principal_of(req)
         assert principal is not None
         try:

@@ -33,14 +33,16 @@ from appliance.controller.auth import CSRF_HEADER, SESSION_COOKIE, Authenticator
 from appliance.controller.certificates import CertificateStatus
 from appliance.controller.health import HealthProber, Target
 from appliance.controller.roles import Role
-from appliance.controller.store import ControllerStore
+from appliance.controller.store import AuditEntry, ControllerStore
 from appliance.controller.transactions import TransactionReader
 from appliance.controller.views import ManagerViews
+from appliance.demo.group import Member, MemberPlan, provision_group
 from appliance.hsm.keys import ObjectInfo
 from appliance.hsm.settings import HsmSettings
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.proposals import connection_content
 from appliance.manager.service import ManagerService
+from appliance.pki.ca import DemoCA
 from appliance.tls.peer import PeerIdentity
 from appliance.txlog.record import Destination, Direction, LogRecord, Source, new_transaction_id
 from appliance.txlog.store import TransactionLog
@@ -257,6 +259,30 @@ def controller_env(
     finally:
         controller.close()
         service.store.close()
+
+
+def lone_member(root: Path, plan: MemberPlan, group_id: str) -> Member:
+    """One appliance, its own directory, with its key in a SoftHSM token (for a controller
+    process): a Group of one, issued by a demo CA whose CRL server is never asked."""
+    ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
+    return provision_group(
+        ca,
+        root,
+        (plan,),
+        group_id=group_id,
+        database=lambda name: f"sqlite:///{root / name / 'manager.db'}",
+        directory=plan.name,
+    )[plan.name]
+
+
+def audit_entries(database: str, action: str) -> list[AuditEntry]:
+    """The audit log of a controller process, newest first (``action`` as the API filters)."""
+    store = ControllerStore.open(database, migrate_schema=False)
+    try:
+        entries, _ = store.query_audit(action=action, limit=1000)
+    finally:
+        store.close()
+    return entries
 
 
 __all__ = ["NOW", "UTC"]

@@ -13,13 +13,20 @@ import sqlalchemy as sa
 
 from appliance.config import ControllerSettings
 from appliance.controller import passwords
-from appliance.controller.auth import Authenticator, LoginFailed, csrf_matches, csrf_token_for
+from appliance.controller.auth import (
+    SOURCE_ATTEMPTS,
+    Authenticator,
+    LoginFailed,
+    csrf_matches,
+    csrf_token_for,
+)
 from appliance.controller.database import current_revision
 from appliance.controller.oidc import Identity
 from appliance.controller.roles import Role
 from appliance.controller.store import ControllerStore, StoreError
 
 PASSWORD = "a long enough password"
+HERE, THERE = "192.0.2.1", "192.0.2.2"  # client addresses
 
 
 class Clock:
@@ -82,7 +89,7 @@ def test_weaker_hashes_are_replaced_at_the_next_login(auth: Authenticator) -> No
     assert passwords.needs_rehash(weak)
     assert not passwords.needs_rehash(passwords.hash_password(PASSWORD))
     user = auth.store.add_user("old", Role.AUDITOR, weak, auth.clock())
-    auth.check_password("old", PASSWORD)
+    auth.check_password("old", PASSWORD, HERE)
     stored = auth.store.get_user("old")
     assert stored is not None
     assert stored.password_hash != weak
@@ -102,47 +109,87 @@ def test_password_policy() -> None:
 # -- lockout ----------------------------------------------------------------------------------
 
 
-def test_five_failures_lock_the_account_for_fifteen_minutes(
+def test_five_failures_from_an_address_lock_it_out_of_the_account_for_fifteen_minutes(
     auth: Authenticator, clock: Clock
 ) -> None:
     auth.create_user("alice", Role.SERVICE_OWNER, PASSWORD)
     for attempt in range(4):
         with pytest.raises(LoginFailed, match=r"wrong password$"):
-            auth.check_password("alice", f"guess {attempt}")
-    with pytest.raises(LoginFailed, match="locked for 15 minutes"):
-        auth.check_password("alice", "guess 5")
-    # Locked: even the right password is refused.
-    with pytest.raises(LoginFailed, match="account locked"):
-        auth.check_password("alice", PASSWORD)
-    clock.advance(minutes=14, seconds=59)
-    with pytest.raises(LoginFailed, match="account locked"):
-        auth.check_password("alice", PASSWORD)
+            auth.check_password("alice", f"guess {attempt}", HERE)
+        clock.advance(seconds=1)
+    with pytest.raises(LoginFailed, match="locked for this address for 15 minutes"):
+        auth.check_password("alice", "guess 5", HERE)
+    # Locked for that address: even the right password is refused ...
+    with pytest.raises(LoginFailed, match="account locked for this address"):
+        auth.check_password("alice", PASSWORD, HERE)
+    locked = auth.store.get_user("alice")
+    assert locked is not None
+    assert locked.locked(clock.now)  # the Users page shows it, with Unlock
+    # ... but the owner at another address logs in: a stranger cannot lock anyone else out.
+    assert auth.check_password("alice", PASSWORD, THERE).username == "alice"
+    # Refused attempts do not lengthen the lock: it ends 15 minutes after the first failure.
+    clock.advance(minutes=14, seconds=55)
+    with pytest.raises(LoginFailed, match="account locked for this address"):
+        auth.check_password("alice", PASSWORD, HERE)
     clock.advance(seconds=2)
-    assert auth.check_password("alice", PASSWORD).username == "alice"
+    assert auth.check_password("alice", PASSWORD, HERE).username == "alice"
     user = auth.store.get_user("alice")
     assert user is not None
     assert user.failed_attempts == 0
     assert user.locked_until is None
 
 
+def test_unlocking_lifts_every_address_lock(auth: Authenticator) -> None:
+    auth.create_user("alma", Role.AUDITOR, PASSWORD)
+    for _ in range(5):
+        with pytest.raises(LoginFailed):
+            auth.check_password("alma", "wrong", HERE)
+    with pytest.raises(LoginFailed, match="locked for this address"):
+        auth.check_password("alma", PASSWORD, HERE)
+    auth.store.unlock_user("alma")
+    assert auth.check_password("alma", PASSWORD, HERE).username == "alma"
+
+
+def test_a_password_spray_from_one_address_is_blocked_and_audited(
+    auth: Authenticator, clock: Clock
+) -> None:
+    """20 failed logins from one address within 15 minutes, over many accounts (known or
+    not), block the address, also for a right password; other addresses are not hindered."""
+    auth.create_user("sprayed", Role.AUDITOR, PASSWORD)
+    for n in range(SOURCE_ATTEMPTS - 1):
+        with pytest.raises(LoginFailed, match=r"(unknown user|wrong password)$"):
+            auth.check_password("sprayed" if n == 0 else f"user{n}", "Winter2026!", HERE)
+    with pytest.raises(LoginFailed, match="address blocked"):
+        auth.check_password("user99", "Winter2026!", HERE)
+    tripped = auth.store.query_audit(action="login.throttle")[0]
+    assert [(e.outcome, e.peer_address) for e in tripped] == [("denied", HERE)]
+    assert tripped[0].detail is not None
+    assert f"{SOURCE_ATTEMPTS} failed logins from this address" in tripped[0].detail
+    with pytest.raises(LoginFailed, match="address blocked"):
+        auth.check_password("sprayed", PASSWORD, HERE)
+    assert auth.check_password("sprayed", PASSWORD, THERE).username == "sprayed"
+    clock.advance(minutes=15, seconds=1)
+    assert auth.check_password("sprayed", PASSWORD, HERE).username == "sprayed"
+
+
 def test_a_success_resets_the_count(auth: Authenticator) -> None:
     auth.create_user("bob", Role.AUDITOR, PASSWORD)
     for _ in range(4):
         with pytest.raises(LoginFailed):
-            auth.check_password("bob", "wrong")
-    auth.check_password("bob", PASSWORD)
+            auth.check_password("bob", "wrong", HERE)
+    auth.check_password("bob", PASSWORD, HERE)
     for _ in range(4):
         with pytest.raises(LoginFailed, match=r"wrong password$"):
-            auth.check_password("bob", "wrong")
+            auth.check_password("bob", "wrong", HERE)
 
 
 def test_unknown_users_and_disabled_accounts(auth: Authenticator) -> None:
     with pytest.raises(LoginFailed, match="unknown user"):
-        auth.check_password("nobody", PASSWORD)
+        auth.check_password("nobody", PASSWORD, HERE)
     auth.create_user("carol", Role.AUDITOR, PASSWORD)
     auth.store.set_disabled("carol", True)
     with pytest.raises(LoginFailed, match="disabled"):
-        auth.check_password("carol", PASSWORD)
+        auth.check_password("carol", PASSWORD, HERE)
 
 
 def test_failed_logins_are_audited_without_the_password(auth: Authenticator) -> None:
@@ -281,7 +328,7 @@ def _assert_append_only(store: ControllerStore) -> None:
 def test_the_audit_log_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None:
     store = ControllerStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
     try:
-        assert current_revision(store.engine) == "0002"
+        assert current_revision(store.engine) == "0003"
         _assert_append_only(store)
     finally:
         store.close()
@@ -318,7 +365,7 @@ def test_the_audit_log_refuses_update_delete_and_truncate_on_postgresql(
         user = auth.create_user("ivan", Role.AUDITOR, PASSWORD)
         for _ in range(5):
             with pytest.raises(LoginFailed):
-                auth.check_password("ivan", "wrong")
+                auth.check_password("ivan", "wrong", HERE)
         locked = auth.store.get_user("ivan")
         assert locked is not None
         assert locked.locked(datetime.now(UTC))
@@ -354,7 +401,7 @@ def test_an_oidc_login_makes_the_account_and_gives_it_the_providers_role(
     assert users[0].as_api(auth.clock())["login"] == "oidc"
     # No password logs in to it, and none can be set.
     with pytest.raises(LoginFailed, match="OpenID Connect"):
-        auth.check_password("olga", "")
+        auth.check_password("olga", "", HERE)
     with pytest.raises(StoreError, match="has no password"):
         auth.set_password("olga", PASSWORD)
 

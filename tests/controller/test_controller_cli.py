@@ -13,6 +13,8 @@ from appliance.config import ControllerSettings
 from appliance.controller.auth import Authenticator
 from appliance.controller.store import ControllerStore
 
+HERE = "192.0.2.1"  # the client address of the logins checked here
+
 CONFIG = """
 [hsm]
 token_label = "t"
@@ -68,7 +70,7 @@ def test_create_user_with_a_generated_password(
     assert isinstance(password, str)
     assert len(password) >= 24
     auth = authenticator(config)
-    assert auth.check_password("alice", password).role == "administrator"
+    assert auth.check_password("alice", password, HERE).role == "administrator"
     entries, _ = auth.store.query_audit(action="user.create")
     assert entries[0].actor.startswith("cli")
     assert entries[0].peer_address == "local"
@@ -93,7 +95,7 @@ def test_create_user_with_a_password_from_stdin(
     )
     assert code == 0
     assert "passphrase" not in out["text"]
-    assert authenticator(config).check_password("bob", "my own long passphrase")
+    assert authenticator(config).check_password("bob", "my own long passphrase", HERE)
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert (
         main(

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from controllertest import audit_entries, lone_member
 from oidcidp import IdentityProvider
 
 from appliance.config import OidcSettings, load_config
@@ -32,10 +33,9 @@ from appliance.controller.auth import CSRF_HEADER, SESSION_COOKIE
 from appliance.controller.demo import ControllerAccess, start_controller
 from appliance.controller.oidc import FLOW_COOKIE, OidcClient, check_settings
 from appliance.controller.store import AuditEntry, ControllerStore
-from appliance.demo.group import MemberPlan, provision_group
+from appliance.demo.group import MemberPlan
 from appliance.demo.processes import free_port
 from appliance.errors import ConfigurationError
-from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
 
 pytestmark = pytest.mark.slow
@@ -120,26 +120,13 @@ class World:
         return Browser(self.context, urlsplit(self.url).netloc)
 
     def audit(self, action: str = "login") -> list[AuditEntry]:
-        store = ControllerStore.open(self.database, migrate_schema=False)
-        try:
-            entries, _ = store.query_audit(action=action, limit=1000)
-        finally:
-            store.close()
-        return entries
+        return audit_entries(self.database, action)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("controller-oidc")
-    ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-    member = provision_group(
-        ca,
-        root,
-        (PLAN,),
-        group_id="sluis.oidc-test",
-        database=lambda name: f"sqlite:///{root / name / 'manager.db'}",
-        directory="b",
-    )["b"]
+    member = lone_member(root, PLAN, "sluis.oidc-test")
     idp = IdentityProvider(root / "idp").start()
     port = free_port()
     idp.redirect_uri = f"https://127.0.0.1:{port}/login/oidc/callback"
