@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.demo.group import run_demo
+from appliance.demo.signals import run_until_stopped
 
 
 def register(subparsers: Any) -> None:
@@ -21,14 +22,17 @@ def register(subparsers: Any) -> None:
         help="working directory, recreated on every run (default %(default)s)",
     )
     parser.add_argument(
-        "--keep-running", action="store_true", help="leave the listeners running until Ctrl-C"
+        "--keep-running",
+        action="store_true",
+        help="leave the listeners running until Ctrl-C (SIGINT) or SIGTERM",
     )
     parser.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return run_demo(
-        args.dir.resolve(),
-        lambda line: print(f"[demo] {line}", flush=True),
-        keep_running=args.keep_running,
+    def say(line: str) -> None:
+        print(f"[demo] {line}", flush=True)
+
+    return run_until_stopped(
+        lambda: run_demo(args.dir.resolve(), say, keep_running=args.keep_running), say
     )
