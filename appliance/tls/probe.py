@@ -44,6 +44,14 @@ class ProbeResult:
         }
 
 
+def _handshake_done(ssl_object: ssl.SSLObject) -> bool:
+    try:
+        ssl_object.getpeercert()
+    except ValueError:  # "handshake not done yet"
+        return False
+    return True
+
+
 async def _one_request(
     ctx: ssl.SSLContext, host: str, port: int, server_name: str, path: str, result: ProbeResult
 ) -> None:
@@ -53,7 +61,9 @@ async def _one_request(
             asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_name), 30
         )
         ssl_object = writer.get_extra_info("ssl_object")
-        if result.server is None and ssl_object is not None:
+        # A TLS 1.3 server refuses the client's certificate after the client finished: its
+        # alert may already have failed the connection (the read below reports it).
+        if result.server is None and ssl_object is not None and _handshake_done(ssl_object):
             server = PeerIdentity.from_der(ssl_object.getpeercert(binary_form=True))
             result.server = {
                 "peer_id": server.peer_id,
