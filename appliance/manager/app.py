@@ -80,5 +80,5 @@ def create_app() -> AsgiApp:
         log = open_log(config)
         add_log_routes(app, log)
         app.add_middleware(CloseLog(log))
-        service.enabled_extensions = dict(ENABLED_EXTENSIONS)
+        service.enabled_extensions.update(ENABLED_EXTENSIONS)
     return app

@@ -71,6 +71,10 @@ from appliance.tls.peer import PeerIdentity, certificate_thumbprint
 log = logging.getLogger("sluis.manager")
 
 FSC_VERSION = "1.0.0"
+# Extensions every Sluis Manager implements (manager.yaml enabledExtensions): delegated
+# connection and publication grants, with ``act`` and ``pdi`` in the tokens. The logging
+# extension is added where a transaction log is configured (appliance.manager.app).
+BUILT_IN_EXTENSIONS = {"EXTENSION_DELEGATION": "1.0.0"}
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
@@ -122,7 +126,7 @@ class ManagerService:
     signer: Signer
     client: PeerClient | None = None
     clock: Callable[[], datetime] = utcnow
-    enabled_extensions: dict[str, str] = field(default_factory=dict)
+    enabled_extensions: dict[str, str] = field(default_factory=lambda: dict(BUILT_IN_EXTENSIONS))
 
     def __post_init__(self) -> None:
         self.identity = PeerIdentity.from_der(self.own_chain[0].public_bytes(Encoding.DER))

@@ -10,6 +10,7 @@ Item 4: the algorithm is read from ``hash_algorithm`` (the steps call it ``algor
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -50,6 +51,26 @@ def check_hash_algorithm(name: str) -> None:
         )
 
 
+# "$<HashAlgorithm>$<HashType>$<digest>": the algorithm number is read before any comparison.
+_HASH_TEXT = re.compile(r"\$([0-9]{1,10})\$[0-9]{1,10}\$[A-Za-z0-9_-]+")
+
+
+def check_hash_text(value: str) -> None:
+    """ContractError ERROR_CODE_UNKNOWN_HASH_ALGORITHM_HASH if ``value`` (a content or grant
+    hash another peer sent) names a hash algorithm number that is not supported (core error
+    table), rather than merely not matching: the peer should learn which of the two it is."""
+    match = _HASH_TEXT.fullmatch(value)
+    if match is None:
+        return  # not a hash at all: the comparison that follows refuses it
+    number = int(match[1])
+    if number not in {n for n, _ in HASH_ALGORITHMS.values()}:
+        raise ContractError(
+            ErrorCode.UNKNOWN_HASH_ALGORITHM_HASH,
+            f"hash {value!r} names hash algorithm {number}, which is not supported; "
+            f"supported: {', '.join(f'{n} ({name})' for name, (n, _) in HASH_ALGORITHMS.items())}",
+        )
+
+
 def _hash(algorithm: str, hash_type: HashType, data: bytes) -> str:
     check_hash_algorithm(algorithm)
     number, function = HASH_ALGORITHMS[algorithm]
@@ -85,6 +106,7 @@ def find_grant(contract: Contract, wanted: str) -> Grant | None:
 
 def check_path_hash(contract: Contract, path_hash: str) -> None:
     """The ``{hash}`` of ``/contracts/{hash}/...`` must be the body's content hash."""
+    check_hash_text(path_hash)
     actual = content_hash(contract)
     if path_hash != actual:
         raise ContractError(

@@ -28,7 +28,7 @@ from appliance.errors import SluisError
 from appliance.hsm.signer import Signer
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.errors import ContractError, ErrorCode
-from appliance.manager.contracts.hashing import content_hash
+from appliance.manager.contracts.hashing import check_hash_text, content_hash
 from appliance.manager.contracts.jcs import JcsError, canonicalize, loads
 from appliance.manager.contracts.model import Contract
 from appliance.manager.contracts.validation import MAX_TIMESTAMP, PEER_ID, epoch_seconds
@@ -148,6 +148,7 @@ def verify_signature(
         )
 
     fields = _payload(parsed.payload)
+    check_hash_text(fields["contract_content_hash"])
     expected_hash = content_hash(contract)
     if fields["contract_content_hash"] != expected_hash:
         raise ContractError(

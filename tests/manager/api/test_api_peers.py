@@ -44,7 +44,8 @@ def test_peer_info(bare_provider: Api, group: Group) -> None:
         "peer_id": OIN_B,
         "peer_name": "Organisatie 02",
         "fsc_version": "1.0.0",
-        "enabled_extensions": {},
+        # Delegated grants are built in (manager.yaml enabledExtensions).
+        "enabled_extensions": {"EXTENSION_DELEGATION": "1.0.0"},
     }
 
 

@@ -10,7 +10,11 @@ from urllib.parse import quote
 
 import pytest
 from apitest import Api, assert_fsc_error, hash_of, sign
-from contracttest import DAY, OIN_A, OIN_B, OIN_D, Group, connection_data, content
+from contracttest import DAY, OIN_A, OIN_B, OIN_D, Group, T, connection_data, content
+
+from appliance.manager.contracts import jose
+from appliance.manager.contracts.jcs import canonicalize
+from appliance.tls.peer import certificate_thumbprint
 
 
 def _state(api: Api, content_hash: str, peer: Any) -> tuple[str, dict[str, dict[str, str]]]:
@@ -225,3 +229,33 @@ def test_unknown_contract_for_a_service_this_peer_does_not_offer_is_refused(
 
     assert_fsc_error(result, 422, "ERROR_CODE_CONTRACT_INVALID")
     assert provider.store.get_contract(hash_of(unknown)) is None
+
+
+def _unknown_algorithm(content: dict[str, Any], group: Group, kind: str) -> str:
+    """A's signature whose contract_content_hash names hash algorithm 2 (there is none)."""
+    payload = {
+        "contract_content_hash": "$2$" + hash_of(content)[3:],
+        "type": kind,
+        "signed_at": T,
+    }
+    header = {"x5t#S256": certificate_thumbprint(group[OIN_A].der)}
+    return jose.sign(group[OIN_A].signer, canonicalize(payload), header)
+
+
+@pytest.mark.parametrize("kind", ["accept", "reject", "revoke"])
+def test_an_unknown_hash_algorithm_is_named_as_such(
+    provider: Api, connection: dict[str, Any], group: Group, kind: str
+) -> None:
+    # core error table: ERROR_CODE_UNKNOWN_HASH_ALGORITHM_HASH (422), not a hash mismatch.
+    provider.service.propose(connection)
+    signature = _unknown_algorithm(connection, group, kind)
+
+    result = provider.put_signature(kind, connection, signature, peer=group[OIN_A])
+    assert_fsc_error(result, 422, "ERROR_CODE_UNKNOWN_HASH_ALGORITHM_HASH")
+
+    path_hash = "$2$" + hash_of(connection)[3:]
+    result = provider.put_signature(
+        kind, connection, sign(connection, group[OIN_A], kind), peer=group[OIN_A],
+        path_hash=path_hash,
+    )  # fmt: skip
+    assert_fsc_error(result, 422, "ERROR_CODE_UNKNOWN_HASH_ALGORITHM_HASH")
