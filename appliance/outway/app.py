@@ -46,6 +46,7 @@ from appliance.forwarding.paths import PathRefused, checked_path
 from appliance.forwarding.proxy import ClientDisconnected
 from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
+from appliance.outway.departure import departure
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import GrantSource, Route, by_grant_hash, by_service
 from appliance.outway.logging import (
@@ -185,9 +186,10 @@ class OutwayProxy:
         try:
             route, path = self._route(req)
             purpose = purpose_binding(req.get_header, self._pseudonymiser)
-            token = await self._tokens.token(route)
+            token = await self._tokens.token(route, departed=departure(req))
         except OutwayError as exc:
-            log.warning(
+            log.log(
+                exc.log_level,
                 "transaction %s: refused %s: %s %s",
                 transaction,
                 req.method,
@@ -313,6 +315,7 @@ def create_app() -> OutwayApp:
         ManagerTokenFetcher(client, service, service.peer_id),
         group_id=runtime.group_id,
         refresh=runtime.token_refresh,
+        timeout=runtime.token_timeout,
     )
     forwarder = OutwayForwarder(
         connect_timeout=runtime.connect_timeout,

@@ -29,6 +29,7 @@ Errors of the inway or the service are never one of these: they are passed back 
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 
 import falcon
@@ -72,6 +73,9 @@ class OutwayError(FscError):
     def __init__(self, code: OutwayErrorCode, message: str) -> None:
         super().__init__(STATUS[code], code.value, ErrorDomain.OUTWAY, message)
         self.outway_code = code
+        # The level of the line the outway logs for the refusal: lower where one line for many
+        # refusals says it instead (a Manager outage, :mod:`appliance.outway.tokens`).
+        self.log_level = logging.WARNING
 
     def __str__(self) -> str:
         return f"{self.fsc_code}: {self.message}"
