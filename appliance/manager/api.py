@@ -183,8 +183,6 @@ class Token:
             token = self._service.issue_token(scope, client_id, req.context.peer)
         except TokenError as exc:
             return self._error(resp, exc.oauth_error, exc.description)
-        except ContractError as exc:
-            return self._error(resp, "invalid_grant", exc.message)
         resp.media = {"access_token": token, "token_type": "bearer"}
         return None
 

@@ -75,6 +75,9 @@ FSC_VERSION = "1.0.0"
 # connection and publication grants, with ``act`` and ``pdi`` in the tokens. The logging
 # extension is added where a transaction log is configured (appliance.manager.app).
 BUILT_IN_EXTENSIONS = {"EXTENSION_DELEGATION": "1.0.0"}
+# The one answer to a token request for a grant that is not the caller's (or not there at
+# all): nothing in it may tell the caller whose grant a hash is, or that it exists.
+NO_GRANT = "no valid grant for this client under this scope"
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
@@ -526,27 +529,28 @@ class ManagerService:
     # ------------------------------------------------------------------ tokens
 
     def issue_token(self, scope: str, client_id: str, client: PeerIdentity) -> str:
-        """POST /token: an access token for a valid connection grant, bound to ``client``."""
-        rows = self.store.list_contracts(grant_hashes=[scope], limit=100)
-        if not rows:
-            raise TokenError("invalid_grant", "no contract holds this grant")
-        problems = []
-        for row in rows:
-            view = self.view(row)
-            if view.state != ContractState.VALID:
-                problems.append(f"contract {row.content_hash} is {view.state}")
-                continue
-            contract = Contract.from_json(view.content)
+        """POST /token: an access token for a valid connection grant, bound to ``client``.
+
+        Only the grant's own outway peer learns why it gets no token; any other caller gets
+        :data:`NO_GRANT`, the same as for a hash that names no grant here.
+        """
+        if client_id != client.peer_id:
+            raise TokenError(
+                "invalid_client", "client_id is not the peer id of the client certificate"
+            )
+        for row in self.store.list_contracts(grant_hashes=[scope], limit=100):
+            contract = Contract.from_json(json.loads(row.content_json))
             grant = find_grant(contract, scope)
-            assert grant is not None
+            if not isinstance(grant, CONNECTION_GRANTS) or grant.outway.peer_id != client.peer_id:
+                continue
+            state = self.view(row).state
+            if state != ContractState.VALID:
+                raise TokenError("invalid_grant", f"the contract of this grant is {state}")
             authorize_token_request(
                 contract, grant, issuer_peer_id=self.peer_id, client_id=client_id, client=client
             )
-            if (
-                not isinstance(grant, CONNECTION_GRANTS)
-                or grant.service.name not in self.offered_services()
-            ):
-                raise TokenError("invalid_scope", "this peer's inway does not offer the service")
+            if grant.service.name not in self.offered_services():
+                raise TokenError("invalid_grant", "this peer no longer offers the service")
             claims = build_access_token_claims(
                 contract,
                 grant,
@@ -559,7 +563,7 @@ class ManagerService:
             return issue_access_token(
                 claims, self.signer, self.own_chain[0].public_bytes(Encoding.DER)
             )
-        raise TokenError("invalid_grant", "; ".join(problems))
+        raise TokenError("invalid_grant", NO_GRANT)
 
 
 def grant_type_value(name: str | None) -> str | None:

@@ -43,10 +43,12 @@ class TokenError(SluisError):
 
 
 def _connection_grant(contract: Contract, grant: Grant) -> ConnectionGrant:
+    # invalid_grant for every grant that gives this client no token (RFC 6749 5.2): scope
+    # errors would tell a caller that a hash names a grant here, and of which kind.
     if grant not in contract.grants:
-        raise TokenError("invalid_scope", "the grant is not part of the contract")
+        raise TokenError("invalid_grant", "the grant is not part of the contract")
     if not isinstance(grant, CONNECTION_GRANTS):
-        raise TokenError("invalid_scope", f"a {grant.type} grant authorises no connection")
+        raise TokenError("invalid_grant", "the grant authorises no connection")
     return grant
 
 
@@ -58,24 +60,17 @@ def authorize_token_request(
     client_id: str,
     client: PeerIdentity,
 ) -> None:
-    """Manager "Tokens" checks 2, 3, 5 and 6 for ``client`` (from its mTLS certificate)."""
+    """Manager "Tokens" checks 2, 3, 5 and 6 for ``client`` (from its mTLS certificate).
+
+    The descriptions name no peer: a refused caller learns nothing about whose grant it is.
+    """
     connection = _connection_grant(contract, grant)
     if client_id != client.peer_id:
-        raise TokenError(
-            "invalid_client",
-            f"client_id {client_id!r} is not the peer id {client.peer_id!r} of the certificate",
-        )
-    if connection.service.peer_id != issuer_peer_id:
-        raise TokenError(
-            "invalid_scope",
-            f"the grant is for a service of peer {connection.service.peer_id!r}, not of this peer",
-        )
+        raise TokenError("invalid_client", "client_id is not the peer id of the certificate")
     if connection.outway.peer_id != client.peer_id:
-        raise TokenError(
-            "invalid_grant",
-            f"the grant is for the outway of peer {connection.outway.peer_id!r}, not "
-            f"{client.peer_id!r}",
-        )
+        raise TokenError("invalid_grant", "the grant is not for this client's outway")
+    if connection.service.peer_id != issuer_peer_id:
+        raise TokenError("invalid_grant", "the grant is not for a service of this peer")
     if connection.outway.public_key_thumbprint != client.public_key_thumbprint:
         raise TokenError(
             "invalid_grant",
@@ -117,7 +112,7 @@ def build_access_token_claims(
     """The JWT payload for a token that lets ``grant``'s Outway call its Service."""
     connection = _connection_grant(contract, grant)
     if connection.service.peer_id != issuer_peer_id:
-        raise TokenError("invalid_scope", "the grant is for a service of another peer")
+        raise TokenError("invalid_grant", "the grant is not for a service of this peer")
     _check_inway_address(inway_address)
     if not X5T_S256.fullmatch(client_certificate_thumbprint):
         raise ValueError("client_certificate_thumbprint must be an x5t#S256 (base64url)")

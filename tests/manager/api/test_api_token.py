@@ -26,6 +26,7 @@ from contracttest import (
 
 from appliance.hsm.jws import b64url_decode
 from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.service import NO_GRANT
 
 LIFETIME = 300  # ManagerSettings.token_lifetime_seconds default
 
@@ -210,7 +211,7 @@ def test_client_id_that_is_not_the_certificates_peer_is_refused(
 
     # manager.yaml gives /token only 400 for errors (RFC 6749 section 5.2's default).
     description = assert_oauth_error(result, "invalid_client")
-    assert OIN_D in description
+    assert "client_id" in description
 
 
 def test_certificate_of_another_peer_than_the_outway_is_refused(
@@ -219,6 +220,20 @@ def test_certificate_of_another_peer_than_the_outway_is_refused(
     result = provider.token(_form(grant_hash, client_id=OIN_D), peer=group[OIN_D])
 
     assert_oauth_error(result, "invalid_grant")
+
+
+def test_another_peers_grant_is_answered_as_an_unknown_one(
+    provider: Api, grant_hash: str, group: Group
+) -> None:
+    # D asks for A's grant: the answer must not tell D whose grant it is, nor that it exists.
+    unknown = grant_hash[:-4] + ("AAAA" if not grant_hash.endswith("AAAA") else "BBBB")
+    theirs = provider.token(_form(grant_hash, client_id=OIN_D), peer=group[OIN_D])
+    nothing = provider.token(_form(unknown, client_id=OIN_D), peer=group[OIN_D])
+
+    assert assert_oauth_error(theirs, "invalid_grant") == NO_GRANT
+    assert (theirs.status_code, theirs.text) == (nothing.status_code, nothing.text)
+    assert OIN_A not in theirs.text
+    assert OIN_B not in theirs.text
 
 
 def test_certificate_with_another_public_key_than_the_grant_names_is_refused(
@@ -255,7 +270,7 @@ def test_publication_grant_gives_no_token(
 
     result = provider.token(_form(grant, client_id=OIN_C), peer=group[OIN_C])
 
-    assert_oauth_error(result, "invalid_scope")
+    assert assert_oauth_error(result, "invalid_grant") == NO_GRANT
 
 
 def test_service_no_longer_offered_gives_no_token(
@@ -270,4 +285,4 @@ def test_service_no_longer_offered_gives_no_token(
 
     result = provider.token(_form(grant_hash), peer=group[OIN_A])
 
-    assert_oauth_error(result, "invalid_scope")
+    assert "no longer offers" in assert_oauth_error(result, "invalid_grant")

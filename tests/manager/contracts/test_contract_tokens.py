@@ -109,7 +109,7 @@ def test_outside_the_validity_period() -> None:
 def test_only_connection_grants_of_the_contract_and_of_this_peer() -> None:
     with pytest.raises(TokenError) as caught:
         _claims(contract(publication_data()))
-    assert caught.value.oauth_error == "invalid_scope"
+    assert caught.value.oauth_error == "invalid_grant"
     with pytest.raises(TokenError) as caught:
         build_access_token_claims(
             contract(),
@@ -120,10 +120,10 @@ def test_only_connection_grants_of_the_contract_and_of_this_peer() -> None:
             now=NOW,
             lifetime_seconds=60,
         )
-    assert caught.value.oauth_error == "invalid_scope"
+    assert caught.value.oauth_error == "invalid_grant"
     with pytest.raises(TokenError) as caught:
         _claims(contract(), issuer_peer_id=OIN_C)
-    assert caught.value.oauth_error == "invalid_scope"
+    assert caught.value.oauth_error == "invalid_grant"
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ def test_authorized_request(group: Group) -> None:
     ("changes", "oauth_error"),
     [
         ({"client_id": OIN_C}, "invalid_client"),
-        ({"issuer_peer_id": OIN_C}, "invalid_scope"),
+        ({"issuer_peer_id": OIN_C}, "invalid_grant"),
     ],
 )
 def test_refused_requests(group: Group, changes: dict[str, Any], oauth_error: str) -> None:
@@ -236,7 +236,7 @@ def test_request_with_another_key_of_the_right_peer(group: Group) -> None:
 def test_request_for_a_publication_grant(group: Group) -> None:
     with pytest.raises(TokenError) as caught:
         _request(group, contract(publication_data()))
-    assert caught.value.oauth_error == "invalid_scope"
+    assert caught.value.oauth_error == "invalid_grant"
 
 
 def test_renewed_certificate_with_the_same_key_still_works(group: Group) -> None:
