@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 import falcon
 import falcon.asgi
@@ -19,71 +20,72 @@ from appliance.manager.contracts.errors import ContractError
 from appliance.manager.contracts.model import GrantType
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.tokens import TokenError
+from appliance.manager.errors import REQUEST_INVALID, bad_request, install_error_format, too_large
 from appliance.manager.peer_client import check_manager_address
 from appliance.manager.service import ManagerError, ManagerService
 from appliance.manager.storage import ServiceRow, UnknownCursorError
+from appliance.serving.bodies import BodyTooLarge, read_body
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 from appliance.tls.peer import PeerIdentity
 
-# Sluis's own code for a request that is malformed before any contract is looked at (a body
-# that is not JSON, a missing Fsc-Manager-Address, a bad query parameter): manager.yaml has
-# none. docs/manager.md lists it.
-REQUEST_INVALID = "ERROR_CODE_REQUEST_INVALID"
 MAX_BODY = 2 * 1024 * 1024  # contracts are small; properties are capped at 1 MB by the spec
-
-
-def _bad_request(message: str) -> FscError:
-    return FscError(falcon.HTTP_400, REQUEST_INVALID, ErrorDomain.MANAGER, message)
+MAX_FORM = 16 * 1024  # a token request is three short fields
+MAX_FORM_FIELDS = 16
 
 
 def _contract_error(exc: ContractError) -> FscError:
     return FscError(exc.status, exc.code, ErrorDomain.MANAGER, exc.message)
 
 
+async def _body(req: falcon.asgi.Request, limit: int) -> bytes:
+    try:
+        return await read_body(req, limit)
+    except BodyTooLarge as exc:
+        raise too_large(str(exc)) from None
+
+
 async def _json_body(req: falcon.asgi.Request) -> dict[str, Any]:
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise _bad_request(f"request body larger than {MAX_BODY} bytes")
-    raw = await req.stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise _bad_request(f"request body larger than {MAX_BODY} bytes")
+    raw = await _body(req, MAX_BODY)
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise _bad_request(f"request body is not JSON: {exc}") from None
+        raise bad_request(f"request body is not JSON: {exc}") from None
+    except RecursionError:  # the C scanner's own depth limit, far beyond any contract
+        raise bad_request("request body is JSON nested too deeply") from None
     if not isinstance(body, dict):
-        raise _bad_request("request body must be a JSON object")
+        raise bad_request("request body must be a JSON object")
     return body
 
 
 def _signed_body(body: dict[str, Any]) -> tuple[Any, str]:
     content, signature = body.get("contract_content"), body.get("signature")
     if content is None or not isinstance(signature, str) or not signature:
-        raise _bad_request("body needs contract_content and signature")
+        raise bad_request("body needs contract_content and signature")
     return content, signature
 
 
 def _manager_address(req: falcon.asgi.Request) -> str:
     address = req.get_header("Fsc-Manager-Address")
     if not address:
-        raise _bad_request("the Fsc-Manager-Address header is required")
+        raise bad_request("the Fsc-Manager-Address header is required")
     try:
         return check_manager_address(address)
     except SluisError as exc:
-        raise _bad_request(str(exc)) from None
+        raise bad_request(str(exc)) from None
 
 
 def _limit(req: falcon.asgi.Request) -> int:
     try:
         limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=100)
     except falcon.HTTPBadRequest:  # Falcon's own error lacks the FSC format
-        raise _bad_request("limit must be an integer from 1 to 1000") from None
+        raise bad_request("limit must be an integer from 1 to 1000") from None
     return int(limit) if limit is not None else 100
 
 
 def _descending(req: falcon.asgi.Request) -> bool:
     order = req.get_param("sort_order", default="SORT_ORDER_DESCENDING")
     if order not in ("SORT_ORDER_ASCENDING", "SORT_ORDER_DESCENDING"):
-        raise _bad_request(f"unknown sort_order {order!r}")
+        raise bad_request(f"unknown sort_order {order!r}")
     return order == "SORT_ORDER_DESCENDING"
 
 
@@ -114,7 +116,7 @@ class Contracts:
         grant_hashes = _list_param(req, "grant_hash")
         grant_type = req.get_param("grant_type")
         if grant_type is not None and grant_type not in GrantType.__members__.values():
-            raise _bad_request(f"unknown grant_type {grant_type!r}")
+            raise bad_request(f"unknown grant_type {grant_type!r}")
         try:
             views, next_cursor = self._service.contracts(
                 peer_id=peer.peer_id,
@@ -126,7 +128,7 @@ class Contracts:
                 descending=_descending(req),
             )
         except UnknownCursorError as exc:
-            raise _bad_request(str(exc)) from None
+            raise bad_request(str(exc)) from None
         resp.media = {
             "contracts": [view.as_api() for view in views],
             "pagination": {"next_cursor": "" if grant_hashes else next_cursor},
@@ -153,20 +155,34 @@ class ContractSignature:
         resp.status = falcon.HTTP_201
 
 
+async def _form(req: falcon.asgi.Request) -> dict[str, str] | None:
+    """An ``application/x-www-form-urlencoded`` body, read within :data:`MAX_FORM`, or None
+    when the body is of another type or not a form (RFC 6749: no parameter twice)."""
+    # The type first: nothing of a body of another type is read.
+    if req.content_type is None or not req.content_type.startswith(falcon.MEDIA_URLENCODED):
+        return None
+    raw = await _body(req, MAX_FORM)
+    try:
+        pairs = parse_qsl(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except ValueError:  # not UTF-8, a field without "=", or too many fields
+        return None
+    form = dict(pairs)
+    return form if len(form) == len(pairs) else None
+
+
 class Token:
     def __init__(self, service: ManagerService) -> None:
         self._service = service
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.set_header("Cache-Control", "no-store")  # RFC 6749 section 5.1
-        form = None
-        # The type first: Falcon answers other types (415) or no body in its own format.
-        if req.content_type is not None and req.content_type.startswith(falcon.MEDIA_URLENCODED):
-            try:
-                form = await req.get_media()
-            except (falcon.MediaMalformedError, falcon.MediaNotFoundError):
-                form = None
-        if not isinstance(form, dict):
+        form = await _form(req)
+        if form is None:
             return self._error(
                 resp, "invalid_request", "send an application/x-www-form-urlencoded body"
             )
@@ -217,7 +233,7 @@ def _page(req: falcon.asgi.Request, keys: list[str]) -> tuple[int, int, str]:
     start = 0
     if cursor is not None:
         if cursor not in keys:
-            raise _bad_request(f"unknown cursor {cursor!r}")
+            raise bad_request(f"unknown cursor {cursor!r}")
         start = keys.index(cursor) + 1
     stop = start + _limit(req)
     return start, stop, keys[stop - 1] if stop < len(keys) else ""
@@ -312,6 +328,8 @@ class Jwks:
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], service: ManagerService) -> None:
+    """The Manager API on ``app``, with every error (404, 405, 500 too) in the FSC format."""
+    install_error_format(app)
     app.add_route("/v1/announce", Announce(service))
     app.add_route("/v1/contracts", Contracts(service))
     for kind in SignatureType:

@@ -1,0 +1,59 @@
+"""The Manager's HTTP errors, all in the FSC format (core "Error response", manager.yaml).
+
+Every answer other than 2xx carries ``Fsc-Error-Code`` and ``{message, domain, code}`` with
+domain ``ERROR_DOMAIN_MANAGER`` (``/token`` answers its OAuth errors in RFC 6749's format
+itself), including what Falcon answers on its own: unknown paths (404), methods (405), bodies
+of a type a resource does not take, and any unexpected exception (500). manager.yaml has codes
+only for contract problems; the others are Sluis's own, listed in docs/manager.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from appliance.serving.bodies import CLOSE
+from appliance.serving.fsc_errors import ErrorDomain, FscError, serialize_error
+
+# A request malformed before any contract is looked at: a body that is not JSON, a missing or
+# unusable Fsc-Manager-Address, a bad query parameter.
+REQUEST_INVALID = "ERROR_CODE_REQUEST_INVALID"
+REQUEST_TOO_LARGE = "ERROR_CODE_REQUEST_TOO_LARGE"
+NOT_FOUND = "ERROR_CODE_NOT_FOUND"
+METHOD_NOT_ALLOWED = "ERROR_CODE_METHOD_NOT_ALLOWED"
+INTERNAL = "ERROR_CODE_INTERNAL"
+
+_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: REQUEST_TOO_LARGE}
+
+
+def bad_request(message: str) -> FscError:
+    return FscError(falcon.HTTP_400, REQUEST_INVALID, ErrorDomain.MANAGER, message)
+
+
+def too_large(message: str) -> FscError:
+    # The rest of the body is never read; closing stops the client sending it.
+    return FscError(
+        falcon.HTTP_413, REQUEST_TOO_LARGE, ErrorDomain.MANAGER, message, headers=dict(CLOSE)
+    )
+
+
+def as_fsc_error(error: falcon.HTTPError) -> FscError:
+    """Falcon's own errors (routing, media, 500) under the code their status stands for."""
+    if isinstance(error, FscError):
+        return error
+    status = error.status_code
+    code = INTERNAL if status >= 500 else _CODES.get(status, REQUEST_INVALID)
+    # A 5xx says nothing of its cause (the log has it); a 4xx says what Falcon found.
+    message = error.title if status >= 500 else (error.description or error.title)
+    return FscError(error.status, code, ErrorDomain.MANAGER, message or str(status))
+
+
+def _serialize(req: falcon.Request, resp: falcon.Response, exception: falcon.HTTPError) -> None:
+    serialize_error(req, resp, as_fsc_error(exception))
+
+
+def install_error_format(app: falcon.asgi.App[Any, Any]) -> None:
+    """Serialise every error ``app`` answers in the FSC format of the Manager domain."""
+    app.set_error_serializer(_serialize)
