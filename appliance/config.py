@@ -65,6 +65,9 @@ class ManagerSettings:
     # Like curl --resolve: "host:port=ip:port" entries for Manager addresses that DNS does not
     # know (the demo Group and the tests run every organisation on 127.0.0.1).
     resolve: tuple[str, ...] = ()
+    # Peers' Manager addresses may resolve to loopback (the demo and the tests); off on a real
+    # appliance, where only an attacker would name one (appliance.manager.addresses).
+    allow_loopback_peer_addresses: bool = False
 
 
 @dataclass(frozen=True)

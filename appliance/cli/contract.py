@@ -184,12 +184,12 @@ def _show(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = manager_settings(config)
-    service = build_service(config)
-    service.client = PeerClient(
+    client = PeerClient(
         ssl_context=client_context(config.tls, config.hsm),
         own_address=settings.address,
         resolve=parse_resolve(settings.resolve) or None,
     )
+    service = build_service(config, client=client)
 
     async def fetch() -> dict[str, Any]:
         assert service.client is not None

@@ -126,6 +126,8 @@ def provision_group(
             token_lifetime_seconds=300,
             delivery_interval_seconds=1,
             resolve=resolve,
+            # Every Manager of the demo Group listens on 127.0.0.1.
+            allow_loopback_peer_addresses=True,
         )
         config = provision_organisation(
             ca, Organisation(plan.organisation, f"demo-{plan.name}"), root / plan.name, manager

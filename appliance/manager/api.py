@@ -15,13 +15,12 @@ from urllib.parse import parse_qsl
 import falcon
 import falcon.asgi
 
-from appliance.errors import SluisError
+from appliance.manager.addresses import AddressError
 from appliance.manager.contracts.errors import ContractError
 from appliance.manager.contracts.model import GrantType
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.tokens import TokenError
 from appliance.manager.errors import REQUEST_INVALID, bad_request, install_error_format, too_large
-from appliance.manager.peer_client import check_manager_address
 from appliance.manager.service import ManagerError, ManagerService
 from appliance.manager.storage import ServiceRow, UnknownCursorError
 from appliance.serving.bodies import BodyTooLarge, read_body
@@ -64,13 +63,14 @@ def _signed_body(body: dict[str, Any]) -> tuple[Any, str]:
     return content, signature
 
 
-def _manager_address(req: falcon.asgi.Request) -> str:
+async def _manager_address(req: falcon.asgi.Request, service: ManagerService) -> str:
+    """The sender's Manager address, checked before anything else of the request is used."""
     address = req.get_header("Fsc-Manager-Address")
     if not address:
         raise bad_request("the Fsc-Manager-Address header is required")
     try:
-        return check_manager_address(address)
-    except SluisError as exc:
+        return await service.check_peer_address(address, req.context.peer)
+    except AddressError as exc:
         raise bad_request(str(exc)) from None
 
 
@@ -102,7 +102,7 @@ class Contracts:
         self._service = service
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        address = _manager_address(req)
+        address = await _manager_address(req, self._service)
         content, signature = _signed_body(await _json_body(req))
         peer: PeerIdentity = req.context.peer
         try:
@@ -143,7 +143,7 @@ class ContractSignature:
     async def on_put(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, content_hash: str
     ) -> None:
-        address = _manager_address(req)
+        address = await _manager_address(req, self._service)
         content, signature = _signed_body(await _json_body(req))
         peer: PeerIdentity = req.context.peer
         try:
@@ -215,7 +215,7 @@ class Announce:
         self._service = service
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        self._service.announce(req.context.peer, _manager_address(req))
+        self._service.announce(req.context.peer, await _manager_address(req, self._service))
         resp.media = {}
 
 

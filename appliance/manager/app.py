@@ -63,14 +63,14 @@ class CloseLog:
 def create_app() -> AsgiApp:
     config = load_config(Path(os.environ[CONFIG_ENV]))
     settings = manager_settings(config)
-    # The signer (python-pkcs11) is created before the TLS contexts load the key through the
-    # OpenSSL provider; appliance.tls.context keeps that order in any case.
-    service = build_service(config)
-    service.client = PeerClient(
+    # appliance.tls.context creates the signer (python-pkcs11) before the TLS contexts load the
+    # key through the OpenSSL provider, whichever is built first here.
+    client = PeerClient(
         ssl_context=client_context(config.tls, config.hsm),
         own_address=settings.address,
         resolve=parse_resolve(settings.resolve) or None,
     )
+    service = build_service(config, client=client)
     app = create_base_app(ErrorDomain.MANAGER)
     mount_metrics(app, config.tls)
     app.add_middleware(DeliveryLifecycle(service, settings.delivery_interval_seconds))

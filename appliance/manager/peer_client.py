@@ -15,8 +15,16 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from appliance.errors import SluisError
+from appliance.manager.addresses import (
+    AddressError,
+    AddressRefused,
+    check_manager_address,
+    host_of,
+    refusal,
+)
 
 API_PREFIX = "/v1"
 
@@ -33,16 +41,6 @@ class PeerCallError(SluisError):
         return self.status is not None and 400 <= self.status < 500
 
 
-def check_manager_address(address: str) -> str:
-    """A Manager address is an https URL with an explicit port (manager.yaml)."""
-    parts = urlsplit(address)
-    if parts.scheme != "https" or not parts.hostname or parts.port is None:
-        raise SluisError(f"not a Manager address (https://host:port): {address!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise SluisError(f"a Manager address has no path, query or fragment: {address!r}")
-    return f"https://{parts.hostname}:{parts.port}"
-
-
 @dataclass
 class PeerClient:
     ssl_context: ssl.SSLContext
@@ -51,12 +49,37 @@ class PeerClient:
     # Test hook: connect to this host:port instead of the address' host (FQDN is still
     # checked against the certificate); the demo runs everything on 127.0.0.1.
     resolve: dict[str, tuple[str, int]] | None = None
+    # [manager] allow_loopback_peer_addresses (appliance.manager.addresses).
+    allow_loopback: bool = False
     _session: aiohttp.ClientSession | None = None
+    _resolver: AbstractResolver | None = None
+
+    def resolver(self) -> AbstractResolver:
+        """Every name this client connects to is resolved here, and checked on each lookup."""
+        if self._resolver is None:
+            inner: AbstractResolver = DefaultResolver()
+            if self.resolve:
+                inner = _StaticResolver(self.resolve, inner)
+            self._resolver = _GuardedResolver(inner, allow_loopback=self.allow_loopback)
+        return self._resolver
+
+    async def check_resolution(self, address: str) -> None:
+        """:class:`AddressError` if ``address``'s host resolves to an address it may not have.
+
+        A name that does not resolve now passes: it is resolved (and checked) again on every
+        connection, and a peer's DNS entry may well follow its announcement."""
+        try:
+            await self.resolver().resolve(host_of(address), urlsplit(address).port or 443)
+        except AddressRefused as exc:
+            raise AddressError(str(exc)) from None
+        except OSError:
+            return
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            resolver = _StaticResolver(self.resolve) if self.resolve else None
-            connector = aiohttp.TCPConnector(ssl=self.ssl_context, limit=100, resolver=resolver)
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl_context, limit=100, resolver=self.resolver()
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
@@ -143,16 +166,44 @@ class PeerClient:
         )
 
 
-class _StaticResolver(AbstractResolver):
-    """Resolve Manager FQDNs to fixed addresses (the demo and the tests run on one host)."""
+class _GuardedResolver(AbstractResolver):
+    """Refuse names that resolve to an address no peer's Manager may have."""
 
-    def __init__(self, table: dict[str, tuple[str, int]]) -> None:
-        self._table = table
+    def __init__(self, inner: AbstractResolver, *, allow_loopback: bool) -> None:
+        self._inner = inner
+        self._allow_loopback = allow_loopback
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        ip, mapped_port = self._table.get(f"{host}:{port}", (host, port))
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            reason = refusal(result["host"], allow_loopback=self._allow_loopback)
+            if reason is not None:
+                raise AddressRefused(
+                    f"{host} resolves to {result['host']}, {reason}: not a peer's Manager"
+                )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _StaticResolver(AbstractResolver):
+    """Resolve Manager FQDNs to fixed addresses (the demo and the tests run on one host);
+    other names go to ``fallback`` (DNS)."""
+
+    def __init__(self, table: dict[str, tuple[str, int]], fallback: AbstractResolver) -> None:
+        self._table = table
+        self._fallback = fallback
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        mapped = self._table.get(f"{host}:{port}")
+        if mapped is None:
+            return await self._fallback.resolve(host, port, family)
+        ip, mapped_port = mapped
         return [
             {
                 "hostname": host,
@@ -165,4 +216,4 @@ class _StaticResolver(AbstractResolver):
         ]
 
     async def close(self) -> None:
-        return None
+        await self._fallback.close()

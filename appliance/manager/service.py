@@ -25,6 +25,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from appliance.config import ManagerSettings
 from appliance.errors import SluisError
 from appliance.hsm.signer import Signer
+from appliance.manager.addresses import (
+    AddressError,
+    check_certificate_names,
+    check_manager_address,
+)
 from appliance.manager.certificates import chains_from_jwks, jwks_document, without_roots
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.errors import ContractError, ErrorCode
@@ -56,7 +61,7 @@ from appliance.manager.contracts.tokens import (
     issue_access_token,
 )
 from appliance.manager.contracts.validation import validate_contract, validate_participants
-from appliance.manager.peer_client import PeerCallError, PeerClient, check_manager_address
+from appliance.manager.peer_client import PeerCallError, PeerClient
 from appliance.manager.storage import (
     ContractRow,
     Delivery,
@@ -132,6 +137,10 @@ class ManagerService:
     enabled_extensions: dict[str, str] = field(default_factory=lambda: dict(BUILT_IN_EXTENSIONS))
 
     def __post_init__(self) -> None:
+        if self.client is not None:
+            # Whoever built the client (the Manager, the CLI, the outway), the operator's
+            # allowance for loopback peer addresses is this Manager's setting.
+            self.client.allow_loopback = self.settings.allow_loopback_peer_addresses
         self.identity = PeerIdentity.from_der(self.own_chain[0].public_bytes(Encoding.DER))
         # Our own certificate verifies our own signatures like any peer's.
         self.store.put_certificate(
@@ -500,6 +509,15 @@ class ManagerService:
     def announce(self, sender: PeerIdentity, address: str) -> None:
         self._remember_peer(sender, address)
 
+    async def check_peer_address(self, address: str, sender: PeerIdentity) -> str:
+        """``sender``'s own Manager address, checked by every rule of
+        :mod:`appliance.manager.addresses`; :class:`AddressError` if it breaks one."""
+        checked = check_manager_address(address)
+        check_certificate_names(checked, sender)
+        if self.client is not None:
+            await self.client.check_resolution(checked)
+        return checked
+
     def peer_info(self) -> dict[str, Any]:
         return {
             "peer_id": self.peer_id,
@@ -521,7 +539,13 @@ class ManagerService:
             raise ManagerError(f"no Manager address known for peer {peer_id}")
         for peer in await self.client.peers(directory, [peer_id]):
             if peer.get("id") == peer_id and peer.get("manager_address"):
-                address = check_manager_address(peer["manager_address"])
+                # The same rules as for an announce; the certificate's name is checked by TLS
+                # when connecting (this peer's certificate is not at hand here).
+                try:
+                    address = check_manager_address(str(peer["manager_address"]))
+                    await self.client.check_resolution(address)
+                except AddressError as exc:
+                    raise ManagerError(f"the directory's address for {peer_id}: {exc}") from None
                 self.store.upsert_peer(peer_id, name=peer.get("name"), manager_address=address)
                 return address
         raise ManagerError(f"the directory does not know peer {peer_id}")

@@ -53,18 +53,20 @@ def test_peer_info(bare_provider: Api, group: Group) -> None:
 
 
 def test_announce_stores_the_address(bare_provider: Api, group: Group) -> None:
-    result = bare_provider.announce(peer=group[OIN_A], address="https://new-a.test.example:9443/")
+    result = bare_provider.announce(
+        peer=group[OIN_A], address="https://manager-01.test.example:9443/"
+    )
 
     assert result.status_code == 200, result.text
     peer = bare_provider.store.get_peer(OIN_A)
     assert peer is not None
-    assert peer.manager_address == "https://new-a.test.example:9443"
+    assert peer.manager_address == "https://manager-01.test.example:9443"
     assert peer.name == "Gemeente Test"  # the O of its certificate
 
-    bare_provider.announce(peer=group[OIN_A], address="https://newer-a.test.example:8443")
+    bare_provider.announce(peer=group[OIN_A], address="https://manager-01.test.example:8443")
     peer = bare_provider.store.get_peer(OIN_A)
     assert peer is not None
-    assert peer.manager_address == "https://newer-a.test.example:8443"
+    assert peer.manager_address == "https://manager-01.test.example:8443"
 
 
 def test_announce_without_address_is_refused(bare_provider: Api, group: Group) -> None:

@@ -321,6 +321,9 @@ class _JwksFailing:
         self.asked.append(address)
         raise PeerCallError(address, "no answer", status=self.status, code=None)
 
+    async def check_resolution(self, address: str) -> None:
+        return None  # the address resolves to where a Manager may be
+
 
 @pytest.mark.parametrize(
     ("status", "answer", "code"),

@@ -123,6 +123,13 @@ def peer_subject(oin: str | None, organisation: str = "Gemeente Test") -> x509.N
     return x509.Name(attributes)
 
 
+def dns_names(oin: str | None) -> list[x509.GeneralName]:
+    """The gateway's name and the Manager's (``apitest.address_of``): a peer's Manager
+    address must be a name its certificate carries."""
+    names = ["gw.test.example"] + ([f"manager-{oin[-2:]}.test.example"] if oin else [])
+    return [x509.DNSName(name) for name in names]
+
+
 class InMemoryCA:
     """Root -> intermediate -> peer certificates, shaped like the demo PKI, all in memory."""
 
@@ -196,9 +203,7 @@ class InMemoryCA:
                 ),
                 critical=False,
             )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("gw.test.example")]), critical=False
-            )
+            .add_extension(x509.SubjectAlternativeName(dns_names(oin)), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
                 critical=False,
