@@ -27,21 +27,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from inway.inwaytest import EchoBackend, EchoState
+from gateway.chaintest import echo_group, group_plans, publish_and_connect
+from inway.inwaytest import EchoBackend
 
-from appliance.demo.gateways import configure_gateways, rewrite_config
-from appliance.demo.group import (
-    Member,
-    MemberPlan,
-    provision_group,
-    start_managers,
-    state_of,
-    stop_managers,
-    wait_for,
-)
+from appliance.demo.gateways import rewrite_config
+from appliance.demo.group import Member, start_managers, stop_managers, wait_for
 from appliance.demo.processes import Component, start_component
-from appliance.pki.ca import DemoCA
-from appliance.pki.identity import OrganisationIdentity
 from appliance.txlog.record import new_transaction_id
 from appliance.txlog.store import TransactionLog
 
@@ -49,10 +40,7 @@ pytestmark = pytest.mark.slow
 
 OIN_DIRECTORY, OIN_A, OIN_B = "00000001000000000700", "00000001000000000701", "00000001000000000702"
 SERVICE = "basisregistratie"
-PLANS = tuple(
-    MemberPlan(name, OrganisationIdentity(f"Organisation {name}", oin, (f"{name}.faults.test",)))
-    for name, oin in (("directory", OIN_DIRECTORY), ("a", OIN_A), ("b", OIN_B))
-)
+PLANS = group_plans((OIN_DIRECTORY, OIN_A, OIN_B), "faults.test")
 LIFETIME = 20  # B's Manager: token lifetime
 REFRESH = 14  # A's outway: refresh window before exp (opens 6 s after the fetch)
 TIMEOUT = 4  # A's outway: token_timeout_seconds
@@ -98,24 +86,7 @@ class Chain:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     root = tmp_path_factory.mktemp("chain-faults")
-    ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-    members = provision_group(
-        ca,
-        root,
-        PLANS,
-        group_id="faults.test",
-        database=lambda name: f"sqlite:///{root / name / 'manager.db'}",
-    )
-    backend = EchoBackend(EchoState())
-    backend.release_last.set()
-    gateways = configure_gateways(
-        members,
-        provider="b",
-        consumer="a",
-        service=SERVICE,
-        backend_url=f"{backend.url}/api",
-        root=root,
-    )
+    members, backend, gateways = echo_group(root, PLANS, "faults.test", SERVICE)
     urls = {name: f"sqlite:///{root / name / 'txlog.db'}" for name in ("a", "b")}
     rewrite_config(
         members["b"],
@@ -135,17 +106,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     chain: Chain | None = None
     try:
         start_managers(members, root / "logs", workers=1)
-        a, b, directory = members["a"], members["b"], members["directory"]
-        published = b.sluis("contract", "propose-publication", "--service", SERVICE)
-        wait_for(lambda: state_of(directory, published["hash"]) == "proposed", "directory")
-        directory.sluis("contract", "accept", published["hash"])
-        wait_for(lambda: state_of(b, published["hash"]) == "valid", "publication valid at b")
-        asked = a.sluis(
-            "contract", "propose-connection", "--service-peer", OIN_B, "--service", SERVICE
-        )
-        wait_for(lambda: state_of(b, asked["hash"]) == "proposed", "b to receive the request")
-        b.sluis("contract", "accept", asked["hash"])
-        wait_for(lambda: state_of(a, asked["hash"]) == "valid", "connection valid at a")
+        publish_and_connect(members, SERVICE)
+        a, b = members["a"], members["b"]
         logs_dir = root / "logs"
         inway = start_component(
             "inway-b", b.config_path, "inway", port=gateways.inway_port, workers=1, log_dir=logs_dir
