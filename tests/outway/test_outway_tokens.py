@@ -45,6 +45,14 @@ def _cache(manager: Manager, clock: list[float], monotonic: list[float]) -> Toke
     )
 
 
+def _hung() -> tuple[Manager, TokenCache]:
+    """A cache whose Manager hangs (until ``manager.release`` is set)."""
+    clock = [1_800_000_000.0]
+    manager = Manager(clock)
+    manager.mode = "hung"
+    return manager, _cache(manager, clock, [0.0])
+
+
 def test_the_valid_token_serves_through_an_outage_and_one_refresh_runs_at_a_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -83,10 +91,7 @@ def test_the_valid_token_serves_through_an_outage_and_one_refresh_runs_at_a_time
 
 def test_waiting_requests_share_one_fetch_and_give_up_within_the_timeout() -> None:
     async def scenario() -> None:
-        clock, monotonic = [1_800_000_000.0], [0.0]
-        manager = Manager(clock)
-        manager.mode = "hung"
-        tokens = _cache(manager, clock, monotonic)
+        manager, tokens = _hung()
         loop = asyncio.get_running_loop()
         began = loop.time()
         results = await asyncio.gather(
@@ -101,10 +106,7 @@ def test_waiting_requests_share_one_fetch_and_give_up_within_the_timeout() -> No
 
 def test_a_request_whose_client_left_stops_waiting_and_the_fetch_goes_on() -> None:
     async def scenario() -> None:
-        clock, monotonic = [1_800_000_000.0], [0.0]
-        manager = Manager(clock)
-        manager.mode = "hung"
-        tokens = _cache(manager, clock, monotonic)
+        manager, tokens = _hung()
         left = asyncio.Event()
 
         async def departed() -> None:

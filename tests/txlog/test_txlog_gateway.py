@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,13 +32,9 @@ openssl_conf = "/o.cnf"
 GRANT = "$1$3$" + "A" * 86
 
 
-def test_inway_records_are_stored_durably(tmp_path: Path) -> None:
-    path = tmp_path / "sluis.toml"
-    path.write_text(BASE + f'\n[txlog]\ndatabase = "sqlite:///{tmp_path / "txlog.db"}"\n')
-    config = load_config(path)
-    writer = inway_writer(config)
-    transaction = new_transaction_id()
-    record = {
+def inway_record(transaction: str) -> dict[str, Any]:
+    """An inway's record (logging.yaml ``logRecord``) as the inway hands it to its writer."""
+    return {
         "transaction_id": transaction,
         "direction": "DIRECTION_INCOMING",
         "grant_hash": GRANT,
@@ -49,6 +46,15 @@ def test_inway_records_are_stored_durably(tmp_path: Path) -> None:
         "service_name": "basisregistratie",
         "created_at": 1_790_000_000,
     }
+
+
+def test_inway_records_are_stored_durably(tmp_path: Path) -> None:
+    path = tmp_path / "sluis.toml"
+    path.write_text(BASE + f'\n[txlog]\ndatabase = "sqlite:///{tmp_path / "txlog.db"}"\n')
+    config = load_config(path)
+    writer = inway_writer(config)
+    transaction = new_transaction_id()
+    record = inway_record(transaction)
     asyncio.run(writer.write(record))
     with open_log(config) as log:
         records, _ = log.query("00000001000000000001")
@@ -90,18 +96,7 @@ def test_inway_records_keep_the_fraction_of_the_second(tmp_path: Path, store_url
 
 
 def test_a_fraction_of_the_second_from_another_manager_is_refused() -> None:
-    data = {
-        "transaction_id": new_transaction_id(),
-        "direction": "DIRECTION_INCOMING",
-        "grant_hash": GRANT,
-        "source": {"type": "SOURCE_TYPE_SOURCE", "outway_peer_id": "00000001000000000001"},
-        "destination": {
-            "type": "DESTINATION_TYPE_DESTINATION",
-            "service_peer_id": "00000001000000000002",
-        },
-        "service_name": "basisregistratie",
-        "created_at": 1_790_000_000.5,
-    }
+    data = {**inway_record(new_transaction_id()), "created_at": 1_790_000_000.5}
     with pytest.raises(InvalidLogRecordError):
         LogRecord.from_api(data)
     assert LogRecord.from_api(data, fractional_time=True).created_at.microsecond == 500_000
