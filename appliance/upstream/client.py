@@ -19,6 +19,8 @@ needs none of that. This client does only what a reverse proxy's upstream hop ne
 - timeouts: connecting (TCP and TLS handshake, and the wait for a free connection); every
   wait for the peer to send something (the read timeout restarts with every piece that
   arrives); every wait for the socket to take more of the request body (the write timeout);
+  and, per request, a deadline for the answer's head that shortens the connect and read
+  timeouts (the inway answers before the outway that called it gives up: docs/inway.md);
 - a response that is complete when its head has been read (most small answers) can be taken
   whole (:meth:`UpstreamResponse.whole`), so that the gateway answers with one write;
 - a pooled connection is checked just before reuse: one with anything to read (the peer's
@@ -126,6 +128,7 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._silence = read_timeout  # the read timeout of the wait in progress
         self._reset()
 
     def _reset(self) -> None:
@@ -310,9 +313,13 @@ class _Connection(asyncio.Protocol):
         self.unsent = self.transport.is_closing()
         return self._head
 
-    async def wait(self, future: asyncio.Future[None]) -> None:
-        """Await ``future``, failing with UpstreamTimeout when the peer is silent too long."""
-        self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._expire)
+    async def wait(self, future: asyncio.Future[None], timeout: float | None = None) -> None:
+        """Await ``future``, failing with UpstreamTimeout when the peer is silent too long
+        (``timeout``, at most the read timeout, or the read timeout)."""
+        silence = self._silence = (
+            self._read_timeout if timeout is None else min(timeout, self._read_timeout)
+        )
+        self._timer = self._loop.call_at(self._last_data + silence, self._expire)
         try:
             await future
         finally:
@@ -329,14 +336,14 @@ class _Connection(asyncio.Protocol):
             # write timeout covers a peer that stops taking it).
             self._last_data = now
         silent = now - self._last_data
-        if silent >= self._read_timeout * 0.999:
+        if silent >= self._silence * 0.999:
             self.fail(UpstreamTimeout("timed out"))
         else:
-            self._timer = self._loop.call_at(self._last_data + self._read_timeout, self._expire)
+            self._timer = self._loop.call_at(self._last_data + self._silence, self._expire)
 
-    async def head(self, future: asyncio.Future[None]) -> None:
+    async def head(self, future: asyncio.Future[None], timeout: float | None = None) -> None:
         try:
-            await self.wait(future)
+            await self.wait(future, timeout)
         finally:
             self._head = None
 
@@ -494,12 +501,18 @@ class UpstreamPool:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
         """Send the request; return once the answer's status and headers are in.
 
         ``headers`` are sent as given (latin-1), after ``Host``; framing is added: the
         caller's ``Content-Length`` is kept (the body must match it), otherwise a streamed
         body goes chunked and a bytes body gets its length.
+
+        ``deadline`` (the loop's time): the caller must have the answer's head by then, so
+        connecting ends by then, and the wait for the head (which counts from the body's end,
+        as the read timeout) is at most what is left of it once connected.
         """
         if self._closed:
             raise UpstreamError("the client is closed")
@@ -507,10 +520,11 @@ class UpstreamPool:
         retry = body is None and method in _SAFE
         fresh = False
         while True:
-            conn = await self._acquire(origin, fresh=fresh)
+            conn = await self._acquire(origin, fresh=fresh, deadline=deadline)
             reused = conn.used
+            left = None if deadline is None else max(deadline - self._loop.time(), 0.001)
             try:
-                return await self._exchange(conn, head, method, body, chunked)
+                return await self._exchange(conn, head, method, body, chunked, left)
             except UpstreamClosed as exc:
                 if retry and reused and conn.unsent:
                     # Once, on a new connection: the other idle ones to this peer are likely
@@ -534,6 +548,7 @@ class UpstreamPool:
         method: str,
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
+        head_timeout: float | None = None,
     ) -> UpstreamResponse:
         try:
             if isinstance(body, bytes | bytearray):
@@ -545,7 +560,7 @@ class UpstreamPool:
                     conn.request_sent = True
                 else:
                     conn.sender = self._loop.create_task(self._send_body(conn, body, chunked))
-            await conn.head(answered)
+            await conn.head(answered, head_timeout)
         except BaseException:
             self.release(conn, reusable=False)
             raise
@@ -589,11 +604,14 @@ class UpstreamPool:
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin, *, fresh: bool = False) -> _Connection:
+    async def _acquire(
+        self, origin: Origin, *, fresh: bool = False, deadline: float | None = None
+    ) -> _Connection:
         """An idle connection to ``origin`` (most recently used first), or a new one; only a
-        new one when ``fresh``."""
+        new one when ``fresh``; within the connect timeout and ``deadline``."""
         loop = self._loop
-        deadline = loop.time() + self._connect_timeout
+        own = loop.time() + self._connect_timeout
+        deadline = own if deadline is None else min(own, deadline)
         while True:
             idle = None if fresh else self._idle.get(origin)
             now = loop.time()
