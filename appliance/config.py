@@ -93,6 +93,10 @@ class InwaySettings:
     clock_skew_seconds: int = 5
     # {service = "Header, ..."}: headers the forwarding policy removes, passed to that service.
     pass_headers: tuple[tuple[str, str], ...] = ()
+    # Requests in flight per service and worker (appliance.forwarding.limits; 0: a quarter of
+    # backend_connections); {service = n}.
+    service_limit: int = 0
+    service_limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ class OutwaySettings:
     forward_purpose_headers: bool = False
     # {"peer-id/service" = "Header, ..."}: as [inway] pass_headers, for the app's requests.
     pass_headers: tuple[tuple[str, str], ...] = ()
+    # Requests in flight per inway and service, per worker (0: a quarter of inway_connections);
+    # {"peer-id/service" = n}.
+    service_limit: int = 0
+    service_limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,11 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
         if annotation.startswith("tuple[tuple[str, str]"):
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise ConfigurationError(f"{where}: {name} must be a table of strings")
+            kwargs[name] = tuple(value.items())
+            continue
+        if annotation.startswith("tuple[tuple[str, int]"):
+            if not isinstance(value, dict) or not all(type(v) is int for v in value.values()):
+                raise ConfigurationError(f"{where}: {name} must be a table of integers")
             kwargs[name] = tuple(value.items())
             continue
         if annotation.startswith("tuple[str"):

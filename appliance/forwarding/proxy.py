@@ -15,18 +15,27 @@ that is down, silent for too long before its answer starts, or that stops taking
 request body is the gateway's own FSC error (:meth:`Forwarder.unreachable`), and its
 connection is closed; one that stalls while its answer's body is streaming gets the client's
 connection aborted, so the client never takes a cut-off body for a whole one.
+
+Shares (:mod:`appliance.forwarding.limits`): each service may have only so many requests in
+flight (:meth:`Forwarder.admit`; refused at once with the gateway's 503 when its share is
+full), so that a service that hangs cannot take every connection of the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.forwarding.headers import Headers, RawHeaders
+from appliance.forwarding.limits import Shares, Slot
 from appliance.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from appliance.upstream.client import Origin, describe, parse_origin
+
+log = logging.getLogger("sluis.forwarding")
 
 # Statuses whose responses have no body (RFC 9110 6.4.1).
 _BODILESS = frozenset({204, 304})
@@ -61,13 +70,16 @@ class Forwarder:
         read_timeout: float,
         connections: int,
         write_timeout: float | None = None,
+        shares: Shares | None = None,
     ) -> None:
+        """``shares``: requests in flight per service (default: no limit below the pool's)."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout  # None: no write timeout
         self._connections = connections
         self._pool: UpstreamPool | None = None
         self._origins: dict[str, Origin] = {}
+        self.shares = shares or Shares(connections)
 
     def _make_pool(self, **options: Any) -> UpstreamPool:
         """The pool with this forwarder's timeouts; ``options`` add to or override the rest."""
@@ -78,6 +90,10 @@ class Forwarder:
             write_timeout=self._write_timeout,
             **{"keepalive": BACKEND_KEEPALIVE_SECONDS, **options},
         )
+
+    @property
+    def read_timeout(self) -> float:
+        return self._read_timeout
 
     def pool(self) -> UpstreamPool:
         """This worker's pool, made on first use in the running loop."""
@@ -105,6 +121,28 @@ class Forwarder:
         """The gateway's error for a next hop that is down, silent or not reading."""
         raise NotImplementedError
 
+    def busy(self, name: str, limit: int) -> Exception:
+        """The gateway's error for a service whose share is full (503, ``Retry-After``)."""
+        raise NotImplementedError
+
+    def admit(self, share: str, *, name: str, config_key: str | None = None) -> Slot:
+        """A place for one request in ``share`` (its limit is ``config_key``'s), or the
+        gateway's :meth:`busy` error at once. Release it if the request goes no further;
+        :meth:`send` releases it with the answer."""
+        slot = self.shares.enter(share, config_key)
+        if slot is None:
+            limit = self.shares.limit(share if config_key is None else config_key)
+            refused = self.shares.refused(share, time.monotonic())
+            if refused:
+                log.warning(
+                    "%s: %d requests in flight, its limit: %d refused (503) since the last report",
+                    name,
+                    limit,
+                    refused,
+                )
+            raise self.busy(name, limit)
+        return slot
+
     async def send(
         self,
         origin: str,
@@ -115,21 +153,30 @@ class Forwarder:
         query_string: bytes,
         headers: Headers,
         body: AsyncIterator[bytes] | None,
+        slot: Slot | None = None,
+        deadline: float | None = None,
     ) -> ForwardedResponse:
         """Send the request (``headers`` as the policy left them) to ``origin``; return once the
-        answer's status and headers are in. ``name`` names the next hop in errors."""
+        answer's status and headers are in. ``name`` names the next hop in errors. ``slot``
+        (from :meth:`admit`) is released once the answer is passed on or its stream ends;
+        ``deadline`` (loop time): the answer's head must be in by then."""
         target = path
         if query_string:
             target += "?" + query_string.decode("latin-1")
         try:
             response = await self.pool().request(
-                self._origin(origin), method, target, headers, body
+                self._origin(origin), method, target, headers, body, deadline=deadline
             )
         except (UpstreamError, OSError) as exc:
             raise self.unreachable(name, origin, describe(exc)) from None
-        return self._answer(response, method, name)
+        answer = self._answer(response, method, name, slot)
+        if answer.body is None and slot is not None:
+            slot.release()
+        return answer
 
-    def _answer(self, response: UpstreamResponse, method: str, name: str) -> ForwardedResponse:
+    def _answer(
+        self, response: UpstreamResponse, method: str, name: str, slot: Slot | None
+    ) -> ForwardedResponse:
         status = response.status
         headers = self.answer_headers(response.headers)
         if method == "HEAD" or status in _BODILESS:
@@ -138,10 +185,10 @@ class Forwarder:
         data = response.whole()
         if data is not None:
             return ForwardedResponse(status, headers, None, data)
-        return ForwardedResponse(status, headers, _relay(response, name))
+        return ForwardedResponse(status, headers, _relay(response, name, slot))
 
 
-async def _relay(response: UpstreamResponse, name: str) -> AsyncIterator[bytes]:
+async def _relay(response: UpstreamResponse, name: str, slot: Slot | None) -> AsyncIterator[bytes]:
     chunks = response.chunks()
     try:
         async for chunk in chunks:
@@ -152,6 +199,8 @@ async def _relay(response: UpstreamResponse, name: str) -> AsyncIterator[bytes]:
         ) from None
     finally:
         await chunks.aclose()  # an early stop closes the connection, never reused half-read
+        if slot is not None:
+            slot.release()
 
 
 class BodyProgress:

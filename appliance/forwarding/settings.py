@@ -1,4 +1,5 @@
-"""Settings both gateways check alike: Group ID, timeouts, the per-service ``pass_headers``."""
+"""Settings both gateways check alike: Group ID, timeouts, the per-service ``pass_headers`` and
+``service_limits``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from appliance.errors import ConfigurationError
 from appliance.forwarding.headers import allow_list
 
 # Core "Group ID" and the Service name of contracts (appliance.manager.contracts.validation).
+SHARE_OF_POOL = 4  # the default service_limit: a quarter of the pool (64 of 256 connections)
 GROUP_ID = re.compile(r"[a-zA-Z0-9./_-]{1,100}")
 SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")
 
@@ -52,3 +54,34 @@ def pass_headers(
         except ValueError as exc:
             raise ConfigurationError(f"[{section}] pass_headers {service}: {exc}") from None
     return lists
+
+
+def service_limits(
+    section: str,
+    default: int,
+    table: tuple[tuple[str, int], ...],
+    *,
+    connections: tuple[str, int],
+    is_service: Callable[[str], bool],
+    what: str,
+) -> tuple[int, dict[str, int]]:
+    """``[section] service_limit = n`` and ``service_limits = {service = n}``: the default and
+    each listed service's requests in flight per worker. At most the pool's size
+    (``connections``: its setting and value); below it is what leaves connections for the other
+    services. ``service_limit = 0`` (the default): a quarter of the pool."""
+    pool_setting, pool = connections
+    if default == 0:
+        default = max(pool // SHARE_OF_POOL, 1)
+    limits: dict[str, int] = {}
+    for service, limit in (("", default), *table):
+        name = f"service_limits {service}" if service else "service_limit"
+        if service and not is_service(service):
+            raise ConfigurationError(f"[{section}] service_limits: {service!r} is not {what}")
+        if not 0 < limit <= pool:
+            raise ConfigurationError(
+                f"[{section}] {name} must be 1..{pool_setting} ({pool}): one service must "
+                "not be able to hold more connections than the pool has"
+            )
+        if service:
+            limits[service] = limit
+    return default, limits

@@ -3,10 +3,14 @@
 Every path is the proxy endpoint (Core "Inway" > "Interfaces"). Per request, in this order:
 the peer's mutual-TLS identity (``PeerIdentityMiddleware``), the method (CONNECT cannot be
 proxied), the access token bound to the connection's certificate, the ``Fsc-Transaction-Id``,
-the request path, the transaction log record (written before anything is forwarded; no record,
-no request; a transaction id already logged is the caller's ``INVALID_LOG_RECORD_ID``), then
-the request is streamed to the Service's backend and its response streamed back, both under
-the gateways' forwarding policy (``appliance.forwarding.headers``).
+the request path, a place in the service's share (``appliance.forwarding.limits``; 503
+``ERROR_CODE_SERVICE_BUSY`` when it is full), the transaction log record (written before
+anything is forwarded; no record, no request; a transaction id already logged is the caller's
+``INVALID_LOG_RECORD_ID``), then the request is streamed to the Service's backend and its
+response streamed back, both under the gateways' forwarding policy
+(``appliance.forwarding.headers``). The log write and the wait for the service end before the
+outway's ``Sluis-Timeout`` would (``appliance.forwarding.deadline``), so that the outway hears
+which of the two failed.
 
 ``create_app`` runs in each gunicorn worker after fork; the worker's connection pool is made
 on the first request, in the worker's event loop, and closed at shutdown (ASGI lifespan).
@@ -14,6 +18,7 @@ on the first request, in the worker's event loop, and closed at shutdown (ASGI l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -33,7 +38,9 @@ from appliance.forwarding.asgi import (
     raw_headers,
     raw_path,
 )
+from appliance.forwarding.deadline import TIMEOUT_HEADER, answer_deadline
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
+from appliance.forwarding.limits import Shares
 from appliance.forwarding.proxy import ClientDisconnected
 from appliance.inway.certificates import SigningCertificates
 from appliance.inway.errors import InwayError, InwayErrorCode
@@ -83,6 +90,8 @@ class InwayProxy:
         self, req: GatewayRequest, resp: falcon.asgi.Response | None, **_: Any
     ) -> None:
         peer: PeerIdentity = req.context.peer
+        now = asyncio.get_running_loop().time()
+        deadline = answer_deadline(req.get_header(TIMEOUT_HEADER), now)
         try:
             if req.method == "CONNECT":
                 raise InwayError(
@@ -104,9 +113,44 @@ class InwayProxy:
             )
             raise
 
-        record = log_record(token, transaction)
+        slot = self._forwarder.admit(backend.name, name=backend.name)
         try:
-            await self._writer.write(record)
+            await self._log(log_record(token, transaction), deadline)
+            assert authorization is not None  # verified above
+            answer = await self._forwarder.send(
+                backend.origin,
+                name=backend.name,
+                method=req.method,
+                path=path,
+                query_string=req.scope.get("query_string") or b"",
+                # Of Fsc-*, only what was verified and logged goes on (docs/inway.md).
+                headers=request_headers(
+                    raw_headers(req),
+                    fsc=(
+                        (AUTHORIZATION_HEADER, authorization),
+                        (TRANSACTION_ID_HEADER, transaction),
+                    ),
+                    allow=backend.pass_headers,
+                ),
+                body=body_of(req),
+                slot=slot,
+                deadline=deadline,
+            )
+        except BaseException:
+            slot.release()
+            raise
+        assert resp is not None  # Falcon always passes one to a sink
+        pass_on(answer, resp)
+
+    async def _log(self, record: dict[str, Any], deadline: float | None) -> None:
+        """Write ``record`` before the outway's deadline, or refuse the request."""
+        transaction = record["transaction_id"]
+        try:
+            if deadline is None:
+                await self._writer.write(record)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    await self._writer.write(record)
         except DuplicateTransactionError:
             # The Outway reused a transaction id: the id is not valid, the log is fine.
             log.warning("transaction %s: already logged, request refused", transaction)
@@ -115,31 +159,16 @@ class InwayProxy:
                 "the Fsc-Transaction-Id header is not valid: this transaction id was already used",
             ) from None
         except Exception as exc:
+            reason = str(exc)
+            if isinstance(exc, TimeoutError) and not reason:  # asyncio.timeout_at's
+                reason = "not confirmed before the outway's deadline (Sluis-Timeout)"
             log.error(
-                "transaction %s: log record not written, request refused: %s", transaction, exc
+                "transaction %s: log record not written, request refused: %s", transaction, reason
             )
             raise InwayError(
                 InwayErrorCode.TRANSACTION_LOG_WRITE_ERROR,
                 "the transaction log record could not be written; the request was not forwarded",
             ) from None
-
-        assert authorization is not None  # verified above
-        answer = await self._forwarder.send(
-            backend.origin,
-            name=backend.name,
-            method=req.method,
-            path=path,
-            query_string=req.scope.get("query_string") or b"",
-            # Of Fsc-*, only what was verified and logged goes on (docs/inway.md).
-            headers=request_headers(
-                raw_headers(req),
-                fsc=((AUTHORIZATION_HEADER, authorization), (TRANSACTION_ID_HEADER, transaction)),
-                allow=backend.pass_headers,
-            ),
-            body=body_of(req),
-        )
-        assert resp is not None  # Falcon always passes one to a sink
-        pass_on(answer, resp)
 
 
 def create_inway_app(
@@ -155,6 +184,7 @@ def create_inway_app(
         read_timeout=runtime.read_timeout,
         connections=runtime.backend_connections,
         write_timeout=runtime.write_timeout,
+        shares=Shares(runtime.service_limit, runtime.service_limits),
     )
     verifier = verifier or TokenVerifier(
         certificates,

@@ -2,10 +2,12 @@
 
 Core "Inway" > "Error response" assigns the status of each code; the logging extension adds
 three codes without the ``ERROR_CODE_`` prefix (READING.md item 6: as the extension spells
-them). ``ERROR_CODE_INVALID_PATH`` and the inway's ``ERROR_CODE_METHOD_UNSUPPORTED`` are
-Sluis' own: the specification has no code for a request path the Inway refuses to forward (dot
-segments, encoded slashes), nor for CONNECT, which a reverse proxy cannot forward (the code is
-the one Core gives the Outway for CONNECT).
+them). ``ERROR_CODE_INVALID_PATH``, ``ERROR_CODE_SERVICE_BUSY`` and the inway's
+``ERROR_CODE_METHOD_UNSUPPORTED`` are Sluis' own: the specification has no code for a request
+path the Inway refuses to forward (dot segments, encoded slashes), for a service with as many
+requests in flight as its share allows (503 with ``Retry-After``; FSC has no 503 code), nor
+for CONNECT, which a reverse proxy cannot forward (the code is the one Core gives the Outway
+for CONNECT).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from enum import StrEnum
 
 import falcon
 
+from appliance.forwarding.limits import RETRY_AFTER_SECONDS
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 
 
@@ -32,6 +35,7 @@ class InwayErrorCode(StrEnum):
     # Sluis
     INVALID_PATH = "ERROR_CODE_INVALID_PATH"
     METHOD_UNSUPPORTED = "ERROR_CODE_METHOD_UNSUPPORTED"
+    SERVICE_BUSY = "ERROR_CODE_SERVICE_BUSY"
 
 
 STATUS: dict[InwayErrorCode, str] = {
@@ -46,6 +50,7 @@ STATUS: dict[InwayErrorCode, str] = {
     InwayErrorCode.MISSING_LOG_RECORD_ID: falcon.HTTP_400,
     InwayErrorCode.INVALID_PATH: falcon.HTTP_400,
     InwayErrorCode.METHOD_UNSUPPORTED: falcon.HTTP_405,
+    InwayErrorCode.SERVICE_BUSY: falcon.HTTP_503,
 }
 
 # "In this scenario the HTTP header WWW-Authenticate MUST be set to Bearer".
@@ -63,6 +68,8 @@ class InwayError(FscError):
 
     def __init__(self, code: InwayErrorCode, message: str) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if code in _BEARER else None
+        if code is InwayErrorCode.SERVICE_BUSY:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         super().__init__(STATUS[code], code.value, ErrorDomain.INWAY, message, headers=headers)
         self.inway_code = code
 

@@ -4,7 +4,8 @@ The pool, the timeouts and the streaming are the gateways' shared
 :class:`~appliance.forwarding.proxy.Forwarder`; the inway adds its answer-header policy (a
 service's ``Fsc-*`` headers renamed, :mod:`appliance.forwarding.headers`) and its error for a
 backend that is down, silent, or that stops taking the request body:
-``ERROR_CODE_SERVICE_UNREACHABLE`` (502).
+``ERROR_CODE_SERVICE_UNREACHABLE`` (502), and for a service whose share of the pool is full:
+``ERROR_CODE_SERVICE_BUSY`` (503).
 """
 
 from __future__ import annotations
@@ -28,4 +29,11 @@ class InwayForwarder(Forwarder):
         return InwayError(
             InwayErrorCode.SERVICE_UNREACHABLE,
             f"the inway cannot reach the service {name!r}: {reason}",
+        )
+
+    def busy(self, name: str, limit: int) -> Exception:
+        return InwayError(
+            InwayErrorCode.SERVICE_BUSY,
+            f"the service {name!r} has {limit} requests in progress at this inway, as many as "
+            "it may have; try again later",
         )

@@ -14,19 +14,27 @@
     backend_connections = 256                  # keep-alive pool per worker
     clock_skew_seconds = 5                     # leeway on the token's exp and nbf
     pass_headers = {kadaster = "X-Remote-User"}  # per service: removed headers it needs
+    service_limit = 0                          # requests in flight per service and worker;
+                                               # 0: a quarter of backend_connections
+    service_limits = {kadaster = 16}           # per service: its own limit
 """
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from yarl import URL
 
 from appliance.config import InwaySettings, SluisConfig
 from appliance.errors import ConfigurationError
-from appliance.forwarding.settings import SERVICE_NAME, check_gateway_settings, pass_headers
+from appliance.forwarding.settings import (
+    SERVICE_NAME,
+    check_gateway_settings,
+    pass_headers,
+    service_limits,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class InwayRuntime:
     write_timeout: float = 30.0
     backend_connections: int = 256
     clock_skew: float = 5.0
+    service_limit: int = 64  # requests in flight per service and worker
+    service_limits: Mapping[str, int] = field(default_factory=dict)  # per service
 
 
 def normalise_address(address: str) -> str:
@@ -157,6 +167,14 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
         not_negative={"clock_skew_seconds": settings.clock_skew_seconds},
     )
     services = parse_services(settings.services)
+    limit, limits = service_limits(
+        "inway",
+        settings.service_limit,
+        settings.service_limits,
+        connections=("backend_connections", settings.backend_connections),
+        is_service=services.__contains__,
+        what="a service",
+    )
     allowed = pass_headers(
         "inway", settings.pass_headers, is_service=services.__contains__, what="a service"
     )
@@ -172,4 +190,6 @@ def resolve_runtime(config: SluisConfig) -> InwayRuntime:
         write_timeout=float(settings.write_timeout_seconds),
         backend_connections=settings.backend_connections,
         clock_skew=float(settings.clock_skew_seconds),
+        service_limit=limit,
+        service_limits=limits,
     )

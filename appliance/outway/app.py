@@ -14,7 +14,10 @@ Local applications call it as if the remote Service were local. Per request, in 
 7. the OUTGOING transaction log record, written before anything is sent (500
    ``TRANSACTION_LOG_WRITE_ERROR`` and nothing forwarded when it is not stored);
 8. the request, streamed to the inway in the token's ``aud`` over mutual TLS with
-   ``Fsc-Authorization``; the answer streamed back unaltered (:mod:`.proxy`).
+   ``Fsc-Authorization`` and ``Sluis-Timeout`` (how long the outway waits:
+   ``appliance.forwarding.deadline``); the answer streamed back unaltered (:mod:`.proxy`).
+   Before its log record, the request takes a place in its inway and service's share
+   (``appliance.forwarding.limits``; 503 ``ERROR_CODE_SERVICE_BUSY`` when it is full).
 
 The listener is plain HTTP on the internal network (``create_base_app(require_peer=False)``:
 apps have no FSC certificate). ``create_app`` runs in each gunicorn worker after fork.
@@ -41,9 +44,11 @@ from appliance.forwarding.asgi import (
     raw_headers,
 )
 from appliance.forwarding.asgi import raw_path as request_raw_path
+from appliance.forwarding.deadline import timeout_header
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
+from appliance.forwarding.limits import Shares, Slot
 from appliance.forwarding.paths import PathRefused, checked_path
-from appliance.forwarding.proxy import ClientDisconnected
+from appliance.forwarding.proxy import ClientDisconnected, ForwardedResponse
 from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
 from appliance.outway.departure import departure
@@ -58,7 +63,7 @@ from appliance.outway.logging import (
 )
 from appliance.outway.proxy import GRANT_HASH_HEADER, OutwayForwarder
 from appliance.outway.settings import PEER_ID, OutwayRuntime, outway_settings, resolve_runtime
-from appliance.outway.tokens import TokenCache
+from appliance.outway.tokens import AccessToken, TokenCache
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
 from appliance.txlog.errors import (
@@ -70,7 +75,13 @@ from appliance.txlog.errors import (
     write_error,
 )
 from appliance.txlog.pseudonym import Pseudonymiser
-from appliance.txlog.record import Direction, LogRecord, new_transaction_id, parse_transaction_id
+from appliance.txlog.record import (
+    Direction,
+    LogRecord,
+    PurposeBinding,
+    new_transaction_id,
+    parse_transaction_id,
+)
 
 log = logging.getLogger("sluis.outway")
 
@@ -198,6 +209,33 @@ class OutwayProxy:
             )
             raise
 
+        service = f"{route.service_peer_id}/{route.service_name}"
+        slot = self._forwarder.admit(
+            f"{token.inway} {service}", name=f"{service} at {token.inway}", config_key=service
+        )
+        try:
+            answer = await self._forward(req, route, token, transaction, purpose, path, slot)
+        except BaseException:
+            slot.release()
+            raise
+        if answer.status == 401 or answer.status == 403:
+            codes = {v for n, v in answer.headers if n.lower() == "fsc-error-code"}
+            if codes & _TOKEN_REFUSED:
+                self._tokens.forget(route.grant_hash)
+        assert resp is not None  # Falcon always passes one to a sink
+        pass_on(answer, resp)
+
+    async def _forward(
+        self,
+        req: GatewayRequest,
+        route: Route,
+        token: AccessToken,
+        transaction: str,
+        purpose: PurposeBinding,
+        path: str,
+        slot: Slot,
+    ) -> ForwardedResponse:
+        """Log the request, then send it to the inway."""
         try:
             record = LogRecord.from_access_token(
                 token.claims,
@@ -217,7 +255,7 @@ class OutwayProxy:
             )
             raise write_error(ErrorDomain.OUTWAY) from None
 
-        answer = await self._forwarder.send(
+        return await self._forwarder.send(
             token.inway,
             name=token.inway,
             method=req.method,
@@ -225,17 +263,17 @@ class OutwayProxy:
             query_string=req.scope.get("query_string") or b"",
             headers=request_headers(
                 raw_headers(req),
-                fsc=((AUTHORIZATION_HEADER, token.raw), (TRANSACTION_ID_HEADER, transaction)),
+                fsc=(
+                    (AUTHORIZATION_HEADER, token.raw),
+                    (TRANSACTION_ID_HEADER, transaction),
+                    # So that the inway's timeouts fire before ours and it says what failed.
+                    timeout_header(self._forwarder.read_timeout),
+                ),
                 allow=self._allowed(route),
             ),
             body=body_of(req),
+            slot=slot,
         )
-        if answer.status == 401 or answer.status == 403:
-            codes = {v for n, v in answer.headers if n.lower() == "fsc-error-code"}
-            if codes & _TOKEN_REFUSED:
-                self._tokens.forget(route.grant_hash)
-        assert resp is not None  # Falcon always passes one to a sink
-        pass_on(answer, resp)
 
 
 class Closers:
@@ -324,6 +362,7 @@ def create_app() -> OutwayApp:
         connections=runtime.inway_connections,
         ssl_context=ssl_context,
         resolve=resolve or None,
+        shares=Shares(runtime.service_limit, runtime.service_limits),
     )
     writer = load_log_writer(settings.transaction_log, config)
     closers: list[Callable[[], Awaitable[None]]] = [client.close]

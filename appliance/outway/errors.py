@@ -22,6 +22,9 @@ code                                    HTTP  when
                                               access token, or could not be reached
 ``ERROR_CODE_INWAY_UNREACHABLE``         502  the inway named in the token's ``aud`` could not
                                               be reached (or did not answer in time)
+``ERROR_CODE_SERVICE_BUSY``              503  this inway and service have as many requests in
+                                              flight as ``service_limit`` allows (with
+                                              ``Retry-After``; FSC has no 503 code)
 ======================================  ====  ==================================================
 
 Errors of the inway or the service are never one of these: they are passed back unaltered.
@@ -34,6 +37,7 @@ from enum import StrEnum
 
 import falcon
 
+from appliance.forwarding.limits import RETRY_AFTER_SECONDS
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 
 
@@ -51,6 +55,7 @@ class OutwayErrorCode(StrEnum):
     INVALID_PURPOSE = "ERROR_CODE_INVALID_PURPOSE"
     TOKEN_UNAVAILABLE = "ERROR_CODE_TOKEN_UNAVAILABLE"  # noqa: S105 (a code, not a secret)
     INWAY_UNREACHABLE = "ERROR_CODE_INWAY_UNREACHABLE"
+    SERVICE_BUSY = "ERROR_CODE_SERVICE_BUSY"
 
 
 STATUS: dict[OutwayErrorCode, str] = {
@@ -64,6 +69,7 @@ STATUS: dict[OutwayErrorCode, str] = {
     OutwayErrorCode.INVALID_PURPOSE: falcon.HTTP_400,
     OutwayErrorCode.TOKEN_UNAVAILABLE: falcon.HTTP_502,
     OutwayErrorCode.INWAY_UNREACHABLE: falcon.HTTP_502,
+    OutwayErrorCode.SERVICE_BUSY: falcon.HTTP_503,
 }
 
 
@@ -71,7 +77,10 @@ class OutwayError(FscError):
     """An FSC error of the Outway, with the status :data:`STATUS` assigns to its code."""
 
     def __init__(self, code: OutwayErrorCode, message: str) -> None:
-        super().__init__(STATUS[code], code.value, ErrorDomain.OUTWAY, message)
+        headers = None
+        if code is OutwayErrorCode.SERVICE_BUSY:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        super().__init__(STATUS[code], code.value, ErrorDomain.OUTWAY, message, headers=headers)
         self.outway_code = code
         # The level of the line the outway logs for the refusal: lower where one line for many
         # refusals says it instead (a Manager outage, :mod:`appliance.outway.tokens`).

@@ -4,7 +4,8 @@ The gateways' shared :class:`~appliance.forwarding.proxy.Forwarder` (one connect
 worker, made in the worker's loop; keep-alive; connect, read and write timeouts; streaming
 with flow control) with connections that present this appliance's certificate (HSM key) to
 the inways, and the outway's error for an inway that cannot be reached (502
-``ERROR_CODE_INWAY_UNREACHABLE``). The inway's answer, an FSC error of the inway or the
+``ERROR_CODE_INWAY_UNREACHABLE``; 503 ``ERROR_CODE_SERVICE_BUSY`` for an inway and service
+whose share of the pool is full). The inway's answer, an FSC error of the inway or the
 service's own answer included, is passed back with only its hop-by-hop headers removed.
 
 What the application's request loses on the way (every ``Fsc-*`` header, identity and
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from appliance.forwarding.headers import Headers, RawHeaders, inway_answer_headers
+from appliance.forwarding.limits import Shares
 from appliance.forwarding.proxy import Forwarder
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.tls import revocation
@@ -60,12 +62,14 @@ class OutwayForwarder(Forwarder):
         ssl_context: ssl.SSLContext,
         write_timeout: float | None = None,
         resolve: Mapping[str, tuple[str, int]] | None = None,
+        shares: Shares | None = None,
     ) -> None:
         super().__init__(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             connections=connections,
             write_timeout=write_timeout,
+            shares=shares,
         )
         self._ssl_context = ssl_context
         self._resolve = resolve  # host:port -> (ip, port): the demo and tests on one host
@@ -87,4 +91,11 @@ class OutwayForwarder(Forwarder):
         return OutwayError(
             OutwayErrorCode.INWAY_UNREACHABLE,
             f"the outway cannot reach the inway at {origin}: {reason}",
+        )
+
+    def busy(self, name: str, limit: int) -> Exception:
+        return OutwayError(
+            OutwayErrorCode.SERVICE_BUSY,
+            f"{name} has {limit} requests in progress from this outway, as many as it may "
+            "have; try again later",
         )

@@ -15,6 +15,9 @@
     forward_purpose_headers = false   # send Sluis-Processing-Activity etc. to the other peer
     pass_headers = {"00000001001234567002/kadaster" = "X-Remote-User"}  # per service: removed
                                       # headers it needs anyway (never Fsc-*)
+    service_limit = 0                 # requests in flight per inway and service, per worker;
+                                      # 0: a quarter of inway_connections
+    service_limits = {"00000001001234567002/kadaster" = 16}  # per service: its own limit
 
 The outway finds its grants in the local Manager's store, so the box also has ``[manager]``;
 ``[manager] resolve`` (host:port=ip:port) applies to inway addresses too.
@@ -28,7 +31,12 @@ from dataclasses import dataclass, field
 
 from appliance.config import OutwaySettings, SluisConfig
 from appliance.errors import ConfigurationError
-from appliance.forwarding.settings import SERVICE_NAME, check_gateway_settings, pass_headers
+from appliance.forwarding.settings import (
+    SERVICE_NAME,
+    check_gateway_settings,
+    pass_headers,
+    service_limits,
+)
 
 PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
 
@@ -45,6 +53,8 @@ class OutwayRuntime:
     forward_purpose_headers: bool = False
     # "peer-id/service" -> lower-case header names (appliance.forwarding.headers)
     pass_headers: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    service_limit: int = 64  # requests in flight per inway and service, per worker
+    service_limits: Mapping[str, int] = field(default_factory=dict)  # "peer-id/service" -> n
 
 
 def _is_service(key: str) -> bool:
@@ -73,6 +83,14 @@ def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
         },
         not_negative={"token_refresh_seconds": settings.token_refresh_seconds},
     )
+    limit, limits = service_limits(
+        "outway",
+        settings.service_limit,
+        settings.service_limits,
+        connections=("inway_connections", settings.inway_connections),
+        is_service=_is_service,
+        what="peer-id/service",
+    )
     return OutwayRuntime(
         group_id=group_id,
         connect_timeout=float(settings.connect_timeout_seconds),
@@ -85,4 +103,6 @@ def resolve_runtime(config: SluisConfig) -> OutwayRuntime:
         pass_headers=pass_headers(
             "outway", settings.pass_headers, is_service=_is_service, what="peer-id/service"
         ),
+        service_limit=limit,
+        service_limits=limits,
     )
