@@ -2,9 +2,11 @@
 
 A request that waits (for an access token) may outlive its client: an application that gave
 up must not have its request logged and forwarded later. The ASGI receive channel says
-``http.disconnect`` once the client has closed its connection; it can be watched only when the
-request body has been taken whole already (Falcon reads the first ASGI event itself; a
-body-less request is complete then), since any other event on it is body the next hop needs.
+``http.disconnect`` once the client has closed its connection; it can be watched only once
+the request body's last event has been taken from it (a body-less request, or a body that
+came whole with the head, as most small ones do), since any other event on it is body the
+next hop needs. A request whose body is still streaming in is not watched here; its body
+stream notices the client leaving (:class:`~appliance.forwarding.proxy.ClientDisconnected`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import falcon.asgi
+from appliance.forwarding.asgi import GatewayRequest
 
 
-def departure(req: falcon.asgi.Request) -> Callable[[], Awaitable[None]] | None:
+def departure(req: GatewayRequest) -> Callable[[], Awaitable[None]] | None:
     """A coroutine function that returns once the client has gone, or None when the request
     body is still to come (watching would take it from the next hop)."""
-    if not req.stream.eof:
+    if not req.body_progress.complete:
         return None
     receive = req._receive  # Falcon keeps the ASGI callable; no public name for it
 

@@ -207,23 +207,32 @@ def test_an_inway_worker_that_dies_with_the_request_is_an_unknown_outcome(chain:
 
 
 def test_a_request_whose_client_left_is_never_logged_or_forwarded(chain: Chain) -> None:
+    """A GET and a POST with a small body wait for a token; their applications give up; then
+    the Manager answers within the token timeout. Neither is logged nor forwarded later."""
     chain.restart_outway()  # no token in hand
     started = chain.started()
-    gone = new_transaction_id()
+    gone = {"GET": new_transaction_id(), "POST": new_transaction_id()}
     with _hung(chain.manager):
-        client = socket.create_connection(("127.0.0.1", chain.outway.port))
-        client.sendall(
-            f"GET {PATH} HTTP/1.1\r\nHost: outway\r\nFsc-Transaction-Id: {gone}\r\n\r\n".encode()
-        )
+        clients = []
+        for method, transaction in gone.items():
+            client = socket.create_connection(("127.0.0.1", chain.outway.port))
+            body = "hello" if method == "POST" else ""
+            client.sendall(
+                f"{method} {PATH} HTTP/1.1\r\nHost: outway\r\nFsc-Transaction-Id: {transaction}"
+                f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+            clients.append(client)
         time.sleep(1)
-        client.close()  # the application gives up
+        for client in clients:
+            client.close()  # the application gives up
         time.sleep(0.5)
     # The Manager answers the fetch now, well within the token timeout: a token comes.
     wait_for(lambda: _get(chain)[0] == 200, "a token once the Manager answers", timeout=30)
     time.sleep(1)
-    assert not chain.logged("a", gone)
-    assert not chain.logged("b", gone)
-    assert chain.started() == started + 1  # only the request above, not the one that left
+    for transaction in gone.values():
+        assert not chain.logged("a", transaction)
+        assert not chain.logged("b", transaction)
+    assert chain.started() == started + 1  # only the request above, not those that left
 
 
 # -- a hung Manager -------------------------------------------------------------------------------
