@@ -207,11 +207,12 @@ class _Connection(asyncio.Protocol):
         never has anything else to read."""
         if self._fd < 0:
             return False
+        poller = select.poll()  # not select(): descriptors above 1023 are common here
+        poller.register(self._fd, select.POLLIN)
         try:
-            readable, _, _ = select.select((self._fd,), (), (), 0)
-        except (OSError, ValueError):
+            return bool(poller.poll(0))
+        except OSError:
             return True
-        return bool(readable)
 
     def pause_writing(self) -> None:
         self._write_paused = True
