@@ -26,10 +26,21 @@ Bounds and corner cases:
 - A stopped worker takes a while to drain. Until it has exited it is not counted: it gets no
   second SIGTERM, and a missing active worker is replaced at once. With no reload pending and
   nothing draining, ``manage_workers`` (TTIN, TTOU, replacing dead workers) is gunicorn's own.
+
+Workers that cannot start (the HSM token is gone, say): such a worker reports why
+(``appliance.serving.readiness``) and exits (``appliance.serving.worker``). gunicorn would halt
+the master on its boot error, or, for an error after its "booted" mark, start the next worker
+at once: about two attempts a second, each with a traceback, until the token is back. Instead
+the master waits before the next attempt, 0.5 s doubling up to 30 s, and starts one worker at a
+time while they fail; once one serves the back-off is reset and the others start. The log has
+one line when workers stop starting (why, and the next delay), a count every minute while it
+lasts (``appliance.statelog``), and one when a worker serves again; gunicorn's own lines per
+attempt are left out meanwhile. The master stays up: the component recovers by itself.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -43,11 +54,38 @@ from gunicorn.pidfile import Pidfile
 from gunicorn.sock import create_sockets
 
 from appliance.serving.readiness import ReadinessPipe
+from appliance.statelog import FailureState
 
 READY_TIMEOUT_ENV = "SLUIS_RELOAD_READY_TIMEOUT"
 DEFAULT_READY_TIMEOUT = 60.0
 # While a reload is pending the main loop looks for reports this often (else once a second).
 _PENDING_POLL = 0.1
+# The wait before the next attempt after workers failed to start n times: 0.5 s * 2**(n-1).
+BOOT_BACKOFF_FIRST = 0.5
+BOOT_BACKOFF_MAX = 30.0
+
+
+class _AttemptLines(logging.Filter):
+    """Leaves out gunicorn's own lines per boot attempt while workers cannot start.
+
+    Installed on gunicorn's error logger in the master; a forked worker inherits ``quiet``.
+    """
+
+    _PER_ATTEMPT = frozenset({"Booting worker with pid: %s", "Worker exiting (pid: %s)"})
+    _EXITED = "Worker (pid:%s) exited with code %s."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = False
+        self.reported: set[int] = set()  # pids of workers that said why they could not start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.quiet and record.msg in self._PER_ATTEMPT:
+            return False
+        args = record.args
+        return not (
+            record.msg == self._EXITED and isinstance(args, tuple) and args[0] in self.reported
+        )
 
 
 @dataclass
@@ -72,6 +110,18 @@ class SluisArbiter(Arbiter):  # type: ignore[misc]
         self._ready_ages: set[int] = set()
         self._retiring: set[int] = set()  # sent SIGTERM by us, not reaped yet
         self._reload: _Reload | None = None
+        self._signalled: set[int] = set()  # any signal from us: its end is no boot failure
+        self._boot_failures = 0  # in a row, since a worker last served
+        self._next_boot = 0.0  # time.monotonic(): no new worker before
+        self._boot_reasons: dict[int, str] = {}
+        self._attempt_lines = _AttemptLines()
+        logging.getLogger("gunicorn.error").addFilter(self._attempt_lines)
+        self._boot_state = FailureState(
+            logging.getLogger("gunicorn.error"),
+            "worker cannot start",
+            "boot attempts failed",
+            level=logging.ERROR,
+        )
 
     def reload(self) -> None:
         self._reload_configuration()
@@ -143,6 +193,8 @@ class SluisArbiter(Arbiter):  # type: ignore[misc]
     def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
         if self._reload is not None:
             timeout = min(timeout, _PENDING_POLL)
+        if self._boot_failures:
+            timeout = min(timeout, max(self._next_boot - time.monotonic(), 0.05))
         signals: list[int] = super().wait_for_signals(timeout=timeout)
         return signals
 
@@ -190,12 +242,55 @@ class SluisArbiter(Arbiter):  # type: ignore[misc]
         self._reload = None
         self._retire(old)
 
+    def spawn_worker(self) -> int | None:
+        # While workers fail to start: one attempt at a time, after the back-off.
+        if self._boot_failures and (time.monotonic() < self._next_boot or self._booting()):
+            return None
+        pid: int = super().spawn_worker()
+        return pid
+
+    def _booting(self) -> bool:
+        return any(
+            w.age not in self._ready_ages and pid not in self._signalled
+            for pid, w in self.WORKERS.items()
+        )
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        self._signalled.add(pid)
+        super().kill_worker(pid, sig)
+
+    def reap_workers(self) -> None:
+        self._collect_reports()  # a worker that could not start said why before it exited
+        before = set(self.WORKERS)
+        super().reap_workers()
+        for pid in before.difference(self.WORKERS):
+            reason = self._boot_reasons.pop(pid, None)
+            self._attempt_lines.reported.discard(pid)
+            if reason is not None and pid not in self._signalled:
+                self._boot_failed(reason)
+        self._signalled.intersection_update(self.WORKERS)
+
+    def _boot_failed(self, reason: str) -> None:
+        self._boot_failures += 1
+        delay = min(BOOT_BACKOFF_FIRST * 2 ** (self._boot_failures - 1), BOOT_BACKOFF_MAX)
+        self._next_boot = time.monotonic() + delay
+        self._attempt_lines.quiet = True
+        self._boot_state.failed(f"{reason}; retrying in {delay:g} s")
+
     def _collect_reports(self) -> None:
-        for pid, age in self._readiness.read_reports():
+        for pid, age, failure in self._readiness.read_reports():
             worker = self.WORKERS.get(pid)
             if worker is None or worker.age != age:
                 continue  # gone already
+            if failure is not None:
+                self._boot_reasons[pid] = failure
+                self._attempt_lines.reported.add(pid)
+                continue
             self._ready_ages.add(age)
+            if self._boot_failures:
+                self._boot_failures = 0
+                self._attempt_lines.quiet = False
+                self._boot_state.recovered()
             if pid in self._retiring:
                 # SIGTERM reached it before it had installed its handlers (just after fork)
                 # and was lost: it would serve on, uncounted.

@@ -8,6 +8,13 @@ is I/O bound (docs/tls.md, "the server model").
 The TLS context is built here, in the worker, after fork: PKCS#11 sessions do not survive fork,
 and a context built in the master fails every handshake in the workers. The master makes no TLS
 call at all (``preload_app`` stays off).
+
+A worker that cannot start (the HSM token is gone, the certificate unreadable, the app's set-up
+fails) says why to the master in one line (``appliance.serving.readiness``), its traceback only
+at DEBUG, and exits with ``WORKER_BOOT_RETRY``: the master starts the next one after a back-off
+(``appliance.serving.arbiter``) instead of halting or retrying twice a second. A worker whose
+master is gone (SIGKILLed) notices within a second and stops as on SIGTERM: it finishes its
+requests in flight, at most ``graceful_timeout`` seconds, and frees the port.
 """
 
 from __future__ import annotations
@@ -23,39 +30,74 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config
 from uvicorn.server import Server
 
 from appliance.config import load_config
+from appliance.hsm.errors import HsmError
+from appliance.hsm.token import find_token
 from appliance.serving.protocol import HeadLimits, PeerCertificateProtocol
-from appliance.serving.readiness import report_serving
+from appliance.serving.readiness import report_boot_failure, report_serving
 from appliance.serving.wire import wire_errors_for
-from appliance.tls.context import server_context
+from appliance.tls.context import TlsSetupError, server_context
 
 CONFIG_ENV = "SLUIS_CONFIG"
 # "mtls" (default): mutual TLS with the HSM key. "plain": plain HTTP, only for the outway,
 # which listens on the internal network for the organisation's own applications.
 LISTENER_ENV = "SLUIS_LISTENER"
+# The exit status of a worker that could not start and told the master why (EX_TEMPFAIL):
+# gunicorn's own WORKER_BOOT_ERROR would halt the master.
+WORKER_BOOT_RETRY = 75
+# uvicorn's main loop ticks ten times a second; the master is looked for once a second.
+_PARENT_CHECK_TICKS = 10
+
+log = logging.getLogger("sluis")
+
+
+class _BootFailed(Exception):
+    pass
 
 
 class _Server(Server):
-    def __init__(self, config: Config, worker_age: int) -> None:
+    def __init__(self, config: Config, worker_age: int, master_pid: int, grace: float) -> None:
         super().__init__(config=config)
         self._worker_age = worker_age
+        self._master_pid = master_pid
+        self._grace = grace
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            logging.getLogger("sluis").info("worker %s: serving", os.getpid())
+            log.info("worker %s: serving", os.getpid())
             # The master's side-by-side reload (appliance.serving.arbiter) waits for this.
             report_serving(self._worker_age)
+
+    async def on_tick(self, counter: int) -> bool:
+        # A worker outliving its master (SIGKILLed) would serve on unsupervised, holding the
+        # port: nobody would reload, replace or stop it. Orphans are re-parented.
+        if (
+            counter % _PARENT_CHECK_TICKS == 0
+            and not self.should_exit
+            and os.getppid() != self._master_pid
+        ):
+            log.warning(
+                "worker %s: master %s is gone; stopping (requests in flight get %g s)",
+                os.getpid(),
+                self._master_pid,
+                self._grace,
+            )
+            # No master will SIGKILL us after graceful_timeout: bound the drain here.
+            self.config.timeout_graceful_shutdown = int(self._grace)
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 class SluisWorker(Worker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._server: _Server | None = None  # once run() made it
         for name, target in (
             ("uvicorn.error", self.log.error_log),
             ("uvicorn.access", self.log.access_log),
@@ -98,7 +140,18 @@ class SluisWorker(Worker):  # type: ignore[misc]
     ) -> ssl.SSLContext:
         # Runs inside Server.serve(), i.e. in this worker process after fork.
         sluis = load_config(Path(os.environ[CONFIG_ENV]))
-        ctx = server_context(sluis.tls, sluis.hsm)
+        try:
+            ctx = server_context(sluis.tls, sluis.hsm)
+        except HsmError as exc:  # e.g. SoftHSM without its token directory
+            raise _BootFailed(f"HSM token not usable ({exc})") from exc
+        except TlsSetupError as exc:
+            # OpenSSL says only that the key cannot be loaded; name the cause when it is the
+            # token (gone, moved, unreadable), which is what the operator has to fix.
+            try:
+                find_token(sluis.hsm)
+            except HsmError as missing:
+                raise _BootFailed(f"HSM token not found ({missing})") from exc
+            raise
         self.log.info("worker %s: TLS context ready (key %s)", os.getpid(), sluis.hsm.pkcs11_uri())
         return ctx
 
@@ -109,14 +162,39 @@ class SluisWorker(Worker):  # type: ignore[misc]
         signal.signal(signal.SIGUSR1, self.handle_usr1)
         signal.siginterrupt(signal.SIGUSR1, False)
 
+    def init_process(self) -> None:
+        try:
+            super().init_process()  # loads the app, then run(): serves until told to stop
+        except (SystemExit, AppImportError):
+            raise  # AppImportError: the code itself is broken; gunicorn halts, as before
+        except Exception as exc:
+            if self._server is not None and self._server.started:
+                raise  # a crash after it served: replaced at once, as always
+            # One line to the master, which logs it once per state and retries with back-off;
+            # a traceback per attempt (twice a second) said nothing more.
+            log.debug("worker %s: cannot start", os.getpid(), exc_info=True)
+            report_boot_failure(self.age, str(exc) or type(exc).__name__)
+            sys.exit(WORKER_BOOT_RETRY)
+
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = _Server(config=self.config, worker_age=self.age)
+        server = self._server = _Server(
+            config=self.config,
+            worker_age=self.age,
+            master_pid=self.ppid,
+            grace=self.cfg.graceful_timeout,
+        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGQUIT, self.handle_exit, signal.SIGQUIT, None)
-        await server.serve(sockets=self.sockets)
-        if not server.started:
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        try:
+            await server.serve(sockets=self.sockets)
+        except SystemExit as exc:
+            if server.started:
+                raise
+            # uvicorn exits this way when the app's lifespan startup failed (it logged why).
+            raise _BootFailed(f"the application's startup failed (exit {exc.code})") from None
+        if not server.started and not server.should_exit:
+            raise _BootFailed("the server did not start")
 
     def run(self) -> None:
         import uvloop
