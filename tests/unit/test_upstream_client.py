@@ -388,6 +388,35 @@ def test_timeouts_connect_read_and_write() -> None:
     asyncio.run(scenario())
 
 
+def test_a_deadline_ends_the_wait_for_the_head_and_for_a_connection_sooner() -> None:
+    """The inway's deadline from the outway's Sluis-Timeout: shorter than its own timeouts."""
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with Server(never_answers) as server:
+            client = pool(connections=1, read_timeout=60, connect_timeout=60)
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout, match="timed out"):
+                await client.request(server.origin, "GET", "/", [], deadline=started + 0.3)
+            assert 0.25 <= loop.time() - started < 2
+            await client.close()
+        async with Server.answering(OK) as server:
+            client = pool(connections=1, connect_timeout=60)
+            held = await client.request(server.origin, "GET", "/", [])
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout, match="free connection"):
+                await client.request(server.origin, "GET", "/", [], deadline=started + 0.3)
+            assert loop.time() - started < 2
+            assert held.whole() == b"hello"
+            await client.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_pool_limit_makes_requests_wait_within_the_connect_timeout() -> None:
     async def scenario() -> None:
         async with Server.answering(OK) as server:
