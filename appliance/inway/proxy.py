@@ -11,21 +11,31 @@ backend that is down, silent, or that stops taking the request body:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from appliance.forwarding.headers import Headers, RawHeaders, service_answer_headers
 from appliance.forwarding.proxy import BackendStalled as BackendStalled  # where tests find it
-from appliance.forwarding.proxy import Forwarder
+from appliance.forwarding.proxy import ForwardedResponse, Forwarder
 from appliance.inway.errors import InwayError, InwayErrorCode
+from appliance.statelog import FailureStates
 
 log = logging.getLogger("sluis.inway")
+# Per worker and service: a backend that is down refuses every request for it; logged as a
+# state with counts (appliance.statelog), not a line per request.
+_UNREACHABLE = FailureStates(log, "service {} unreachable", "requests refused")
 
 
 class InwayForwarder(Forwarder):
     def answer_headers(self, raw: RawHeaders) -> Headers:
         return service_answer_headers(raw)
 
+    async def send(self, origin: str, **kwargs: Any) -> ForwardedResponse:
+        answer = await super().send(origin, **kwargs)
+        _UNREACHABLE.recovered(kwargs["name"])
+        return answer
+
     def unreachable(self, name: str, origin: str, reason: str) -> Exception:
-        log.warning("service %s unreachable at %s: %s", name, origin, reason)
+        _UNREACHABLE.failed(name, f"at {origin}: {reason}")
         return InwayError(
             InwayErrorCode.SERVICE_UNREACHABLE,
             f"the inway cannot reach the service {name!r}: {reason}",

@@ -66,6 +66,7 @@ from appliance.outway.settings import PEER_ID, OutwayRuntime, outway_settings, r
 from appliance.outway.tokens import AccessToken, TokenCache
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
+from appliance.statelog import FailureState
 from appliance.txlog.errors import (
     TRANSACTION_ID_HEADER,
     InvalidTransactionIdError,
@@ -84,6 +85,12 @@ from appliance.txlog.record import (
 )
 
 log = logging.getLogger("sluis.outway")
+
+# One per worker process. A locked or read-only log store refuses every request: logged as a
+# state (appliance.statelog) with counts, not a line per request (200 a second at 100 req/s).
+_LOG_WRITES = FailureState(
+    log, "transaction log writes failing", "requests refused", level=logging.ERROR
+)
 
 # The inway refuses a token it finds invalid or expired with these: fetch a new one next time.
 _TOKEN_REFUSED = frozenset(
@@ -245,15 +252,13 @@ class OutwayProxy:
             )
             await self._writer.write(record)
         except TransactionLogError as exc:
-            log.error(
-                "transaction %s: log record not written, request refused: %s", transaction, exc
-            )
+            _LOG_WRITES.failed(f"transaction {transaction}: log record not written: {exc}")
             raise fsc_error_for(exc, ErrorDomain.OUTWAY) from None
         except Exception as exc:
-            log.error(
-                "transaction %s: log record not written, request refused: %s", transaction, exc
-            )
+            _LOG_WRITES.failed(f"transaction {transaction}: log record not written: {exc}")
             raise write_error(ErrorDomain.OUTWAY) from None
+        else:
+            _LOG_WRITES.recovered()
 
         return await self._forwarder.send(
             token.inway,

@@ -22,13 +22,17 @@ from typing import Any
 
 from appliance.forwarding.headers import Headers, RawHeaders, inway_answer_headers
 from appliance.forwarding.limits import Shares
-from appliance.forwarding.proxy import Forwarder
+from appliance.forwarding.proxy import ForwardedResponse, Forwarder
 from appliance.outway.errors import OutwayError, OutwayErrorCode
+from appliance.statelog import FailureStates
 from appliance.tls import revocation
 from appliance.tls.peer import PeerIdentity, PeerIdentityError
 from appliance.upstream import UpstreamPool
 
 log = logging.getLogger("sluis.outway")
+# Per worker and inway: an inway that is down refuses every request for it; logged as a state
+# with counts (appliance.statelog), not a line per request.
+_UNREACHABLE = FailureStates(log, "inway {} unreachable", "requests refused")
 
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
 # The inway's gunicorn keeps an idle connection 75 s; the outway lets go earlier.
@@ -86,8 +90,13 @@ class OutwayForwarder(Forwarder):
     def answer_headers(self, raw: RawHeaders) -> Headers:
         return inway_answer_headers(raw)
 
+    async def send(self, origin: str, **kwargs: Any) -> ForwardedResponse:
+        answer = await super().send(origin, **kwargs)
+        _UNREACHABLE.recovered(origin)
+        return answer
+
     def unreachable(self, name: str, origin: str, reason: str) -> Exception:
-        log.warning("inway %s unreachable: %s", origin, reason)
+        _UNREACHABLE.failed(origin, reason)
         return OutwayError(
             OutwayErrorCode.INWAY_UNREACHABLE,
             f"the outway cannot reach the inway at {origin}: {reason}",

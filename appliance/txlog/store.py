@@ -42,6 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from appliance.manager.storage.database import beyond
+from appliance.statelog import FailureState
 from appliance.txlog import schema
 from appliance.txlog.database import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -127,6 +128,11 @@ class _GroupCommitWriter:
         self._closing = False
         self._pid = os.getpid()
         self.stats = WriterStats()
+        # A locked or read-only store fails every batch: one line when that begins, a count
+        # each minute, one when commits succeed again (not a line per batch).
+        self._failing = FailureState(
+            log, "transaction log commits failing", "records not committed", level=logging.ERROR
+        )
 
     def submit(self, record: LogRecord, future: asyncio.Future[None]) -> None:
         pending = _Pending(record, future, future.get_loop(), time.monotonic() + self._max_delay)
@@ -206,12 +212,10 @@ class _GroupCommitWriter:
         except BaseException as exc:
             stats.failed_batches += 1
             stats.failed_records += len(batch)
-            log.error(
-                "transaction log: a batch of %d records was not committed (%s: %s); "
-                "every request in it is refused",
+            self._failing.failed(
+                f"a batch of {len(batch)} records was not committed "
+                f"({type(exc).__name__}: {_reason(exc)}); every request in it is refused",
                 len(batch),
-                type(exc).__name__,
-                _reason(exc),
             )
             failed: list[tuple[_Pending, BaseException | None]] = []
             for pending in batch:
@@ -222,6 +226,7 @@ class _GroupCommitWriter:
                 failed.append((pending, error))
             _settle(failed)
             return
+        self._failing.recovered()
         _settle(list(zip(batch, outcomes, strict=True)))
 
 
