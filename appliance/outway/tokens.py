@@ -7,8 +7,8 @@ verify the token's signature (the inway does); it reads the claims it needs to r
 (``aud``, ``exp``, ``gth``, ``iss``, ``sub``, ``svc``, ``gid``) and checks that they belong to
 the grant it asked for and to its own Group (Core: "MUST validate ... ``gid``").
 
-A token is used for its grant until it expires. From ``refresh`` seconds before its ``exp``,
-one fetch of a new one runs in the background while requests go on with the valid one; a
+A token is used for its grant until it expires. From ``refresh`` seconds before its ``exp``
+(not before half its life), one fetch of a new one runs in the background while requests go on with the valid one; a
 Manager that is down or hung then costs nothing until the token really expires. Requests
 without a valid token wait for the grant's one fetch (never one each), at most ``timeout``
 seconds, and stop waiting when their client leaves (:mod:`.departure`). After a failed fetch
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from appliance.inway.settings import normalise_address
-from appliance.manager.peer_client import PeerCallError, PeerClient
+from appliance.manager.peer_client import PeerClient
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import Route
 
@@ -142,6 +142,9 @@ class _Outage:
 @dataclass
 class _Grant:
     token: AccessToken | None = None
+    # When the background refresh starts: ``refresh`` s before exp, but not before half the
+    # token's life (a Manager whose tokens live shorter than ``refresh`` is not asked nonstop).
+    refresh_at: float = 0.0
     fetch: asyncio.Task[None] | None = None  # the one fetch in flight for this grant
 
 
@@ -180,7 +183,7 @@ class TokenCache:
             grant = self._grants[route.grant_hash] = _Grant()
         token = self._valid(grant)
         if token is not None:
-            if self._clock() >= token.expires_at - self._refresh:
+            if self._clock() >= grant.refresh_at:
                 self._start_fetch(grant, route)  # in the background; this one still serves
             return token
         fetch = self._start_fetch(grant, route)
@@ -224,12 +227,15 @@ class TokenCache:
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._fetcher.fetch(route)
-            token = checked_token(raw, route, group_id=self._group_id, now=self._clock())
-        except (TokenUnavailable, PeerCallError, OSError, TimeoutError, ValueError) as exc:
+            now = self._clock()
+            token = checked_token(raw, route, group_id=self._group_id, now=now)
+        except Exception as exc:  # in a task of its own: whatever the cause, no token came
             # The token in hand stays: it is valid until it expires, whatever the Manager does.
             self._failed(route, str(exc) or type(exc).__name__)
         else:
             grant.token = token
+            half_life = now + (token.expires_at - now) / 2
+            grant.refresh_at = max(token.expires_at - self._refresh, half_life)
             self._recovered(route)
         finally:
             grant.fetch = None

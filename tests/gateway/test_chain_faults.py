@@ -42,7 +42,7 @@ OIN_DIRECTORY, OIN_A, OIN_B = "00000001000000000700", "00000001000000000701", "0
 SERVICE = "basisregistratie"
 PLANS = group_plans((OIN_DIRECTORY, OIN_A, OIN_B), "faults.test")
 LIFETIME = 20  # B's Manager: token lifetime
-REFRESH = 14  # A's outway: refresh window before exp (opens 6 s after the fetch)
+REFRESH = 14  # A's outway: refresh window before exp (opens at half the life, 10 s in)
 TIMEOUT = 4  # A's outway: token_timeout_seconds
 PATH = f"/{OIN_B}/{SERVICE}/items/1"
 

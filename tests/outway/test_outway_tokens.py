@@ -34,11 +34,13 @@ class Manager:
         return unsigned_token(claims_for(route, lifetime=60, now=self.clock[0]))
 
 
-def _cache(manager: Manager, clock: list[float], monotonic: list[float]) -> TokenCache:
+def _cache(
+    manager: Manager, clock: list[float], monotonic: list[float], refresh: float = 30
+) -> TokenCache:
     return TokenCache(
         manager,
         group_id=GROUP_ID,
-        refresh=30,
+        refresh=refresh,
         timeout=0.3,
         clock=lambda: clock[0],
         monotonic=lambda: monotonic[0],
@@ -121,5 +123,24 @@ def test_a_request_whose_client_left_stops_waiting_and_the_fetch_goes_on() -> No
         await asyncio.sleep(0.01)
         await tokens.token(ROUTE)
         assert manager.attempts == 1
+
+    asyncio.run(scenario())
+
+
+def test_tokens_that_live_shorter_than_the_refresh_window_are_not_fetched_nonstop() -> None:
+    async def scenario() -> None:
+        clock = [1_800_000_000.0]
+        manager = Manager(clock)  # tokens for 60 s
+        tokens = _cache(manager, clock, [0.0], refresh=100)
+        first = await tokens.token(ROUTE)
+        clock[0] += 29  # before half the token's life: no refresh, though within 100 s of exp
+        assert await tokens.token(ROUTE) is first
+        await asyncio.sleep(0)
+        assert manager.attempts == 1
+        clock[0] += 2
+        assert await tokens.token(ROUTE) is first  # served while the refresh runs
+        await asyncio.sleep(0)
+        assert manager.attempts == 2
+        assert await tokens.token(ROUTE) is not first
 
     asyncio.run(scenario())
