@@ -8,14 +8,14 @@ verify the token's signature (the inway does); it reads the claims it needs to r
 the grant it asked for and to its own Group (Core: "MUST validate ... ``gid``").
 
 A token is used for its grant until it expires. From ``refresh`` seconds before its ``exp``
-(not before half its life), one fetch of a new one runs in the background while requests go on with the valid one; a
-Manager that is down or hung then costs nothing until the token really expires. Requests
-without a valid token wait for the grant's one fetch (never one each), at most ``timeout``
-seconds, and stop waiting when their client leaves (:mod:`.departure`). After a failed fetch
-the next one waits (back-off per Manager: 1 s, doubling to 15 s); meanwhile a request without
-a valid token is refused at once instead of opening yet another connection to that Manager.
-An outage is logged when it starts and when it ends (with how many requests it cost), not
-once per request.
+(not before half its life), one fetch of a new one runs in the background while requests go
+on with the valid one; a Manager that is down or hung then costs nothing until the token
+really expires. Requests without a valid token wait for the grant's one fetch (never one
+each), at most ``timeout`` seconds, and stop waiting when their client leaves
+(:mod:`.departure`). After a failed fetch the next one waits (back-off per Manager: 1 s,
+doubling to 15 s); meanwhile a request without a valid token is refused at once instead of
+opening yet another connection to that Manager. An outage is logged when it starts and when
+it ends (with how many requests it cost), not once per request.
 """
 
 from __future__ import annotations
