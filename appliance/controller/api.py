@@ -31,6 +31,8 @@ from appliance.controller.errors import (
     not_found,
     unauthenticated,
 )
+from appliance.controller.listing import CursorError as ListingCursorError
+from appliance.controller.listing import Filter
 from appliance.controller.passwords import generate_password
 from appliance.controller.roles import MATRIX, Permission
 from appliance.controller.store import StoreError
@@ -75,7 +77,7 @@ class Resource:
         self.c = controller
 
     def contracts_json(self, contracts: list[Contract]) -> list[dict[str, Any]]:
-        names = self.c.manager.peer_names()
+        names = self.c.manager.names_of(contracts)
         return [contract.as_api(names) for contract in contracts]
 
 
@@ -199,21 +201,24 @@ class Contracts(Resource):
         kind = p.one_of(q, "kind", p.CONTRACT_KINDS)
         pending = p.one_of(q, "pending", ("true", "false"))
         peer = p.matching(q, "peer_id", p.PEER_ID, "a 20-digit OIN")
-        offset = p.integer(q, "offset", default=0, low=0, high=1_000_000)
+        cursor = p.matching(q, "cursor", p.CONTENT_HASH, "a contract hash ($1$1$...)")
         limit = p.integer(q, "limit", default=100, low=1, high=1000)
-        found = [
-            c
-            for c in self.c.manager.all_contracts()
-            if (state is None or c.state == state)
-            and (kind is None or c.kind == kind)
-            and (pending is None or c.pending_our_action == (pending == "true"))
-            and (peer is None or peer in c.peers)
-        ]
-        page = found[offset : offset + limit]
+        where = Filter(
+            state=state,
+            kind=kind,
+            pending=None if pending is None else pending == "true",
+            peer_id=peer,
+        )
+        try:
+            page, following = self.c.manager.contracts(where, cursor=cursor, limit=limit)
+        except ListingCursorError as exc:
+            raise bad_request(str(exc)) from None
+        names = self.c.manager.names_of(page)
         resp.media = {
-            "contracts": self.contracts_json(page),
-            "total": len(found),
-            "next_offset": offset + limit if offset + limit < len(found) else None,
+            # Keyset paging: a filtered page looks at the next WINDOW contracts, so it may be
+            # short (even empty) while next_cursor still says where to go on.
+            "contracts": [contract.as_api(names) for contract in page],
+            "next_cursor": following,
         }
 
     async def on_post(self, req: Request, resp: Response) -> None:

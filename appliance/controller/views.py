@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.controller.listing import WINDOW, ContractListing, Filter, Page
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.state import ContractState
 from appliance.manager.proposals import connection_content, publication_content
@@ -148,6 +149,7 @@ class ManagerViews:
         self.service = service
         # Services the inway is configured to offer ("name=backend" entries of [inway]).
         self.inway_services = tuple(sorted({s.partition("=")[0] for s in inway_services}))
+        self.listing = ContractListing(service.store.engine, service.peer_id)
 
     @property
     def peer_id(self) -> str:
@@ -175,8 +177,59 @@ class ManagerViews:
             own_peer_id=self.peer_id,
         )
 
+    def _listed(self, page: Page) -> list[Contract]:
+        """The page's contracts, from the columns and the state the listing's SQL gave."""
+        found = []
+        for row in page.rows:
+            grants = tuple(
+                Grant(
+                    type=g.grant_type,
+                    hash=g.grant_hash,
+                    service_peer_id=g.service_peer_id,
+                    service_name=g.service_name,
+                    outway_peer_id=g.outway_peer_id,
+                    outway_public_key_thumbprint=g.outway_public_key_thumbprint,
+                    directory_peer_id=g.directory_peer_id,
+                    delegator_peer_id=g.delegator_peer_id or g.service_delegator_peer_id,
+                )
+                for g in page.grants[row.content_hash]
+            )
+            signed = page.signatures[row.content_hash]
+            found.append(
+                Contract(
+                    hash=row.content_hash,
+                    state=row.state,
+                    grants=grants,
+                    peers=tuple(dict.fromkeys(p for g in grants for p in _grant_peers(g))),
+                    created_at=iso(row.created_at) or "",
+                    not_before=iso(row.not_before) or "",
+                    not_after=iso(row.not_after) or "",
+                    accepted_by=tuple(signed["accept"]),
+                    rejected_by=tuple(signed["reject"]),
+                    revoked_by=tuple(signed["revoke"]),
+                    own_peer_id=self.peer_id,
+                )
+            )
+        return found
+
+    def contracts(
+        self, where: Filter | None = None, *, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[Contract], str | None]:
+        """A page of contracts, newest first, and the cursor of the next one (None: no more).
+        :class:`~appliance.controller.listing.CursorError` for an unknown cursor."""
+        page = self.listing.page(
+            where or Filter(), self.service.clock(), cursor=cursor, limit=limit
+        )
+        return self._listed(page), page.next_cursor
+
+    def pending_count(self) -> tuple[int, bool]:
+        """Contracts waiting for our approval among the newest ``WINDOW``; and whether there
+        are older contracts (not looked at)."""
+        return self.listing.count(Filter(pending=True), self.service.clock())
+
     def all_contracts(self) -> list[Contract]:
-        """Every contract, newest first (an appliance holds hundreds, not millions)."""
+        """Every contract, newest first: for ``sluis``'s tests and small stores only; the
+        listings page (:meth:`contracts`)."""
         found: list[Contract] = []
         cursor: str | None = None
         while True:
@@ -197,13 +250,20 @@ class ManagerViews:
         assert row is not None
         return self._contract(row, view)
 
-    def peer_names(self) -> dict[str, str | None]:
+    def peer_names(self, peer_ids: Iterable[str] | None = None) -> dict[str, str | None]:
+        """Names of ``peer_ids`` (of every known peer if None)."""
+        if peer_ids is not None:
+            return self.listing.names(list(peer_ids))
         return {p.peer_id: p.name for p in self.service.store.list_peers()}
 
-    def services(self, contracts: list[Contract] | None = None) -> list[dict[str, Any]]:
+    def names_of(self, contracts: Iterable[Contract]) -> dict[str, str | None]:
+        return self.peer_names({p for contract in contracts for p in contract.peers})
+
+    def services(self) -> list[dict[str, Any]]:
         """Our services: published (or being published) through the directory, or configured
-        in the inway; with the number of peers that may connect now."""
-        contracts = self.all_contracts() if contracts is None else contracts
+        in the inway; with the number of peers that may connect now (counted among the
+        newest ``WINDOW`` contracts)."""
+        now = self.service.clock()
         services: dict[str, dict[str, Any]] = {}
 
         def entry(name: str) -> dict[str, Any]:
@@ -222,45 +282,34 @@ class ManagerViews:
             )
 
         rank = {"valid": 0, "accepted": 1, "proposed": 2}
-        for contract in contracts:
-            for grant in contract.grants:
-                if grant.service_peer_id != self.peer_id or not grant.service_name:
-                    continue
-                item = entry(grant.service_name)
-                if grant.type in PUBLICATION_TYPES and contract.state in rank:
-                    current = item["state"]
-                    if current not in rank or rank[contract.state] < rank[current]:
-                        item.update(
-                            state=contract.state,
-                            publication_contract=contract.hash,
-                            directory_peer_id=grant.directory_peer_id,
-                            not_after=contract.not_after,
-                            protocol=self._protocol(contract.hash, grant.hash),
-                        )
-                elif grant.type in CONNECTION_TYPES and contract.state == "valid":
-                    item["connections"] += 1
+        for grant in self.listing.publications(self.peer_id, now):  # newest first
+            item = entry(grant.service_name)
+            if grant.state not in rank:
+                continue
+            current = item["state"]
+            if current not in rank or rank[grant.state] < rank[current]:
+                item.update(
+                    state=grant.state,
+                    publication_contract=grant.contract_hash,
+                    directory_peer_id=grant.directory_peer_id,
+                    not_after=iso(grant.not_after),
+                    protocol=_protocol(grant.data_json),
+                )
+        for name, count in self.listing.connection_counts(self.peer_id, now).items():
+            entry(name)["connections"] = count
         for name in self.inway_services:
             entry(name)
         return [services[name] for name in sorted(services)]
 
-    def _protocol(self, content_hash: str, grant_hash: str) -> str | None:
-        row = self.service.store.get_contract(content_hash)
-        for grant in row.grants if row else ():
-            if grant.grant_hash == grant_hash:
-                service = json.loads(grant.data_json).get("service", {})
-                protocol = service.get("protocol") if isinstance(service, dict) else None
-                return protocol if isinstance(protocol, str) else None
-        return None
-
-    def overview(self) -> dict[str, Any]:
+    def overview(self, limit: int = 100) -> dict[str, Any]:
         """Who may use what, from the contracts that are valid now.
 
         ``provided``: per service of ours, the peers whose outways may connect (and until
         when, under which contract and grant). ``consumed``: per other peer, the services of
-        theirs that our outway may use.
+        theirs that our outway may use. Each from the newest ``limit`` valid connection
+        contracts among the newest ``WINDOW`` (``more`` says whether there are more: the
+        contracts page lists them all).
         """
-        contracts = self.all_contracts()
-        names = self.peer_names()
         provided: dict[str, dict[str, Any]] = {
             s["name"]: {
                 "service_name": s["name"],
@@ -268,12 +317,14 @@ class ManagerViews:
                 "publication_contract": s["publication_contract"],
                 "consumers": [],
             }
-            for s in self.services(contracts)
+            for s in self.services()
         }
         consumed: dict[str, dict[str, Any]] = {}
+        contracts, more_contracts = self.contracts(
+            Filter(state="valid", connection_of=self.peer_id), limit=limit
+        )
+        names = self.names_of(contracts)
         for contract in contracts:
-            if contract.state != "valid":
-                continue
             for grant in contract.grants:
                 if grant.type not in CONNECTION_TYPES or not grant.service_name:
                     continue
@@ -312,12 +363,16 @@ class ManagerViews:
                         },
                     )
                     peer["services"].append({"service_name": grant.service_name, **entry})
+        pending, beyond_window = self.pending_count()
         return {
             "peer_id": self.peer_id,
             "peer_name": self.service.settings.peer_name,
             "provided": [provided[name] for name in sorted(provided)],
             "consumed": [consumed[peer] for peer in sorted(consumed)],
-            "pending_approvals": sum(1 for c in contracts if c.pending_our_action),
+            "pending_approvals": pending,
+            # True: the lists and the count cover the newest contracts only.
+            "more": bool(more_contracts or beyond_window),
+            "window": WINDOW,
         }
 
     # -- changes (signed in the HSM) -----------------------------------------------------------
@@ -340,16 +395,13 @@ class ManagerViews:
     def withdraw(self, name: str) -> list[Contract]:
         """Revoke every live publication contract of our service ``name``."""
         revoked = []
-        for contract in self.all_contracts():
-            if contract.state not in LIVE_STATES:
-                continue
-            if any(
-                g.type in PUBLICATION_TYPES
-                and g.service_peer_id == self.peer_id
-                and g.service_name == name
-                for g in contract.grants
-            ):
-                revoked.append(self.sign(contract.hash, SignatureType.REVOKE))
+        live = {
+            grant.contract_hash
+            for grant in self.listing.publications(self.peer_id, self.service.clock())
+            if grant.state in LIVE_STATES and grant.service_name == name
+        }
+        for content_hash in sorted(live):
+            revoked.append(self.sign(content_hash, SignatureType.REVOKE))
         if not revoked:
             raise UnknownContract(f"service {name!r} has no publication to withdraw")
         return revoked
@@ -383,6 +435,12 @@ class ManagerViews:
                 f"this peer has accepted contract {content_hash}: revoke it instead of rejecting"
             )
         return self._stored(self.service.sign(content_hash, kind))
+
+
+def _protocol(data_json: str) -> str | None:
+    service = json.loads(data_json).get("service", {})
+    protocol = service.get("protocol") if isinstance(service, dict) else None
+    return protocol if isinstance(protocol, str) else None
 
 
 def _grant_peers(grant: Grant) -> Iterable[str]:

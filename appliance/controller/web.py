@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -32,6 +33,8 @@ from appliance.controller.access import (
 )
 from appliance.controller.auth import LOGIN_COOKIE, LoginFailed, clear_cookie
 from appliance.controller.errors import ControllerError
+from appliance.controller.listing import CursorError as ListingCursorError
+from appliance.controller.listing import Filter
 from appliance.controller.oidc import (
     CALLBACK_PATH,
     FLOW_COOKIE,
@@ -423,25 +426,32 @@ class Contracts(Page):
         try:
             state = p.one_of(q, "state", p.CONTRACT_STATES)
             kind = p.one_of(q, "kind", p.CONTRACT_KINDS)
+            cursor = p.matching(q, "cursor", p.CONTENT_HASH, "a contract hash ($1$1$...)")
         except ControllerError as exc:
-            state = kind = None
+            state = kind = cursor = None
             error, status = exc.message, exc.status_code
-        contracts = [
-            c
-            for c in self.c.manager.all_contracts()
-            if (state is None or c.state == state) and (kind is None or c.kind == kind)
-        ]
-        contracts.sort(key=lambda c: not c.pending_our_action)  # stable: newest first within
+        # Keyset pages: the ones waiting for us first (on the first page), then newest first.
+        where = Filter(state=state, kind=kind)
+        try:
+            waiting = [] if cursor else self.c.manager.contracts(replace(where, pending=True))[0]
+            listed, following = self.c.manager.contracts(where, cursor=cursor)
+        except ListingCursorError as exc:
+            waiting, listed, following = [], [], None
+            error, status = str(exc), 400
+        shown = {c.hash for c in waiting}
+        contracts = waiting + [c for c in listed if c.hash not in shown]
+        onward = {"state": state or "", "kind": kind or "", "cursor": following or ""}
         render(
             req,
             resp,
             "contracts.html",
             status=status,
             contracts=contracts,
-            names=self.c.manager.peer_names(),
+            names=self.c.manager.names_of(contracts),
             own=self.c.manager.peer_id,
             state=state,
             kind=kind,
+            next_query=urlencode({k: v for k, v in onward.items() if v}) if following else None,
             states=p.CONTRACT_STATES,
             pending=sum(1 for c in contracts if c.pending_our_action),
             error=error,
