@@ -193,7 +193,8 @@ class SluisArbiter(Arbiter):  # type: ignore[misc]
     def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
         if self._reload is not None:
             timeout = min(timeout, _PENDING_POLL)
-        if self._boot_failures:
+        if self._boot_failures and not self._booting():
+            # Wake up for the next attempt (a booting one's end arrives as SIGCHLD).
             timeout = min(timeout, max(self._next_boot - time.monotonic(), 0.05))
         signals: list[int] = super().wait_for_signals(timeout=timeout)
         return signals

@@ -12,7 +12,8 @@ call at all (``preload_app`` stays off).
 A worker that cannot start (the HSM token is gone, the certificate unreadable, the app's set-up
 fails) says why to the master in one line (``appliance.serving.readiness``), its traceback only
 at DEBUG, and exits with ``WORKER_BOOT_RETRY``: the master starts the next one after a back-off
-(``appliance.serving.arbiter``) instead of halting or retrying twice a second. A worker whose
+(``appliance.serving.arbiter``) instead of halting or retrying twice a second (an error in
+``sluis.toml`` still halts the master: waiting does not fix it). A worker whose
 master is gone (SIGKILLed) notices within a second and stops as on SIGTERM: it finishes its
 requests in flight, at most ``graceful_timeout`` seconds, and frees the port.
 """
@@ -30,12 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config
 from uvicorn.server import Server
 
 from appliance.config import load_config
+from appliance.errors import ConfigurationError
 from appliance.hsm.errors import HsmError
 from appliance.hsm.token import find_token
 from appliance.serving.protocol import HeadLimits, PeerCertificateProtocol
@@ -167,6 +170,11 @@ class SluisWorker(Worker):  # type: ignore[misc]
             super().init_process()  # loads the app, then run(): serves until told to stop
         except (SystemExit, AppImportError):
             raise  # AppImportError: the code itself is broken; gunicorn halts, as before
+        except ConfigurationError as exc:
+            # Waiting does not fix sluis.toml: halt the master, as gunicorn does, so that
+            # `sluis serve` says so and exits (systemd restarts it, reading the file again).
+            log.error("worker %s: cannot start: %s", os.getpid(), exc)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
         except Exception as exc:
             if self._server is not None and self._server.started:
                 raise  # a crash after it served: replaced at once, as always

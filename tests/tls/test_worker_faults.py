@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import psutil
 import pytest
 from tlsgroup import Appliance, Group, appliance
 
-from appliance.demo.processes import Component, start_component
+from appliance.demo.processes import Component, free_port, start_component
 from appliance.demo.provision import install_trust
 
 pytestmark = pytest.mark.slow
@@ -164,3 +166,24 @@ def test_workers_stop_when_their_master_is_killed(server_c: Component) -> None:
     assert took < 5
     assert _port_free(server_c.port)
     assert f"master {master.pid} is gone" in server_c.log()
+
+
+def test_a_configuration_error_still_halts_the_master(org_c: Appliance, group: Group) -> None:
+    """Waiting does not fix sluis.toml: C has no [outway] section, so ``sluis serve outway``
+    exits (as gunicorn's own master does when a worker fails to boot), and says why."""
+    log = group.root / "logs" / "c-outway.log"
+    log.parent.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "appliance", "serve", "outway", "--config"]
+    argv += [str(org_c.config_path), "--bind", f"127.0.0.1:{free_port()}", "--workers", "1"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert process.wait(60) == 3
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "no [outway] section" in text, text
+    assert "Worker failed to boot" in text, text
+    assert "worker cannot start" not in text  # not the back-off
