@@ -287,5 +287,8 @@ def list_objects(settings: HsmSettings) -> list[ObjectInfo]:
     now = datetime.now(UTC)
     order = {"private-key": 0, "public-key": 1, "certificate": 2}
     with open_session(settings) as session, translated(settings, "listing objects"):
-        infos = [_describe(obj, now) for obj in session.get_objects()]
+        # Token objects only: in a long-running process pkcs11-provider leaves session objects
+        # of its own after TLS handshakes (copies of the private key, unlabelled public keys),
+        # which made the controller list the organisation key two or three times.
+        infos = [_describe(obj, now) for obj in session.get_objects({Attribute.TOKEN: True})]
     return sorted(infos, key=lambda i: (i.label, order.get(i.kind, 9), i.id_hex))
