@@ -1,15 +1,20 @@
 """Health of this appliance's components: is the Manager, the inway, the outway answering?
 
-Each configured address is probed with one HTTP request: over mutual TLS with the
-organisation's identity for ``https://`` (the Manager and the inway accept nothing else), plain
-for the outway's ``http://`` on the internal network. Any HTTP answer means the component is
-up: a worker took the connection, (for TLS) the handshake with our certificate and the CRLs
-succeeded, and it answered. The probes run concurrently with a short timeout.
+Each configured address is asked for ``GET /metrics``, which all three serve for monitoring
+(``appliance.metrics``; on the gateways only without ``Fsc-*`` routing headers, which the probe
+never sends): over mutual TLS with the organisation's identity for ``https://`` (the Manager
+and the inway accept nothing else), plain for the outway's ``http://`` on the internal network.
+The answer is read as an operator would: 200 with the metrics is *up*; 200 with a stale CRL or
+unreadable certificate files is *degraded* (handshakes with that CA's peers fail); a 5xx is
+*degraded*; another answer means something else listens there. Before, the probe asked for a
+path nobody serves and showed "up · HTTP 404" for the Manager and "up · HTTP 401" for the
+inway, which read as errors. The probes run concurrently with a short timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import threading
 import time
@@ -20,7 +25,8 @@ from urllib.parse import urlsplit
 
 from appliance.config import SluisConfig
 
-PROBE_PATH = "/.sluis-health"
+PROBE_PATH = "/metrics"  # appliance.metrics.PATH, served by the Manager, inway and outway
+MAX_ANSWER = 1 << 20  # the metrics of a few certificates and CRLs: a few KiB
 TIMEOUT_SECONDS = 3.0
 
 
@@ -91,6 +97,9 @@ class HealthProber:
             "http_status": None,
             "latency_ms": None,
             "error": None,
+            "check": f"GET {PROBE_PATH}",
+            "meaning": "",
+            "certificate_sha256": None,
         }
         started = time.monotonic()
         writer = None
@@ -112,6 +121,11 @@ class HealthProber:
                 ),
                 self._timeout,
             )
+            if tls is not None:
+                # Which certificate the component presents: after `sluis pki install-cert` a
+                # component keeps the chain it loaded until it reloads.
+                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                result["certificate_sha256"] = hashlib.sha256(der).hexdigest() if der else None
             request = (
                 f"GET {PROBE_PATH} HTTP/1.1\r\nHost: {parts.hostname}:{port}\r\n"
                 "Connection: close\r\n\r\n"
@@ -122,7 +136,14 @@ class HealthProber:
             fields = status_line.split(b" ", 2)
             if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
                 raise ConnectionError("no HTTP answer")
-            result.update(status="up", http_status=int(fields[1]))
+            code = int(fields[1])
+            body = b""
+            if code == 200:
+                # Connection: close, so the answer ends with the connection (chunked or not,
+                # the metric lines are found in it).
+                body = await asyncio.wait_for(_until_closed(reader), self._timeout)
+            result["http_status"] = code
+            result["status"], result["meaning"] = interpret(code, body)
         except TimeoutError:
             result["error"] = f"no answer within {self._timeout:g} s"
         except (OSError, ValueError, RuntimeError, ssl.SSLError) as exc:
@@ -131,4 +152,63 @@ class HealthProber:
             result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
             if writer is not None:
                 writer.close()
+        if result["error"]:
+            result["meaning"] = _down_meaning(target, result["error"])
         return result
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    data = b""
+    while len(data) < MAX_ANSWER:
+        chunk = await reader.read(MAX_ANSWER - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _metric(body: str, name: str) -> list[float]:
+    """The values of the series ``name`` in a Prometheus text answer."""
+    values = []
+    for line in body.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            try:
+                values.append(float(line.rsplit(" ", 1)[1]))
+            except (IndexError, ValueError):
+                continue
+    return values
+
+
+def interpret(code: int, body: bytes) -> tuple[str, str]:
+    """``(status, what it means)`` for the answer to ``GET /metrics``."""
+    if code == 200:
+        text = body.decode("utf-8", "replace")
+        if "sluis_" not in text:
+            return "up", "answers, but not with Sluis's metrics: is another program on this port?"
+        stale = sum(1 for v in _metric(text, "sluis_crl_stale") if v >= 1)
+        unreadable = sum(_metric(text, "sluis_expiry_read_errors"))
+        if stale:
+            return "degraded", (
+                f"running, but {stale} CRL{'s are' if stale != 1 else ' is'} stale: handshakes "
+                "with that CA's peers fail (sluis pki fetch-crl)"
+            )
+        if unreadable:
+            return "degraded", "running, but it cannot read some of its certificate or CRL files"
+        return "up", "running; its certificates and CRLs are readable and current"
+    if code >= 500:
+        return "degraded", f"answers, but with an error (HTTP {code}): see its log"
+    return "up", (
+        f"answers, but not to its health check (HTTP {code} for {PROBE_PATH}): an older "
+        "version, or another program on this port"
+    )
+
+
+def _down_meaning(target: Target, error: str) -> str:
+    if "refused" in error.lower():
+        return (
+            f"nothing listens at {target.address}: is the {target.name} running, and is this "
+            f"its address? ([controller] {target.name}_address, or [{target.name}])"
+        )
+    if "certificate" in error.lower() or "SSL" in error:
+        return "the TLS handshake with our certificate failed: check the CRLs and trust anchors"
+    return f"no usable answer from {target.address}"

@@ -107,6 +107,9 @@ database = "sqlite:///{root / provider / "txlog.db"}"
     )
     rewrite_config(
         members[consumer],
-        f'\n[outway]\n\n[txlog]\ndatabase = "sqlite:///{root / consumer / "txlog.db"}"\n',
+        # The bind the outway is started with: the controller's health page probes it (an
+        # empty section meant the default 0.0.0.0:8080, where nothing listens).
+        f'\n[outway]\nbind = "127.0.0.1:{outway_port}"\n\n'
+        f'[txlog]\ndatabase = "sqlite:///{root / consumer / "txlog.db"}"\n',
     )
     return Gateways(inway_port, outway_port, inway_address)
