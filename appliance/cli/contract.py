@@ -249,15 +249,42 @@ def _revoke_replaced(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grant_summary(data: dict[str, Any]) -> dict[str, str | None]:
+    """Type, peers and service of one grant: the hash alone does not say what a contract is."""
+    service = data.get("service") or {}
+    return {
+        "type": str(data.get("type", "")).removeprefix("GRANT_TYPE_"),
+        "service_peer_id": service.get("peer_id"),
+        "service_name": service.get("name"),
+        "outway_peer_id": (data.get("outway") or {}).get("peer_id"),
+        "directory_peer_id": (data.get("directory") or {}).get("peer_id"),
+    }
+
+
+def _grant_text(grant: dict[str, str | None]) -> str:
+    service = f"{grant['service_name']} of {grant['service_peer_id']}"
+    if grant["outway_peer_id"]:
+        return f"{grant['type']} {grant['outway_peer_id']} -> {service}"
+    if grant["directory_peer_id"]:
+        return f"{grant['type']} {service} in directory {grant['directory_peer_id']}"
+    return f"{grant['type']} {service}"
+
+
 def _list(args: argparse.Namespace) -> int:
     service = _service(args)
     views, _ = service.contracts(limit=args.limit)
+    summaries = [[_grant_summary(g["data"]) for g in v.content["grants"]] for v in views]
     if args.json:
-        print(json.dumps([{"hash": v.content_hash, "state": v.state} for v in views], indent=2))
-        return 0
-    for view in views:
-        kinds = ", ".join(
-            sorted({g["data"]["type"].removeprefix("GRANT_TYPE_") for g in view.content["grants"]})
+        print(
+            json.dumps(
+                [
+                    {"hash": v.content_hash, "state": v.state, "grants": grants}
+                    for v, grants in zip(views, summaries, strict=True)
+                ],
+                indent=2,
+            )
         )
-        print(f"{view.state:9s} {view.content_hash}  {kinds}")
+        return 0
+    for view, grants in zip(views, summaries, strict=True):
+        print(f"{view.state:9s} {view.content_hash}  {'; '.join(map(_grant_text, grants))}")
     return 0

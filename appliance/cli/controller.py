@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import ControllerSettings, load_config
-from appliance.controller.auth import Authenticator
+from appliance.controller.auth import TOKEN_DAYS, Authenticator
 from appliance.controller.passwords import generate_password
 from appliance.controller.roles import Role, parse_role
 from appliance.controller.store import ControllerStore, StoreError
@@ -66,7 +66,12 @@ def register(subparsers: Any) -> None:
     token = command("create-token", "create an API token with one role (printed once)")
     token.add_argument("--name", required=True, help="what the token is for")
     token.add_argument("--role", required=True, help=f"one of {roles}")
-    token.add_argument("--days", type=int, help="expire after this many days (default: never)")
+    token.add_argument(
+        "--days",
+        type=int,
+        default=TOKEN_DAYS,
+        help=f"expire after this many days (default: {TOKEN_DAYS}, as in the UI; 0: never)",
+    )
     token.set_defaults(func=_create_token)
 
     revoke = command("revoke-token", "revoke an API token")
@@ -179,7 +184,7 @@ def _create_token(args: argparse.Namespace) -> int:
     auth = _authenticator(args)
     role = _role(args.role)
     try:
-        secret, record = auth.create_token(args.name, role, _actor(), days=args.days)
+        secret, record = auth.create_token(args.name, role, _actor(), days=args.days or None)
     except StoreError as exc:
         raise ConfigurationError(str(exc)) from None
     auth.audit(

@@ -23,7 +23,7 @@ from appliance.controller.access import (
     peer_address,
     principal_of,
 )
-from appliance.controller.auth import LoginFailed, Principal
+from appliance.controller.auth import TOKEN_DAYS, LoginFailed, Principal
 from appliance.controller.errors import (
     ControllerError,
     ErrorCode,
@@ -408,7 +408,7 @@ class Tokens(Resource):
         body = await p.json_body(req)
         name = p.required(p.text(body, "name"), "name")
         role = p.role(body)
-        days = p.integer(body, "days", default=0, low=0, high=3650)
+        days = p.integer(body, "days", default=TOKEN_DAYS, low=0, high=3650)
         principal = principal_of(req)
         assert principal is not None
         try:

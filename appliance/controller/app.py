@@ -260,7 +260,12 @@ async def handle_unexpected(
 
 def build_app(controller: Controller) -> AsgiApp:
     app: AsgiApp = falcon.asgi.App(
-        middleware=[SecurityHeaders(), AccessControl(controller), Lifecycle(controller)]
+        middleware=[
+            web.Organisation(controller),
+            SecurityHeaders(),
+            AccessControl(controller),
+            Lifecycle(controller),
+        ]
     )
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)

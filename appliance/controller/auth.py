@@ -72,6 +72,9 @@ _CSRF_CONTEXT = b"sluis controller csrf v1"
 _TOUCH_EVERY = timedelta(seconds=30)  # last_seen_at is written at most this often
 # Failed logins from one client address, over all accounts, before its logins are refused:
 # a password spray from one address gets 20 guesses per 15 minutes.
+# The life of a new API token unless another is asked for (0: never), the same from the pages,
+# the API and `sluis controller create-token`: a forgotten token ends by itself.
+TOKEN_DAYS = 90
 SOURCE_ATTEMPTS = 20
 SOURCE_MINUTES = 15
 

@@ -29,9 +29,9 @@ MAX_REASON = 500
 SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]{1,100}")  # FSC Core serviceName
 PEER_ID = re.compile(r"[0-9]{20}")  # an OIN
 CONTENT_HASH = re.compile(r"\$1\$[0-9]+\$[A-Za-z0-9_-]{1,200}")
-TRANSACTION_ID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+# A whole transaction id (a UUID) or its start: operators copy the first characters from a
+# log line or a ticket.
+TRANSACTION_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 PROTOCOLS = ("PROTOCOL_TCP_HTTP_1.1", "PROTOCOL_TCP_HTTP_2")
 CONTRACT_STATES = ("proposed", "accepted", "valid", "rejected", "revoked", "expired")
 CONTRACT_KINDS = ("publication", "connection")
@@ -137,7 +137,9 @@ def transaction_filter(source: Mapping[str, Any]) -> TransactionFilter:
         peer_id=matching(source, "peer_id", PEER_ID, "a 20-digit OIN"),
         service_name=matching(source, "service_name", SERVICE_NAME, "a service name"),
         direction=one_of(source, "direction", DIRECTIONS),
-        transaction_id=matching(source, "transaction_id", TRANSACTION_ID, "a UUID"),
+        transaction_id=matching(
+            source, "transaction_id", TRANSACTION_ID, "a transaction id (a UUID) or its start"
+        ),
         grant_hash=matching(source, "grant_hash", CONTENT_HASH, "a grant hash ($1$3$...)"),
     )
 

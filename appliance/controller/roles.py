@@ -17,6 +17,11 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
+# What a new account or API token gets unless another role is chosen: the one that changes
+# nothing (least privilege; an administrator can do everything).
+DEFAULT_ROLE = Role.AUDITOR
+
+
 class Permission(StrEnum):
     VIEW = "view"  # overview, services, contracts, transaction log, certificates, health
     AUDIT_READ = "audit.read"

@@ -48,6 +48,9 @@ class CursorError(ValueError):
     """A cursor that this reader did not hand out."""
 
 
+UUID_LENGTH = 36
+
+
 @dataclass(frozen=True)
 class TransactionFilter:
     after: datetime | None = None  # inclusive
@@ -55,7 +58,7 @@ class TransactionFilter:
     peer_id: str | None = None  # either end, or a delegator
     service_name: str | None = None
     direction: str | None = None
-    transaction_id: str | None = None
+    transaction_id: str | None = None  # the whole id, or its start
     grant_hash: str | None = None
 
     def __post_init__(self) -> None:
@@ -144,8 +147,11 @@ class TransactionReader:
             query = query.where(c.service_name == where.service_name)
         if where.direction:
             query = query.where(c.direction == where.direction)
-        if where.transaction_id:
+        if where.transaction_id and len(where.transaction_id) == UUID_LENGTH:
             query = query.where(c.transaction_id == where.transaction_id.lower())
+        elif where.transaction_id:
+            # A start of an id (hex digits and dashes only: nothing LIKE would read as a pattern).
+            query = query.where(c.transaction_id.startswith(where.transaction_id.lower()))
         if where.grant_hash:
             query = query.where(c.grant_hash == where.grant_hash)
         return query

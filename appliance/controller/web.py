@@ -11,6 +11,7 @@ works without it.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
@@ -31,7 +32,7 @@ from appliance.controller.access import (
     peer_address,
     principal_of,
 )
-from appliance.controller.auth import LOGIN_COOKIE, LoginFailed, clear_cookie
+from appliance.controller.auth import LOGIN_COOKIE, TOKEN_DAYS, LoginFailed, clear_cookie
 from appliance.controller.errors import ControllerError
 from appliance.controller.listing import CursorError as ListingCursorError
 from appliance.controller.listing import Filter
@@ -44,7 +45,7 @@ from appliance.controller.oidc import (
     OidcError,
 )
 from appliance.controller.passwords import generate_password
-from appliance.controller.roles import Permission, Role, allowed
+from appliance.controller.roles import DEFAULT_ROLE, Permission, Role, allowed
 from appliance.controller.store import StoreError
 from appliance.controller.transactions import CursorError
 from appliance.manager.contracts.signatures import SignatureType
@@ -85,6 +86,9 @@ DONE = {
 }
 
 
+BACKEND_URL = re.compile(r"https?://[^\s\"'<>]{1,490}")
+
+
 def when(value: str | None) -> str:
     """``2026-11-28T17:40:00Z`` as ``2026-11-28 17:40 UTC``."""
     if not value:
@@ -113,9 +117,43 @@ def short(value: str | None, keep: int = 14) -> str:
     return value if len(value) <= keep + 1 else value[:keep] + "…"
 
 
+# What the FSC enums mean to an operator; an unknown value is shown as it is.
+LABELS = {
+    "PROTOCOL_TCP_HTTP_1.1": "HTTP/1.1",
+    "PROTOCOL_TCP_HTTP_2": "HTTP/2",
+    "DIRECTION_INCOMING": "incoming (inway)",
+    "DIRECTION_OUTGOING": "outgoing (outway)",
+    "GRANT_TYPE_SERVICE_PUBLICATION": "service publication",
+    "GRANT_TYPE_DELEGATED_SERVICE_PUBLICATION": "delegated service publication",
+    "GRANT_TYPE_SERVICE_CONNECTION": "service connection",
+    "GRANT_TYPE_DELEGATED_SERVICE_CONNECTION": "delegated service connection",
+}
+
+
+def label(value: str | None) -> str:
+    return LABELS.get(value or "", value or "—")
+
+
 ENV.filters["when"] = when
 ENV.filters["short"] = short
 ENV.filters["stamp"] = stamp
+ENV.filters["label"] = label
+
+
+class Organisation:
+    """Puts this appliance's organisation (name, OIN) on every page: the three demo
+    controllers on 127.0.0.1 ports looked the same. First in the middleware, so that the
+    login page and the error pages of refused requests have it too."""
+
+    def __init__(self, controller: Controller) -> None:
+        manager = controller.config.manager
+        self._organisation = {
+            "name": manager.peer_name if manager else "",
+            "oin": controller.manager.peer_id,  # from our certificate, as the Manager's
+        }
+
+    async def process_request(self, req: Request, resp: Response) -> None:
+        req.context.organisation = self._organisation
 
 
 def render(
@@ -130,6 +168,7 @@ def render(
         csrf=principal.csrf_token if principal else None,
         nav=[(href, label) for href, label, perm in NAV if role and allowed(role, perm)],
         path=req.path,
+        organisation=getattr(req.context, "organisation", None) or {"name": "", "oin": ""},
         can=lambda permission: role is not None and allowed(role, Permission(permission)),
         done=DONE.get(req.get_param("done") or ""),
         **context,
@@ -381,8 +420,21 @@ class Services(Page):
             status=status,
             services=self.c.manager.services(),
             protocols=p.PROTOCOLS,
+            inway=self.c.manager.inway_services,
+            **self._next_step(req),
             error=error,
         )
+
+    @staticmethod
+    def _next_step(req: Request) -> dict[str, str | None]:
+        """The service just published and the backend URL entered, from the redirect."""
+        service, backend = req.get_param("service") or "", req.get_param("backend") or ""
+        if req.get_param("done") != "published" or not p.SERVICE_NAME.fullmatch(service):
+            return {"backend_for": None, "backend": None}
+        return {
+            "backend_for": service,
+            "backend": backend if BACKEND_URL.fullmatch(backend) else None,
+        }
 
     async def on_get(self, req: Request, resp: Response) -> None:
         self.show(req, resp)
@@ -393,11 +445,18 @@ class Services(Page):
             name = p.required(p.matching(data, "name", p.SERVICE_NAME, "a service name"), "name")
             protocol = p.one_of(data, "protocol", p.PROTOCOLS) or p.PROTOCOLS[0]
             days = p.integer(data, "days", default=365, low=1, high=3650)
+            backend = p.matching(data, "backend_url", BACKEND_URL, "an http(s):// URL")
             self.c.publish(req, name, protocol, days, p.reason(data))
         except ControllerError as exc:
             self.show(req, resp, error=exc.message, status=exc.status_code)
             return
-        raise falcon.HTTPSeeOther("/services?done=published")
+        # The backend URL is not part of the contract: the page says what to put in [inway].
+        following = {
+            "done": "published",
+            "service": name,
+            **({"backend": backend} if backend else {}),
+        }
+        raise falcon.HTTPSeeOther("/services?" + urlencode(following))
 
 
 class ServiceWithdrawal(Page):
@@ -426,12 +485,14 @@ class Contracts(Page):
         try:
             state = p.one_of(q, "state", p.CONTRACT_STATES)
             kind = p.one_of(q, "kind", p.CONTRACT_KINDS)
+            # One contract: the audit log links its contract.* entries here.
+            only = p.matching(q, "hash", p.CONTENT_HASH, "a contract hash ($1$1$...)")
             cursor = p.matching(q, "cursor", p.CONTENT_HASH, "a contract hash ($1$1$...)")
         except ControllerError as exc:
-            state = kind = cursor = None
+            state = kind = only = cursor = None
             error, status = exc.message, exc.status_code
         # Keyset pages: the ones waiting for us first (on the first page), then newest first.
-        where = Filter(state=state, kind=kind)
+        where = Filter(state=state, kind=kind, content_hash=only)
         try:
             waiting = [] if cursor else self.c.manager.contracts(replace(where, pending=True))[0]
             listed, following = self.c.manager.contracts(where, cursor=cursor)
@@ -451,6 +512,7 @@ class Contracts(Page):
             own=self.c.manager.peer_id,
             state=state,
             kind=kind,
+            only=only,
             next_query=urlencode({k: v for k, v in onward.items() if v}) if following else None,
             states=p.CONTRACT_STATES,
             pending=sum(1 for c in contracts if c.pending_our_action),
@@ -537,6 +599,7 @@ class Transactions(Page):
             first_page=bool(q.get("cursor")),
             first_query=urlencode(filters),
             configured=self.c.transactions.configured,
+            names=self.c.manager.peer_names(),
             error=error,
         )
 
@@ -584,7 +647,16 @@ class Certificates(Page):
     rules = by_method(GET=Rule(Permission.VIEW, "certificates.read"))
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        render(req, resp, "certificates.html", report=await self.c.certificate_report())
+        report = await self.c.certificate_report()
+        presenting: list[str] = []
+        previous = report.get("previous_organisation")
+        if previous and previous.get("items"):
+            # The previous chain is not "not in use" while a running component still presents
+            # it: ask them (the health probes) which certificate they show now.
+            leaf = previous["items"][0]["thumbprint_sha256"]
+            components = await self.c.health.check()
+            presenting = [c["name"] for c in components if c.get("certificate_sha256") == leaf]
+        render(req, resp, "certificates.html", report=report, presenting=presenting)
 
 
 class Health(Page):
@@ -618,6 +690,8 @@ class Users(Page):
             users=[u.as_api(now) for u in self.c.auth.store.list_users()],
             tokens=[t.as_api() for t in self.c.auth.store.list_tokens()],
             roles=[r.value for r in Role],
+            default_role=DEFAULT_ROLE.value,
+            token_days=TOKEN_DAYS,
             error=error,
             created=created,
         )
@@ -664,7 +738,15 @@ class UserUnlock(Page):
 
 
 class Tokens(Page):
-    rules = by_method(POST=Rule(Permission.USERS_MANAGE, "token.create"))
+    rules = by_method(
+        GET=Rule(Permission.USERS_MANAGE, "users.read"),
+        POST=Rule(Permission.USERS_MANAGE, "token.create"),
+    )
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        # The address bar says /tokens after a token was created (its secret is shown once,
+        # in the POST's answer, so no redirect there); reopening it shows the tokens.
+        raise falcon.HTTPSeeOther("/users#tokens")
 
     async def on_post(self, req: Request, resp: Response) -> None:
         data = await p.form(req)
@@ -673,7 +755,7 @@ class Tokens(Page):
         try:
             name = p.required(p.text(data, "name"), "name")
             role = p.role(data)
-            days = p.integer(data, "days", default=0, low=0, high=3650)
+            days = p.integer(data, "days", default=TOKEN_DAYS, low=0, high=3650)
             secret, record = self.c.auth.create_token(
                 name, role, principal.actor, days=days or None
             )

@@ -418,3 +418,157 @@ def test_demo_hook_prints_an_account(world: World) -> None:
     text = world.controller.describe()
     assert world.controller.url in text
     assert world.controller.password in text
+
+
+NARROW = {"width": 1024, "height": 768}
+OVERFLOW = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+HEADER_SPANS = (
+    "document.querySelector('header.top').getBoundingClientRect().width"
+    " >= document.documentElement.scrollWidth - 1"
+)
+
+
+@pytest.fixture(scope="module")
+def narrow(world: World, browser: Any) -> Iterator[Any]:
+    """A 1024 px wide window, logged in as the administrator through the login page."""
+    context = browser.new_context(ignore_https_errors=True, viewport=NARROW)
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_the_login_page_names_the_organisation(narrow: Any, world: World) -> None:
+    expect = sync_api.expect
+    b = world.members["b"]
+    narrow.goto(world.controller.url + "login")
+    expect(narrow).to_have_title(f"Log in — Dienst Registers ({b.oin}) — Sluis controller")
+    expect(narrow.locator("main")).to_contain_text(
+        f"to the controller of Dienst Registers (OIN {b.oin})"
+    )
+    expect(narrow.locator("header .org")).to_contain_text(f"Dienst Registers OIN {b.oin}")
+    assert narrow.evaluate(OVERFLOW)
+    narrow.get_by_label("Username").fill(world.controller.username)
+    narrow.get_by_label("Password").fill(world.controller.password)
+    narrow.get_by_role("button", name="Log in").click()
+    expect(narrow).to_have_title(re.compile(f"^Overview — Dienst Registers \\({b.oin}\\)"))
+    assert narrow.errors == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "services",
+        "contracts",
+        "transactions",
+        "transactions?transaction_id=nope",
+        "audit",
+        "certificates",
+        "health",
+        "users",
+    ],
+)
+def test_no_page_is_wider_than_1024_px(narrow: Any, world: World, path: str) -> None:
+    """The transaction log overflowed at 1024 px and the header band stopped halfway."""
+    narrow.goto(world.controller.url + path)
+    sync_api.expect(narrow.locator("main h1")).to_be_visible()
+    sizes = narrow.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert narrow.evaluate(OVERFLOW), (path, sizes)
+    assert narrow.evaluate(HEADER_SPANS), path
+    if "=nope" in path:  # a refused filter is a 400, which Chromium logs
+        narrow.errors.clear()
+    assert narrow.errors == []
+
+
+def test_transaction_log_at_1024_px(narrow: Any, world: World) -> None:
+    expect = sync_api.expect
+    a = world.members["a"]
+    narrow.goto(world.controller.url + "transactions")
+    assert narrow.get_by_label("From (UTC)").get_attribute("type") in (None, "text")
+    expect(narrow.locator("#t-zone")).to_contain_text("Times are UTC")
+    rows = narrow.locator("table.records tbody tr")
+    incoming = rows.filter(has_text="incoming (inway)").first
+    expect(incoming).to_contain_text("Gemeente Sluisdam")  # the name next to the OIN
+    expect(incoming).to_contain_text(a.oin)
+
+    wanted = world.transaction_ids[11]
+    narrow.get_by_label("Transaction id").fill(wanted[:13])  # a start, as copied from a log
+    narrow.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(wanted)
+    assert narrow.evaluate(OVERFLOW)
+
+    narrow.get_by_label("Transaction id").fill("not-an-id")
+    narrow.get_by_role("button", name="Filter").click()
+    expect(narrow.get_by_role("alert")).to_contain_text("a transaction id (a UUID) or its start")
+    expect(narrow.get_by_text("No records match")).to_have_count(0)
+    narrow.errors.clear()  # the refused filter's 400
+
+    # 10:10 in Amsterdam (UTC+1 in March) is 09:10 UTC, typed with its offset.
+    narrow.get_by_label("Transaction id").fill("")
+    narrow.get_by_label("From (UTC)").fill("2026-03-02 10:10+01:00")
+    narrow.get_by_label("Until (UTC)").fill("2026-03-02 09:13")
+    narrow.get_by_label("Direction").select_option("DIRECTION_INCOMING")
+    narrow.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(3)
+    assert narrow.errors == []
+
+
+def test_health_certificates_services_and_tokens_at_1024_px(narrow: Any, world: World) -> None:
+    expect = sync_api.expect
+    url = world.controller.url
+    narrow.goto(url + "health")
+    manager = narrow.locator("tr", has_text="manager")
+    expect(manager).to_contain_text("running; its certificates and CRLs are readable and current")
+    expect(manager).to_contain_text("HTTP 200")
+
+    # The controller has made TLS handshakes with its key (the probes, this browser): the
+    # token still lists the organisation key once, as `sluis hsm list` does.
+    narrow.goto(url + "certificates")
+    keys = narrow.locator("section", has_text="HSM token").locator(
+        "tbody tr", has_text="private-key"
+    )
+    expect(keys).to_have_count(1)
+
+    narrow.goto(url + "services")
+    expect(narrow.locator("main table")).to_contain_text("HTTP/1.1")
+    expect(narrow.locator("main table")).not_to_contain_text("PROTOCOL_TCP_HTTP")
+    expect(narrow.locator("main table")).to_contain_text("peers cannot reach it yet")
+    expect(narrow.get_by_label("Backend URL (where the inway forwards)")).to_be_visible()
+
+    narrow.goto(url + "users")
+    expect(narrow.locator("#u-role")).to_have_value("auditor")
+    expect(narrow.locator("#t-role")).to_have_value("auditor")
+    expect(narrow.locator("#t-days")).to_have_value("90")
+    narrow.get_by_label("Name", exact=True).fill("siem")
+    narrow.get_by_role("button", name="Create token").click()
+    expect(narrow.get_by_label("API token (shown once")).to_have_value(re.compile("^sluis_ctl_"))
+    expect(narrow).to_have_url(re.compile(r"/tokens$"))
+    # Reopening the address the browser shows now: the token list, not "405".
+    narrow.goto(url + "tokens")
+    expect(narrow).to_have_url(re.compile(r"/users#tokens$"))
+    expect(narrow.locator("#tokens")).to_contain_text("siem")
+    assert narrow.evaluate(OVERFLOW)
+    assert narrow.errors == []
+
+
+def test_audit_entry_links_to_its_contract(narrow: Any, world: World) -> None:
+    """The approval of the first test is in the audit log; its contract is one click away."""
+    expect = sync_api.expect
+    narrow.goto(world.controller.url + "audit?action=contract.accept")
+    narrow.locator("td a", has_text=world.connection).first.click()
+    contract = narrow.locator("li.contract")
+    expect(contract).to_have_count(1)
+    expect(contract).to_have_attribute("data-hash", world.connection)
+    expect(narrow.locator("main")).to_contain_text("Showing contract")
+    expect(contract).to_contain_text("Gemeente Sluisdam")  # a name next to the OIN
+    expect(contract).to_contain_text("service connection")
+    assert narrow.evaluate(OVERFLOW)
+    assert narrow.errors == []

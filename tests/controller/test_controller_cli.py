@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from appliance.cli.main import main
 from appliance.config import ControllerSettings
-from appliance.controller.auth import Authenticator
+from appliance.controller.auth import TOKEN_DAYS, Authenticator
 from appliance.controller.store import ControllerStore
 
 HERE = "192.0.2.1"  # the client address of the logins checked here
@@ -183,3 +184,17 @@ def test_tokens_unlock_and_disable(config: Path, capsys: pytest.CaptureFixture[s
     )
     _, users = run(capsys, "controller", "list-users", "--config", str(config))
     assert "erin" in str(users["text"])
+
+
+def test_a_token_expires_after_90_days_unless_asked_otherwise(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same default as the Users page and the API (it never expired from the CLI)."""
+    base = ("controller", "create-token", "--config", str(config), "--role", "auditor", "--json")
+    assert run(capsys, *base, "--name", "siem")[0] == 0
+    assert run(capsys, *base, "--name", "forever", "--days", "0")[0] == 0
+    tokens = {t.name: t for t in authenticator(config).store.list_tokens()}
+    siem = tokens["siem"]
+    assert siem.expires_at is not None
+    assert siem.expires_at - siem.created_at == timedelta(days=TOKEN_DAYS) == timedelta(days=90)
+    assert tokens["forever"].expires_at is None

@@ -335,3 +335,28 @@ def test_the_controllers_own_server_certificate_is_watched_too(
         assert not any(c["due"] for c in report["organisation"]["items"])
         assert not any(c["due"] for c in report["crls"]["items"])
         assert report["previous_organisation"] is None
+
+
+def test_the_previous_chain_is_in_use_while_a_component_presents_it(
+    env: Env, fresh: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After install-cert the running components keep the chain they loaded until they
+    reload: the page asks them (the health probes) instead of calling it "not in use"."""
+    old = fresh["old"].fingerprint(hashes.SHA256()).hex()
+    new = fresh["new"].fingerprint(hashes.SHA256()).hex()
+    html = text(page(env, "/certificates"))
+    assert "not in use" not in html
+    assert "no probed component presents it now" in html
+    assert "Still in use" not in html
+
+    async def presented() -> list[dict[str, Any]]:
+        return [
+            {"name": "manager", "certificate_sha256": old},
+            {"name": "inway", "certificate_sha256": new},
+            {"name": "outway", "certificate_sha256": None},
+        ]
+
+    monkeypatch.setattr(env.controller.health, "check", presented)
+    html = text(page(env, "/certificates"))
+    assert "Still in use: the manager presents the previous chain" in html
+    assert "Reload it ( systemctl reload ) to take the live chain" in html
