@@ -59,7 +59,7 @@ from appliance.metrics import mount_metrics
 from appliance.serving.app import PeerIdentityMiddleware
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
-from appliance.statelog import FailureState
+from appliance.statelog import FailureState, FailureStates
 from appliance.tls.peer import PeerIdentity
 from appliance.txlog.errors import DuplicateTransactionError
 
@@ -70,6 +70,9 @@ log = logging.getLogger("sluis.inway")
 _LOG_WRITES = FailureState(
     log, "transaction log writes failing", "requests refused", level=logging.ERROR
 )
+# A peer whose requests are refused (an expired token, a wrong grant) refuses them all, at
+# its own rate: a line when that begins, counts, and one when its requests pass again.
+_PEER_REFUSED = FailureStates(log, "requests of peer {} refused", "requests refused")
 
 
 class InwayApp(falcon.asgi.App[GatewayRequest, falcon.asgi.Response]):
@@ -110,15 +113,13 @@ class InwayProxy:
             backend = self._services[token.service]
             path = backend_path(backend.path, raw_path(req.scope))
         except InwayError as exc:
-            log.warning(
-                "refused %s from peer %s (x5t#S256 %s): %s %s",
-                req.method,
+            _PEER_REFUSED.failed(
                 peer.peer_id,
-                peer.certificate_thumbprint,
-                exc.fsc_code,
-                exc.message,
+                f"{req.method} {exc.fsc_code} {exc.message} "
+                f"(x5t#S256 {peer.certificate_thumbprint})",
             )
             raise
+        _PEER_REFUSED.recovered(peer.peer_id)
 
         slot = self._forwarder.admit(backend.name, name=backend.name)
         try:

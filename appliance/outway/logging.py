@@ -40,11 +40,17 @@ from appliance.errors import ConfigurationError
 from appliance.inway.logging import JsonLinesLogWriter as InwayJsonLines
 from appliance.inway.logging import writer_from_spec
 from appliance.outway.errors import OutwayError, OutwayErrorCode
+from appliance.statelog import FailureState
 from appliance.txlog.errors import InvalidLogRecordError
 from appliance.txlog.pseudonym import Pseudonymiser
 from appliance.txlog.record import LogRecord, PurposeBinding, trace_id_from_traceparent
 
 log = logging.getLogger("sluis.outway")
+# A missing key refuses every request that names a data subject: a configuration state, logged
+# when it is first met and then counted once a minute (appliance.statelog), not per request.
+_NO_PSEUDONYM_KEY = FailureState(
+    log, "no pseudonymisation key", "requests refused", level=logging.ERROR
+)
 
 TRACEPARENT_HEADER = "traceparent"
 PROCESSING_ACTIVITY_HEADER = "Sluis-Processing-Activity"
@@ -85,12 +91,14 @@ def purpose_binding(
     pseudonym = None
     if subject is not None and subject.strip():
         if pseudonymiser is None:
-            log.error("a request names a data subject, but no pseudonymisation key is set")
-            raise OutwayError(
+            _NO_PSEUDONYM_KEY.failed("requests name a data subject, but no key is set")
+            error = OutwayError(
                 OutwayErrorCode.TRANSACTION_LOG_WRITE_ERROR,
                 "the data subject cannot be logged (no pseudonymisation key configured); "
                 "the request was not forwarded",
             )
+            error.log_level = logging.DEBUG  # counted in the state's lines above
+            raise error
         pseudonym = pseudonymiser.pseudonymise(subject, kind=kind)
     try:
         return PurposeBinding(

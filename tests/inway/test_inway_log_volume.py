@@ -99,3 +99,20 @@ def test_an_unwritable_log_is_logged_as_a_state_not_per_request(setup: Setup) ->
     print(*after, sep="\n")
     assert 1 <= len(after) <= 2, after
     assert any(f"{REFUSED} requests refused in all" in line for line in after), after
+
+
+def test_a_peer_whose_requests_are_refused_is_logged_as_a_state(setup: Setup) -> None:
+    offset = len(setup.inway.log())
+    results = setup.call([_request(setup.tokens["expired"]) for _ in range(REFUSED)])
+    assert [_fsc_error(r) for r in results] == [(401, "ERROR_CODE_ACCESS_TOKEN_EXPIRED")] * REFUSED
+    during = _lines(setup, offset)
+    print(f"{len(during)} log lines for {REFUSED} refused requests:", *during, sep="\n")
+    assert 1 <= len(during) <= 3, during
+    assert "ERROR_CODE_ACCESS_TOKEN_EXPIRED" in during[0]
+
+    (again,) = setup.call([_request(setup.tokens["valid"])])
+    assert again["status"] == 200, again
+    after = _lines(setup, offset)[len(during) :]
+    print(*after, sep="\n")
+    assert len(after) == 1, after
+    assert f"{REFUSED} requests refused in all" in after[0]
