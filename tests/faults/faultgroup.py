@@ -684,6 +684,8 @@ class FaultResult:
         )
 
 
+REPORTED: list[FaultResult] = []  # the runs of this process, for tests/faults/conftest.py
+
 HEADER = (
     f"{'fault':<19}{'sent':>6}{'failed':>7}{'slowest':>9}{'recovery':>10}"
     f"{'2xx-unlog':>10}{'dup':>6}  failures (service: status code)"

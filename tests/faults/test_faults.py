@@ -14,24 +14,23 @@ application was answered. For every fault:
 - what issue 16 wants and the product does not do yet: a test of its own, marked xfail
   (strict=False) until the fix lands.
 
-The table of all faults is printed at the end of the module (``-s`` not needed).
+The table of all faults is printed in pytest's terminal summary (tests/faults/conftest.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from faultgroup import (
     LOADED,
     OTHER,
     QUICK,
+    REPORTED,
     FaultGroup,
     FaultResult,
     faults,
     run_fault,
-    table,
 )
 
 pytestmark = pytest.mark.slow
@@ -40,30 +39,24 @@ pytestmark = pytest.mark.slow
 # closed, docs/txlog.md), or the service's share of the gateway's connections is full
 # (appliance/forwarding/limits.py, 503 with Retry-After).
 REFUSED = {"500 TRANSACTION_LOG_WRITE_ERROR", "503 ERROR_CODE_SERVICE_BUSY"}
+# Seconds, generous for a shared 2-core machine (a load average of 15 from other test runs is
+# common): the faults' own delays are 5 s and more (pool waits, timeouts, a worker's boot).
+SOON = 2.0  # "recovered at once"
+UNDISTURBED = 2.0  # "not slowed down": the slowest request of an unfaulted service
 FAULTS = {fault.name: fault for fault in faults(QUICK.kill_every)}
 RESULTS: dict[str, FaultResult] = {}
 
 
 @pytest.fixture(scope="module")
-def group(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[FaultGroup]:
+def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultGroup]:
     with FaultGroup.running(tmp_path_factory.mktemp("faults")) as running:
         yield running
-    reporter: Any = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and RESULTS:
-        reporter.write_line("")
-        reporter.write_line(
-            f"fault injection, quick: {QUICK.rate:g} req/s, {QUICK.before:g} s + "
-            f"{QUICK.fault:g} s fault + {QUICK.after:g} s"
-        )
-        for line in table(list(RESULTS.values())).splitlines():
-            reporter.write_line(line)
 
 
 def _run(group: FaultGroup, name: str) -> FaultResult:
     result = run_fault(group, FAULTS[name], QUICK)
     RESULTS[name] = result
+    REPORTED.append(result)  # the table at the end (conftest.py)
     print(result.row())
     _assert_invariant(result)
     return result
@@ -101,6 +94,14 @@ INWAY_WORKER_SUPERVISION = pytest.mark.xfail(
 )
 
 
+OUTWAY_WORKER_SUPERVISION = pytest.mark.xfail(
+    strict=False,
+    reason="issue 16 item worker supervision, in progress: in the bench (a kill every 5 s) "
+    "the surviving outway worker stalled for 21 s after a kill (706 of 1,502 failed, mostly "
+    "503 SERVICE_BUSY); the quick runs so far passed",
+)
+
+
 def test_kill_inway_worker(group: FaultGroup) -> None:
     """The refusals are the documented ones (502 INWAY_UNREACHABLE for a request whose
     outcome is unknown: never sent again; 503 SERVICE_BUSY), and gunicorn starts a new
@@ -122,19 +123,30 @@ def test_kill_inway_worker_costs_only_the_requests_in_flight(group: FaultGroup) 
     result = _result("kill-inway-worker")
     assert _in_flight_at_a_kill(result) == []
     assert {o.failure for o in result.failed()} <= {"502 ERROR_CODE_INWAY_UNREACHABLE"}
-    assert (result.recovery() or 0.0) < 1.0
     assert result.recovery() is not None
+    assert (result.recovery() or 0.0) < SOON
 
 
 def test_kill_outway_worker(group: FaultGroup) -> None:
-    """Only the application's connections to the killed worker break (no HTTP answer); the
-    other worker serves the rest at once, and gunicorn starts a new one."""
+    """The failures are broken connections (no answer) or the documented refusals, and
+    gunicorn starts a new worker."""
     result = _run(group, "kill-outway-worker")
+    assert {o.failure for o in result.failed() if o.status} <= {
+        "502 ERROR_CODE_INWAY_UNREACHABLE",
+        "503 ERROR_CODE_SERVICE_BUSY",
+    }
+    assert result.workers_after["outway"] == 2
+
+
+@OUTWAY_WORKER_SUPERVISION
+def test_kill_outway_worker_costs_only_the_requests_in_flight(group: FaultGroup) -> None:
+    """Issue 16: only the application's connections to the killed worker break; the other
+    worker serves the rest at once."""
+    result = _result("kill-outway-worker")
     assert _in_flight_at_a_kill(result) == []
     assert all(o.status == 0 for o in result.failed())
     assert result.recovery() is not None
-    assert (result.recovery() or 0.0) < 1.0
-    assert result.workers_after["outway"] == 2
+    assert (result.recovery() or 0.0) < SOON
 
 
 # -- the provider's Manager ----------------------------------------------------------------------
@@ -191,7 +203,7 @@ def test_hang_backend_leaves_the_other_service_alone(group: FaultGroup) -> None:
     while another service's backend hangs."""
     result = _result("hang-backend")
     assert result.failed(LOADED) == []
-    assert result.slowest(LOADED) < 1.0
+    assert result.slowest(LOADED) < UNDISTURBED
 
 
 def test_dead_backend(group: FaultGroup) -> None:
@@ -200,16 +212,16 @@ def test_dead_backend(group: FaultGroup) -> None:
     result = _run(group, "dead-backend")
     assert {o.failure for o in result.failed()} == {"502 ERROR_CODE_SERVICE_UNREACHABLE"}
     assert {o.service for o in result.failed()} == {OTHER}
-    assert max(o.seconds for o in result.failed()) < 2.0
+    assert max(o.seconds for o in result.failed()) < 3.0  # refused, not timed out
     assert result.recovery() is not None
-    assert (result.recovery() or 0.0) < 1.0
+    assert (result.recovery() or 0.0) < SOON
 
 
 def test_dead_backend_leaves_the_other_service_alone(group: FaultGroup) -> None:
     """Issue 16, per-service isolation: not one request of the loaded service fails."""
     result = _result("dead-backend")
     assert result.failed(LOADED) == []
-    assert result.slowest(LOADED) < 1.0
+    assert result.slowest(LOADED) < UNDISTURBED
 
 
 # -- slow clients --------------------------------------------------------------------------------
