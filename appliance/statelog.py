@@ -12,6 +12,11 @@ logs instead
 - when it ends (:meth:`FailureState.recovered`):
   ``<state>: over after <s> s (since <UTC time>), <total> <counted> in all``.
 
+A state that flaps (failures and successes interleaved: a peer with one good grant and one
+bad, a backend going up and down) would log a begin and an end per failure; within a summary
+period of the line that said "over", it begins again quietly and its end waits for the period,
+so that it, too, logs about one line a period, with the counts.
+
 Each occurrence is logged at DEBUG with its own reason, for whoever needs every one.
 Thread-safe (the transaction log commits in a thread of its own). Per process: each gunicorn
 worker logs its own state.
@@ -58,15 +63,18 @@ class FailureState:
         self._clock = clock
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._since: float | None = None  # wall clock, while failing
-        self._began = 0.0  # monotonic
-        self._reported = 0.0  # monotonic: the last line
-        self._since_report = 0
-        self._total = 0
+        self._failing = False
+        self._since = 0.0  # wall clock: the first failure since the log last said "over"
+        self._began = 0.0  # the same, monotonic
+        self._total = 0  # failures since the log last said "over"
+        self._unreported = 0  # failures since the last line
+        self._last_line = 0.0  # monotonic
+        self._said_over = False  # the last line logged was an end
+        self._end_pending = False
 
     @property
     def failing(self) -> bool:
-        return self._since is not None
+        return self._failing
 
     def failed(self, reason: str, count: int = 1) -> None:
         """``count`` more failures, for ``reason``; logs only when the state begins or a summary
@@ -74,42 +82,56 @@ class FailureState:
         self._log.debug("%s: %s", self.state, reason)
         with self._lock:
             now = self._monotonic()
+            if not self._total:
+                self._since, self._began = self._clock(), now
             self._total += count
-            if self._since is None:
-                self._since, self._began, self._reported = self._clock(), now, now
-                self._since_report = 0
-                since = _moment(self._since)
-                self._log.log(self._level, "%s: %s (since %s)", self.state, reason, since)
-                return
-            self._since_report += count
-            if now - self._reported < self._summary_seconds:
-                return
-            self._log.log(
-                self._level,
-                "%s, since %s: %d %s in the last %.0f s, because %s",
-                self.state,
-                _moment(self._since),
-                self._since_report,
-                self._counted,
-                now - self._reported,
-                reason,
-            )
-            self._reported, self._since_report = now, 0
+            self._unreported += count
+            begins, self._failing, self._end_pending = not self._failing, True, False
+            recent = now - self._last_line < self._summary_seconds
+            # A state that flaps (a peer with one good grant and one bad, a backend going up
+            # and down) begins again quietly within a period of the line that said "over": at
+            # most about a line a period, whatever the rate; the counts follow in the next line.
+            if begins and not (self._said_over and recent):
+                self._line(now, "%s: %s (since %s)", self.state, reason, _moment(self._since))
+            elif not recent:
+                self._line(
+                    now,
+                    "%s, since %s: %d %s in the last %.0f s, because %s",
+                    self.state,
+                    _moment(self._since),
+                    self._unreported,
+                    self._counted,
+                    now - self._last_line,
+                    reason,
+                )
 
     def recovered(self) -> None:
         """The state is over (cheap when it was not failing: call it on every success)."""
+        if not (self._failing or self._end_pending):
+            return
         with self._lock:
-            if self._since is None:
-                return
-            self._log.info(
-                "%s: over after %.0f s (since %s), %d %s in all",
-                self.state,
-                self._monotonic() - self._began,
-                _moment(self._since),
-                self._total,
-                self._counted,
-            )
-            self._since, self._total = None, 0
+            now = self._monotonic()
+            recent = now - self._last_line < self._summary_seconds
+            if self._failing:
+                self._failing = False
+                # The log says "over" already (it flaps): the count follows once a period allows.
+                self._end_pending = self._said_over and recent
+            if not self._end_pending or not recent:
+                self._line(
+                    now,
+                    "%s: over after %.0f s (since %s), %d %s in all",
+                    self.state,
+                    now - self._began,
+                    _moment(self._since),
+                    self._total,
+                    self._counted,
+                    level=logging.INFO,
+                )
+                self._said_over, self._end_pending, self._total = True, False, 0
+
+    def _line(self, now: float, message: str, *args: object, level: int | None = None) -> None:
+        self._log.log(self._level if level is None else level, message, *args)
+        self._last_line, self._unreported, self._said_over = now, 0, False
 
 
 class FailureStates:

@@ -67,3 +67,27 @@ def test_one_state_per_key(caplog: pytest.LogCaptureFixture) -> None:
     names = [line.split(":")[0] for line in lines]
     assert names == ["service a down", "service b down", "service a down"]
     assert lines[2].endswith("10 refused in all")
+
+
+def test_a_flapping_state_logs_about_a_line_a_period(caplog: pytest.LogCaptureFixture) -> None:
+    """A peer with one good grant and one bad: failures and successes alternate."""
+    clock = Clock()
+    state = FailureState(
+        logging.getLogger("test.statelog"), "peer refused", "refused", clock=clock, monotonic=clock
+    )
+    with caplog.at_level(logging.INFO, logger="test.statelog"):
+        for _ in range(1000):  # 100 s: 10 failures and 10 successes a second
+            state.failed("expired")
+            clock.now += 0.05
+            state.recovered()
+            clock.now += 0.05
+        clock.now += 60
+        state.recovered()  # the last quiet episode's count is reported once a period allows
+    lines = _lines(caplog)
+    print(*lines, sep="\n")
+    # Begin and end, then a summary or an end about once a minute, not 2,000 lines.
+    assert len(lines) <= 8, lines
+    assert lines[0].startswith("peer refused: expired")
+    assert lines[-1].startswith("peer refused: over after")
+    counted = sum(int(line.split(", ")[-1].split()[0]) for line in lines if "in all" in line)
+    assert counted == 1000, lines
