@@ -3,7 +3,8 @@
 Served by Sluis' gunicorn master and worker (plain HTTP listener). The lifespan startup runs
 before uvicorn listens, so a worker that sleeps there does not serve, exactly like one still
 logging in to its HSM. The delay is read from the file ``SLOWSTART_DELAY_FILE`` names at each
-worker's start: a test starts fast workers, then makes the next generation slow.
+worker's start: a test starts fast workers, then makes the next generation slow. ``/sleep/<s>``
+answers after that many seconds (a request in flight).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ async def app(
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "http":
+        if scope["path"].startswith("/sleep/"):  # a request that takes this many seconds
+            await asyncio.sleep(float(scope["path"].removeprefix("/sleep/")))
         body = str(os.getpid()).encode()  # which worker answered
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

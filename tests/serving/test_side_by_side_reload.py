@@ -1,6 +1,7 @@
 """Sluis' gunicorn master (``appliance.serving.arbiter``) with real processes: on HUP the old
 workers serve until the new ones do; TTIN/TTOU as gunicorn's; the timeout when new workers do
-not come up; a second HUP while a reload is pending; a new worker that dies before it serves.
+not come up; a second HUP while a reload is pending; a new worker that dies before it serves;
+workers whose master was SIGKILLed finish their requests in flight, then stop.
 
 The master runs as ``sluis serve`` runs it (``gunicorn_command``: our entry module, our
 gunicorn configuration, Sluis' worker), with the plain HTTP listener (no TLS, no HSM) and
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from processwatch import port_free, running
 from slowstart import DELAY_FILE_ENV
 
 from appliance.demo.processes import Component, free_port, wait_listening
@@ -269,3 +271,35 @@ def test_a_new_worker_that_dies_before_serving_is_replaced_and_awaited(
     assert len(new) == 2
     assert server.serving(new)
     assert f"reload: 2 new workers serving, stopping the old ones: pids {pids(old)}" in server.log()
+
+
+def test_orphaned_workers_finish_requests_in_flight_then_stop(start: Callable[..., Server]) -> None:
+    """The master is SIGKILLed while a request takes 3 s: the workers stop accepting within
+    about a second (the port is free), the request is answered, then they exit."""
+    server = start(workers=2)
+    workers = [psutil.Process(pid) for pid in server.workers()]
+    port = server.component.port
+    answer: list[tuple[int, float]] = []
+
+    def slow() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/sleep/3")
+        answer.append((conn.getresponse().status, time.monotonic()))
+
+    client = threading.Thread(target=slow, daemon=True)
+    client.start()
+    time.sleep(0.5)  # in flight at a worker
+    killed = time.monotonic()
+    server.send(signal.SIGKILL)
+    server.component.process.wait(10)
+    wait_until(lambda: port_free(port), timeout=5)
+    freed = time.monotonic() - killed
+    assert client.is_alive(), "the request should still be in flight when the port is free"
+    client.join(30)
+    assert answer, "the request in flight was not answered"
+    status, answered = answer[0]
+    assert status == 200
+    wait_until(lambda: not any(running(w) for w in workers), timeout=10)
+    gone = time.monotonic() - killed
+    print(f"port free {freed:.1f} s, answered {answered - killed:.1f} s, workers gone {gone:.1f} s")
+    assert answered - killed >= 2  # it was not cut off

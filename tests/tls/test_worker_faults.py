@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from processwatch import port_free, running
 from tlsgroup import Appliance, Group, appliance
 
 from appliance.demo.processes import Component, free_port, start_component
@@ -129,24 +129,6 @@ def test_workers_back_off_while_the_token_is_gone_and_recover_without_a_restart(
     assert result["failures"] == {}
 
 
-def _running(process: psutil.Process) -> bool:
-    # An exited orphan stays a zombie until its new parent (init, here) reaps it.
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def test_workers_stop_when_their_master_is_killed(server_c: Component) -> None:
     master = psutil.Process(server_c.process.pid)
     workers = master.children()
@@ -156,7 +138,7 @@ def test_workers_stop_when_their_master_is_killed(server_c: Component) -> None:
     started = time.monotonic()
     alive = list(workers)
     while alive and time.monotonic() - started < 10:
-        alive = [w for w in alive if _running(w)]
+        alive = [w for w in alive if running(w)]
         time.sleep(0.05)
     took = time.monotonic() - started
     for worker in alive:
@@ -164,7 +146,7 @@ def test_workers_stop_when_their_master_is_killed(server_c: Component) -> None:
     print(f"workers gone {took:.1f} s after the master's SIGKILL")
     assert not alive, f"workers {[w.pid for w in alive]} serve on without their master"
     assert took < 5
-    assert _port_free(server_c.port)
+    assert port_free(server_c.port)
     assert f"master {master.pid} is gone" in server_c.log()
 
 
