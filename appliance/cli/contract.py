@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.hsm.keys import public_key
@@ -30,18 +31,26 @@ from appliance.tls.peer import key_thumbprint
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("contract", help="propose and sign FSC contracts")
+    parser = add_group(subparsers, "contract")
     sub = parser.add_subparsers(dest="contract_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            required=True,
+            metavar="FILE",
+            help="appliance configuration (TOML)",
+        )
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
         return p
 
     pub = command("propose-publication", "publish one of our services in the Group's directory")
     pub.add_argument("--service", required=True, help="service name")
-    pub.add_argument("--protocol", default="PROTOCOL_TCP_HTTP_1.1")
+    pub.add_argument(
+        "--protocol", default="PROTOCOL_TCP_HTTP_1.1", help="FSC protocol (default %(default)s)"
+    )
     pub.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
     pub.set_defaults(func=_propose_publication)
 
@@ -98,7 +107,9 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(func=_revoke_replaced)
 
     lst = command("list", "list contracts with their state")
-    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument(
+        "--limit", type=int, default=100, help="at most this many, newest first (default 100)"
+    )
     lst.set_defaults(func=_list)
 
 

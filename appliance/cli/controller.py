@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group
 from appliance.config import ControllerSettings, load_config
 from appliance.controller.auth import TOKEN_DAYS, Authenticator
 from appliance.controller.passwords import generate_password
@@ -24,20 +25,24 @@ from appliance.errors import ConfigurationError
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "controller", help="accounts and API tokens of the operators' controller"
-    )
+    parser = add_group(subparsers, "controller")
     sub = parser.add_subparsers(dest="controller_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            required=True,
+            metavar="FILE",
+            help="appliance configuration (TOML)",
+        )
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
         return p
 
     roles = ", ".join(r.value for r in Role)
     user = command("create-user", "create a local account (password generated unless given)")
-    user.add_argument("--username", required=True)
+    user.add_argument("--username", required=True, help="the account's name")
     user.add_argument("--role", required=True, help=f"one of {roles}")
     user.add_argument(
         "--password-stdin",
@@ -47,12 +52,16 @@ def register(subparsers: Any) -> None:
     user.set_defaults(func=_create_user)
 
     password = command("set-password", "set a new password (ends the user's sessions)")
-    password.add_argument("--username", required=True)
-    password.add_argument("--password-stdin", action="store_true")
+    password.add_argument("--username", required=True, help="the account's name")
+    password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (first line) instead of generating one",
+    )
     password.set_defaults(func=_set_password)
 
     unlock = command("unlock-user", "unlock an account locked after failed logins")
-    unlock.add_argument("--username", required=True)
+    unlock.add_argument("--username", required=True, help="the account's name")
     unlock.set_defaults(func=_unlock)
 
     for name, help_text in (
@@ -60,7 +69,7 @@ def register(subparsers: Any) -> None:
         ("enable-user", "enable a disabled account"),
     ):
         toggle = command(name, help_text)
-        toggle.add_argument("--username", required=True)
+        toggle.add_argument("--username", required=True, help="the account's name")
         toggle.set_defaults(func=_toggle, disabled=name == "disable-user")
 
     token = command("create-token", "create an API token with one role (printed once)")

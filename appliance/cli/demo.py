@@ -6,15 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group
 from appliance.demo.group import run_demo
 from appliance.demo.signals import run_until_stopped
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="set up and run a demo Group (CA, organisations with SoftHSM keys, listeners)",
-    )
+    parser = add_group(subparsers, "demo")
     parser.add_argument(
         "--dir",
         type=Path,

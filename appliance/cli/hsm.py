@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.hsm.certs import import_certificate
@@ -208,11 +209,36 @@ def format_table(
 def _list(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     infos = list_objects(settings)
+    if args.json:
+        print(json.dumps(list_json(infos, sign_flags(settings) if infos else {}), indent=2))
+        return 0
     if not infos:
         print(f"token {settings.token_label!r} holds no objects")
         return 0
     sys.stdout.write(format_table(infos, sign_flags(settings)))
     return 0
+
+
+def list_json(
+    infos: list[ObjectInfo], sign: dict[tuple[str, str], bool | None]
+) -> list[dict[str, Any]]:
+    """``list --json``: the table's facts per object (``sign``: CKA_SIGN of private keys)."""
+    return [
+        {
+            "class": info.kind,
+            "label": info.label,
+            "id": info.id_hex,
+            "algorithm": info.algorithm,
+            "sensitive": info.sensitive,
+            "extractable": info.extractable,
+            "sign": sign.get((info.label, info.id_hex)) if info.kind == "private-key" else None,
+            "subject": info.subject,
+            "oin": info.oin,
+            "not_after": info.not_after.isoformat() if info.not_after else None,
+            "days_to_expiry": info.days_to_expiry,
+        }
+        for info in infos
+    ]
 
 
 def _stamp(at: datetime) -> str:
@@ -312,13 +338,7 @@ def _key_reference(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``hsm`` and its sub-commands to the ``sluis`` parser."""
     common = _common_options()
-    parser = subparsers.add_parser(
-        "hsm",
-        help="organisation key in the HSM: token, key, CSR, certificate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
+    parser = add_group(subparsers, "hsm")
     commands = parser.add_subparsers(dest="hsm_command", required=True, metavar="COMMAND")
 
     init = commands.add_parser(
@@ -340,7 +360,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         allow_abbrev=False,
         help="generate the organisation key pair in the token",
     )
-    gen.add_argument("--algorithm", choices=KEY_ALGORITHMS, default="ec-p256")
+    gen.add_argument(
+        "--algorithm", choices=KEY_ALGORITHMS, default="ec-p256", help="default %(default)s"
+    )
     gen.set_defaults(func=_generate_key)
 
     csr = commands.add_parser(
@@ -383,6 +405,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         allow_abbrev=False,
         help="list keys and certificates with days to expiry",
     )
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=_list)
 
     retire = commands.add_parser(
@@ -431,5 +454,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         allow_abbrev=False,
         help="write the PEM URI file that lets OpenSSL use the key in the token",
     )
-    ref.add_argument("--out", required=True, type=Path, metavar="FILE")
+    ref.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="the key reference file to write"
+    )
     ref.set_defaults(func=_key_reference)

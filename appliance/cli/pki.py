@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from appliance.cli.groups import add_group
 from appliance.config import SluisConfig as SluisConfigType
 from appliance.config import load_config
 from appliance.errors import ConfigurationError, SluisError
@@ -302,11 +303,7 @@ def _cmd_expiry(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pki = subparsers.add_parser(
-        "pki",
-        help="demo CA and CRL handling",
-        description="Demo PKI shaped like PKIoverheid Private Services, and CRL fetching.",
-    )
+    pki = add_group(subparsers, "pki")
     commands = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
 
     def ca_dir(parser: argparse.ArgumentParser) -> None:
@@ -320,22 +317,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         required=True,
         help="URL under which root.crl and intermediate.crl will be served",
     )
-    init.add_argument("--root-days", type=_positive, default=3650)
-    init.add_argument("--intermediate-days", type=_positive, default=1825)
-    init.add_argument("--crl-days", type=_positive, default=7)
+    init.add_argument(
+        "--root-days", type=_positive, default=3650, help="root CA validity (default %(default)s)"
+    )
+    init.add_argument(
+        "--intermediate-days",
+        type=_positive,
+        default=1825,
+        help="intermediate CA validity (default %(default)s)",
+    )
+    init.add_argument(
+        "--crl-days", type=_positive, default=7, help="CRL validity (default %(default)s)"
+    )
     init.set_defaults(func=_cmd_init)
 
     issue = commands.add_parser("issue", help="issue an organisation certificate from a CSR")
     ca_dir(issue)
     issue.add_argument("--csr", type=Path, required=True, help="PEM CSR (made with the HSM key)")
     issue.add_argument("--out", type=Path, required=True, help="where to write the PEM chain")
-    issue.add_argument("--days", type=_positive, default=365)
+    issue.add_argument(
+        "--days", type=_positive, default=365, help="certificate validity (default %(default)s)"
+    )
     issue.set_defaults(func=_cmd_issue)
 
     revoke = commands.add_parser("revoke", help="revoke a certificate and republish the CRLs")
     ca_dir(revoke)
     revoke.add_argument("--serial", type=_serial, required=True, help="serial number in hex")
-    revoke.add_argument("--reason", choices=_REASONS, default=x509.ReasonFlags.unspecified.value)
+    revoke.add_argument(
+        "--reason",
+        choices=_REASONS,
+        default=x509.ReasonFlags.unspecified.value,
+        help="CRL reason code (default %(default)s)",
+    )
     revoke.set_defaults(func=_cmd_revoke)
 
     crl = commands.add_parser("crl", help="republish fresh CRLs")
@@ -348,7 +361,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     serve = commands.add_parser("serve", help="serve CA certificates and CRLs over HTTP")
     ca_dir(serve)
-    serve.add_argument("--bind", type=_bind, default=("127.0.0.1", 8088), metavar="HOST:PORT")
+    serve.add_argument(
+        "--bind",
+        type=_bind,
+        default=("127.0.0.1", 8088),
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8088)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     fetch = commands.add_parser("fetch-crl", help="download and verify CRLs into one PEM bundle")
@@ -412,7 +431,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     appliance_config(expiry)
     expiry.add_argument(
-        "--within-days", type=_positive, required=True, metavar="N", help="renewal horizon"
+        "--within-days",
+        type=_positive,
+        default=30,
+        metavar="N",
+        help="renewal horizon in days (default %(default)s, as the controller's)",
     )
     expiry.add_argument(
         "--crl-within-hours",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group
 from appliance.config import ControllerSettings, InwaySettings, OutwaySettings, load_config
 from appliance.serving.launch import ServeOptions, exec_gunicorn
 
@@ -21,14 +22,11 @@ DEFAULT_BIND = "127.0.0.1:8443"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="run a component under gunicorn with mutual TLS and the key in the HSM",
-        description="Run a Sluis component under gunicorn. The TLS context is built in each "
-        "worker after fork, with the organisation key in the HSM.",
-    )
+    parser = add_group(subparsers, "serve")
     parser.add_argument("component", help=f"one of {', '.join(COMPONENTS)}, or module:factory()")
-    parser.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+    parser.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
+    )
     parser.add_argument(
         "--bind",
         help="host:port (default: the [inway]/[outway]/[controller] bind for those, otherwise "

@@ -8,12 +8,14 @@ import contextlib
 import json
 import os
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from appliance.cli.groups import add_group
 from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.tls.context import TlsSetupError, client_context, server_context
@@ -23,20 +25,24 @@ from appliance.tls.probe import run_probe
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("tls", help="OpenSSL configuration and TLS self-check")
+    parser = add_group(subparsers, "tls")
     sub = parser.add_subparsers(dest="tls_command", required=True, metavar="COMMAND")
 
     conf = sub.add_parser(
         "openssl-config",
         help="write the OpenSSL config (pkcs11 provider + NCSC policy) named in [tls] openssl_conf",
     )
-    conf.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+    conf.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
+    )
     conf.set_defaults(func=_openssl_config)
 
     check = sub.add_parser(
         "check", help="build the server and client contexts and show the certificate identity"
     )
-    check.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+    check.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
+    )
     check.set_defaults(func=_check)
 
     probe = sub.add_parser(
@@ -45,7 +51,9 @@ def register(subparsers: Any) -> None:
         description="Mutual TLS with the HSM key; prints the server identity and the response "
         "as JSON. With --count/--concurrency it is a handshake load generator.",
     )
-    probe.add_argument("--config", type=Path, required=True, help="appliance configuration (TOML)")
+    probe.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
+    )
     probe.add_argument("--connect", required=True, help="host:port to connect to")
     probe.add_argument(
         "--server-name", required=True, help="FQDN the server certificate must carry"
@@ -63,11 +71,25 @@ def _openssl_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_env(path: Path) -> SluisConfig:
-    sluis = load_config(path)
-    if os.environ.get("OPENSSL_CONF") != str(sluis.tls.openssl_conf):
+def _require_env(args: argparse.Namespace) -> SluisConfig:
+    """The configuration, in a process whose OpenSSL loaded ``[tls] openssl_conf``.
+
+    OpenSSL reads ``OPENSSL_CONF`` once, when the interpreter starts: without it the command
+    runs itself again with it set (as ``sluis serve`` does); a relative one naming the same
+    file is fine; one naming another file is refused, with both paths.
+    """
+    sluis = load_config(args.config)
+    wanted = sluis.tls.openssl_conf
+    seen = os.environ.get("OPENSSL_CONF")
+    if not seen:
+        env = {**os.environ, "OPENSSL_CONF": str(wanted.resolve())}
+        again = [sys.executable, "-m", "appliance", *args.argv]
+        os.execve(sys.executable, again, env)  # noqa: S606 (this very command, no shell)
+    if Path(seen).resolve() != wanted.resolve():
         raise ConfigurationError(
-            f"run with OPENSSL_CONF={sluis.tls.openssl_conf} so the pkcs11 provider is loaded"
+            f"OPENSSL_CONF is {seen!r} ({Path(seen).resolve()}), but [tls] openssl_conf is "
+            f"{wanted} ({wanted.resolve()}): run with OPENSSL_CONF={wanted}, or without "
+            "OPENSSL_CONF (this command sets it)"
         )
     # The token store of [hsm] (SoftHSM2's SOFTHSM2_CONF), as the components set it: the
     # module reads it when the provider first opens the token, after this point.
@@ -76,7 +98,7 @@ def _require_env(path: Path) -> SluisConfig:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    sluis = _require_env(args.config)
+    sluis = _require_env(args)
     host, _, port = args.connect.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigurationError(f"--connect must be host:port, got {args.connect!r}")
@@ -97,7 +119,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    sluis = _require_env(args.config)
+    sluis = _require_env(args)
     server = server_context(sluis.tls, sluis.hsm)
     client = client_context(sluis.tls, sluis.hsm)
     leaf = x509.load_pem_x509_certificate(sluis.tls.certificate_chain.read_bytes())

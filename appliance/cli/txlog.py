@@ -15,18 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.cli.groups import add_group, plain
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.txlog.export import DEFAULT_BATCH, export_jsonl
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("txlog", help="the transaction log: export for log shippers")
+    parser = add_group(subparsers, "txlog")
     commands = parser.add_subparsers(dest="txlog_command", required=True, metavar="COMMAND")
     export = commands.add_parser(
         "export-jsonl",
         help="append the records not exported yet to a JSON-lines file",
-        description=(__doc__ or "").split("\n\n")[1],
+        description=plain((__doc__ or "").split("\n\n")[1]),
     )
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,6 +102,18 @@ def test_full_flow(
     private_row = next(line for line in table if line.startswith("private-key"))
     assert "sensitive,non-extractable" in private_row
     assert "ec-p384" in private_row
+
+    # --json: the same facts, parseable.
+    assert run("list", *common, "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    private = next(o for o in listed if o["class"] == "private-key")
+    assert private["algorithm"] == "ec-p384"
+    assert private["sensitive"] is True
+    assert private["extractable"] is False
+    assert private["sign"] is True
+    certificate = next(o for o in listed if o["class"] == "certificate")
+    assert certificate["days_to_expiry"] in (29, 30)
+    assert certificate["oin"] == "00000001234567890000"
 
     ref = tmp_path / "keys" / "organisation.key.pem"
     assert run("key-reference", *common, "--out", str(ref)) == 0
