@@ -172,6 +172,14 @@ class AccessControl:
             if api:
                 raise forbidden(f"the role {principal.role} may not do this ({rule.permission})")
             raise UiForbidden(description=f"Your role ({principal.role}) may not do this.")
+        if principal.must_change_password and not getattr(
+            resource, "before_password_change", False
+        ):
+            # A generated password was shown to whoever made the account: nothing but choosing
+            # one's own (or logging out) until then.
+            if api:
+                raise forbidden("choose your own password first: log in on the web pages")
+            raise falcon.HTTPSeeOther("/password")
         if req.method in SAFE_METHODS or principal.kind == "token":
             return
         token = req.get_header(CSRF_HEADER)

@@ -102,6 +102,7 @@ class OpenApi(Resource):
 
 
 class Session(Resource):
+    before_password_change = True  # see and end the session while a password must change
     rules = by_method(
         GET=Rule(Permission.VIEW, "session.read"),
         DELETE=Rule(Permission.VIEW, "logout"),
@@ -364,7 +365,7 @@ class Users(Resource):
         password = p.text(body, "password")
         chosen = password or generate_password()
         try:
-            user = self.c.auth.create_user(username, role, chosen)
+            user = self.c.auth.create_user(username, role, chosen, generated=not password)
         except (StoreError, ValueError) as exc:
             audit(self.c, req, "user.create", "failure", target=username[:64], detail=str(exc))
             raise ControllerError(

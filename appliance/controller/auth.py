@@ -123,6 +123,7 @@ class Principal:
     session_id: str | None = None  # the cookie's value; only to check CSRF, never logged
     user_id: int | None = None
     token_id: int | None = None
+    must_change_password: bool = False  # a generated password: only /password until changed
 
     @property
     def csrf_token(self) -> str | None:
@@ -393,6 +394,7 @@ class Authenticator:
             "session",
             session_id=session_id,
             user_id=row.user.id,
+            must_change_password=row.user.must_change_password,
         )
 
     def end_session(self, session_id: str) -> None:
@@ -432,9 +434,15 @@ class Authenticator:
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def create_user(self, username: str, role: Role, password: str) -> User:
+    def create_user(
+        self, username: str, role: Role, password: str, *, generated: bool = False
+    ) -> User:
+        """``generated``: the password was made here and shown to whoever made the account;
+        its owner must choose their own at the first login."""
         check_password_policy(password)
-        return self.store.add_user(username, role, hash_password(password), self.clock())
+        return self.store.add_user(
+            username, role, hash_password(password), self.clock(), must_change_password=generated
+        )
 
     def set_password(self, username: str, password: str) -> User:
         check_password_policy(password)

@@ -46,6 +46,8 @@ users = sa.Table(
     sa.Column("password_changed_at", UtcDateTime(), nullable=False),
     sa.Column("last_login_at", UtcDateTime(), nullable=True),
     sa.Column("oidc_subject", sa.String(512), nullable=True, unique=True),
+    # A generated password: the person chooses their own at the first login (0004).
+    sa.Column("must_change_password", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.CheckConstraint(_ROLE_CHECK, name="role"),
 )
 

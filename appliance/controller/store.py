@@ -50,6 +50,7 @@ class User:
     password_changed_at: datetime
     last_login_at: datetime | None
     oidc_subject: str | None = None  # "<issuer> <sub>" for an account made by an OIDC login
+    must_change_password: bool = False  # made with a generated password, not yet changed
 
     def locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
@@ -149,6 +150,7 @@ def _user(row: Any) -> User:
         password_changed_at=row.password_changed_at,
         last_login_at=row.last_login_at,
         oidc_subject=row.oidc_subject,
+        must_change_password=bool(row.must_change_password),
     )
 
 
@@ -210,7 +212,15 @@ class ControllerStore:
 
     # -- users ------------------------------------------------------------------------------
 
-    def add_user(self, username: str, role: Role, password_hash: str, now: datetime) -> User:
+    def add_user(
+        self,
+        username: str,
+        role: Role,
+        password_hash: str,
+        now: datetime,
+        *,
+        must_change_password: bool = False,
+    ) -> User:
         if not USERNAME.fullmatch(username):
             raise StoreError(
                 "a username is 1-64 characters: letters, digits and . _ @ - "
@@ -231,6 +241,7 @@ class ControllerStore:
                     disabled=False,
                     created_at=now,
                     password_changed_at=now,
+                    must_change_password=must_change_password,
                 )
             )
         user = self.get_user(username)
@@ -341,13 +352,16 @@ class ControllerStore:
         self.forget_login_attempts(username=username)
         return user
 
-    def set_password(self, username: str, password_hash: str, now: datetime) -> User:
+    def set_password(
+        self, username: str, password_hash: str, now: datetime, *, must_change: bool = False
+    ) -> User:
         """A new password ends every session of the user."""
         return self._change_user(
             username,
             {
                 "password_hash": password_hash,
                 "password_changed_at": now,
+                "must_change_password": must_change,
                 "failed_attempts": 0,
                 "locked_until": None,
             },

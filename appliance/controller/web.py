@@ -10,6 +10,7 @@ works without it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -83,6 +84,7 @@ DONE = {
     "revoke": "The contract was revoked (signed in the HSM).",
     "unlocked": "The account was unlocked.",
     "revoked-token": "The API token was revoked.",
+    "password": "Your password was changed. Log in with the new one.",
 }
 
 
@@ -379,6 +381,7 @@ class OidcCallback(Page):
 
 
 class Logout(Page):
+    before_password_change = True
     rules = by_method(POST=Rule(Permission.VIEW, "logout"))
 
     async def on_post(self, req: Request, resp: Response) -> None:
@@ -389,6 +392,57 @@ class Logout(Page):
         audit(self.c, req, "logout", "success")
         self.c.clear_session_cookie(resp)
         raise falcon.HTTPSeeOther("/login")
+
+
+class Password(Page):
+    """``/password``: choose one's own password; the only page for an account whose password
+    was generated (by an administrator or ``sluis controller create-user``) until it is done."""
+
+    before_password_change = True
+    rules = by_method(
+        GET=Rule(Permission.VIEW, "password.read"),
+        POST=Rule(Permission.VIEW, "user.password"),
+    )
+
+    def show(
+        self, req: Request, resp: Response, *, error: str | None = None, status: int = 200
+    ) -> None:
+        render(req, resp, "password.html", status=status, error=error)
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        self.show(req, resp)
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        principal = principal_of(req)
+        assert principal is not None
+        data = await p.form(req)
+        current, new = p.text(data, "current") or "", p.text(data, "password") or ""
+        if new != (p.text(data, "repeat") or ""):
+            self.show(req, resp, error="The two new passwords differ.", status=400)
+            return
+        if new == current:
+            self.show(req, resp, error="Choose a password other than the current one.", status=400)
+            return
+        try:
+            # Checked like a login: the limits apply to guesses made from an open session.
+            await asyncio.to_thread(
+                self.c.auth.check_password, principal.actor, current, peer_address(req)
+            )
+            self.c.auth.set_password(principal.actor, new)
+        except LoginFailed as exc:
+            audit(
+                self.c, req, "user.password", "failure", target=principal.actor, detail=exc.reason
+            )
+            self.show(req, resp, error="The current password is wrong.", status=400)
+            return
+        except (StoreError, ValueError) as exc:
+            audit(self.c, req, "user.password", "failure", target=principal.actor, detail=str(exc))
+            self.show(req, resp, error=str(exc), status=400)
+            return
+        audit(self.c, req, "user.password", "success", target=principal.actor)
+        # A new password ends every session of the account, this one too.
+        self.c.clear_session_cookie(resp)
+        raise falcon.HTTPSeeOther("/login?done=password")
 
 
 class Overview(Page):
@@ -710,7 +764,7 @@ class Users(Page):
         password = p.text(data, "password")
         chosen = password or generate_password()
         try:
-            user = self.c.auth.create_user(username, role, chosen)
+            user = self.c.auth.create_user(username, role, chosen, generated=not password)
         except (StoreError, ValueError) as exc:
             audit(self.c, req, "user.create", "failure", target=username[:64], detail=str(exc))
             self.show(req, resp, error=str(exc), status=400)
@@ -719,7 +773,7 @@ class Users(Page):
         created = {"what": f"user {user.username} ({role})"}
         if not password:
             created["secret"] = chosen
-            created["label"] = "Generated password (shown once)"
+            created["label"] = "Generated password (shown once; to be changed at the first login)"
         self.show(req, resp, created=created, status=201)
 
 
@@ -807,6 +861,7 @@ WEB_ROUTES = (
     START_PATH,
     CALLBACK_PATH,
     "/logout",
+    "/password",
     "/",
     "/services",
     "/services/{name}/withdraw",
@@ -830,6 +885,7 @@ def add_web_routes(app: falcon.asgi.App[Any, Any], controller: Controller) -> No
     app.add_route(START_PATH, OidcStart(controller))
     app.add_route(CALLBACK_PATH, OidcCallback(controller))
     app.add_route("/logout", Logout(controller))
+    app.add_route("/password", Password(controller))
     app.add_route("/", Overview(controller))
     app.add_route("/services", Services(controller))
     app.add_route("/services/{name}/withdraw", ServiceWithdrawal(controller))

@@ -572,3 +572,42 @@ def test_audit_entry_links_to_its_contract(narrow: Any, world: World) -> None:
     expect(contract).to_contain_text("service connection")
     assert narrow.evaluate(OVERFLOW)
     assert narrow.errors == []
+
+
+def test_a_generated_password_is_changed_at_the_first_login(
+    narrow: Any, browser: Any, world: World
+) -> None:
+    expect = sync_api.expect
+    url = world.controller.url
+    narrow.goto(url + "users")
+    narrow.get_by_label("Username").fill("piet")
+    narrow.get_by_role("button", name="Create user").click()
+    secret = narrow.get_by_label(
+        "Generated password (shown once; to be changed at the first login)"
+    )
+    password = secret.input_value()
+    expect(narrow.locator("main table").first).to_contain_text("piet")
+
+    context = browser.new_context(ignore_https_errors=True, viewport=NARROW)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(url + "contracts")
+        page.get_by_label("Username").fill("piet")
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(r"/password$"))
+        expect(page.get_by_role("status")).to_contain_text("someone else has seen it")
+        assert page.evaluate(OVERFLOW)
+        page.get_by_label("Current password").fill(password)
+        page.get_by_label("New password (at least 12 characters)").fill("piet's own passphrase")
+        page.get_by_label("New password again").fill("piet's own passphrase")
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_role("status")).to_contain_text("Your password was changed")
+        page.get_by_label("Username").fill("piet")
+        page.get_by_label("Password").fill("piet's own passphrase")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("header .who")).to_contain_text("piet (auditor)")
+        expect(page.get_by_role("heading", name="Who may use what")).to_be_visible()
+    finally:
+        context.close()

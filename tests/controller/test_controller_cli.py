@@ -198,3 +198,20 @@ def test_a_token_expires_after_90_days_unless_asked_otherwise(
     assert siem.expires_at is not None
     assert siem.expires_at - siem.created_at == timedelta(days=TOKEN_DAYS) == timedelta(days=90)
     assert tokens["forever"].expires_at is None
+
+
+def test_a_generated_password_must_be_changed(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Printed on a terminal: its owner chooses their own at the first login; a password
+    given on standard input (the Ansible role's first administrator) need not change."""
+    base = ("controller", "create-user", "--config", str(config), "--role", "auditor")
+    assert run(capsys, *base, "--username", "gen")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("a password of twelve+\n"))
+    assert run(capsys, *base, "--username", "piped", "--password-stdin")[0] == 0
+    store = authenticator(config).store
+    gen, piped = store.get_user("gen"), store.get_user("piped")
+    assert gen is not None
+    assert piped is not None
+    assert gen.must_change_password
+    assert not piped.must_change_password

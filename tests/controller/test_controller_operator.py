@@ -23,7 +23,7 @@ from controllertest import SERVICE, Env, lone_member, sample_records, write_tran
 
 from appliance.cli.contract import _grant_summary, _grant_text
 from appliance.config import ControllerSettings, OutwaySettings, load_config
-from appliance.controller.auth import TOKEN_DAYS
+from appliance.controller.auth import SESSION_COOKIE, TOKEN_DAYS
 from appliance.controller.health import HealthProber, Target, interpret, targets_from
 from appliance.controller.roles import DEFAULT_ROLE, Role
 from appliance.demo.gateways import configure_gateways
@@ -36,6 +36,12 @@ from appliance.pki.identity import OrganisationIdentity
 def text(html: str) -> str:
     """The page's text without tags, whitespace collapsed."""
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
 
 
 def get(env: Env, path: str, role: Role = Role.ADMINISTRATOR, **kwargs: Any) -> Any:
@@ -345,3 +351,106 @@ def test_reopening_tokens_goes_to_the_token_list(env: Env) -> None:
     assert 'id="tokens"' in get(env, "/users").text
     # Not for those who may not manage tokens.
     assert get(env, "/tokens", role=Role.AUDITOR).status_code == 403
+
+
+# -- 3. a generated password is changed at the first login -----------------------------------
+
+
+def form_post(env: Env, path: str, cookie: str, fields: dict[str, str]) -> Any:
+    return env.client.simulate_post(
+        path,
+        body="&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items()),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        cookies={SESSION_COOKIE: cookie},
+    )
+
+
+def test_a_generated_password_must_be_changed_at_the_first_login(env: Env) -> None:
+    page = get(env, "/users").text
+    created = env.client.simulate_post(
+        "/users",
+        body=f"username=newbie&role=auditor&password=&csrf_token={csrf_of(page)}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        **env.as_role(Role.ADMINISTRATOR, csrf=False),
+    )
+    assert created.status_code == 201, created.text
+    generated = re.search(r'id="secret" value="([^"]+)"', created.text)
+    assert generated is not None
+    assert "to be changed at the first login" in created.text
+    user = env.store.get_user("newbie")
+    assert user is not None
+    assert user.must_change_password
+
+    login = env.client.simulate_post(
+        "/api/v1/session", json={"username": "newbie", "password": generated.group(1)}
+    )
+    assert login.status_code == 201
+    cookie = login.cookies[SESSION_COOKIE].value
+    for path in ("/", "/contracts", "/transactions"):
+        moved = env.client.simulate_get(path, cookies={SESSION_COOKIE: cookie})
+        assert (moved.status_code, moved.headers.get("Location")) == (303, "/password"), path
+    refused = env.client.simulate_get("/api/v1/overview", cookies={SESSION_COOKIE: cookie})
+    assert refused.status_code == 403
+    assert "choose your own password first" in refused.text
+    assert env.client.simulate_get("/api/v1/session", cookies={SESSION_COOKIE: cookie}).json
+
+    form = env.client.simulate_get("/password", cookies={SESSION_COOKIE: cookie})
+    assert form.status_code == 200
+    assert "someone else has seen it" in form.text
+    token = csrf_of(form.text)
+    mine = "a phrase of my own choosing"
+    wrong = form_post(
+        env,
+        "/password",
+        cookie,
+        {"csrf_token": token, "current": "not it", "password": mine, "repeat": mine},
+    )
+    assert wrong.status_code == 400
+    assert "The current password is wrong" in wrong.text
+    differ = form_post(
+        env,
+        "/password",
+        cookie,
+        {"csrf_token": token, "current": generated.group(1), "password": mine, "repeat": "x"},
+    )
+    assert differ.status_code == 400
+    done = form_post(
+        env,
+        "/password",
+        cookie,
+        {"csrf_token": token, "current": generated.group(1), "password": mine, "repeat": mine},
+    )
+    assert (done.status_code, done.headers["Location"]) == (303, "/login?done=password")
+    assert env.client.simulate_get("/", cookies={SESSION_COOKIE: cookie}).status_code == 303
+    user = env.store.get_user("newbie")
+    assert user is not None
+    assert not user.must_change_password
+    again = env.client.simulate_post(
+        "/api/v1/session", json={"username": "newbie", "password": mine}
+    )
+    assert again.status_code == 201
+    home = env.client.simulate_get(
+        "/", cookies={SESSION_COOKIE: again.cookies[SESSION_COOKIE].value}
+    )
+    assert home.status_code == 200
+    assert env.last_audit()["action"] == "login"
+
+
+def test_a_chosen_password_need_not_be_changed(env: Env) -> None:
+    created = env.client.simulate_post(
+        "/api/v1/users",
+        json={"username": "chooser", "role": "auditor", "password": "chosen by the admin 1"},
+        **env.as_role(Role.ADMINISTRATOR),
+    )
+    assert created.status_code == 201, created.text
+    generated = env.client.simulate_post(
+        "/api/v1/users",
+        json={"username": "api-newbie", "role": "auditor"},
+        **env.as_role(Role.ADMINISTRATOR),
+    )
+    assert generated.status_code == 201
+    chooser, newbie = env.store.get_user("chooser"), env.store.get_user("api-newbie")
+    assert chooser is not None
+    assert newbie is not None
+    assert not chooser.must_change_password
+    assert newbie.must_change_password
