@@ -128,9 +128,7 @@ def _create_user(args: argparse.Namespace) -> int:
     role = _role(args.role)
     password = _read_password() if args.password_stdin else generate_password()
     try:
-        user = auth.create_user(
-            args.username, role, password, generated=not args.password_stdin
-        )
+        user = auth.create_user(args.username, role, password, generated=not args.password_stdin)
     except (StoreError, ValueError) as exc:
         auth.audit(
             _actor(), None, "user.create", "failure", "local", target=args.username, detail=str(exc)
