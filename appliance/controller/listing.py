@@ -79,7 +79,7 @@ class Page:
     ``grants`` in position order) and signatures (type -> peer ids)."""
 
     rows: list[Any]
-    grants: dict[str, list[Any]]
+    grants: dict[str, list[sa.Row[Any]]]
     signatures: dict[str, dict[str, list[str]]]
     next_cursor: str | None
 
@@ -367,8 +367,8 @@ def _driven_by(window: sa.Subquery) -> sa.Join:
     return window.join(t.contracts, c.content_hash == window.c.content_hash)
 
 
-def _grants(conn: Connection, hashes: Sequence[str]) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {h: [] for h in hashes}
+def _grants(conn: Connection, hashes: Sequence[str]) -> dict[str, list[sa.Row[Any]]]:
+    found: dict[str, list[sa.Row[Any]]] = {h: [] for h in hashes}
     if hashes:
         g = t.grants.c
         query = sa.select(t.grants).where(g.contract_hash.in_(list(hashes)))

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.controller.listing import WINDOW, ContractListing, Filter, Page
+from sqlalchemy import Row
+
+from appliance.controller.listing import (
+    CONNECTION_TYPES,
+    PUBLICATION_TYPES,
+    WINDOW,
+    ContractListing,
+    Filter,
+    Page,
+)
 from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.state import ContractState
 from appliance.manager.proposals import connection_content, publication_content
@@ -22,14 +31,6 @@ from appliance.manager.service import ContractView, ManagerError, ManagerService
 from appliance.manager.storage import ContractRow, GrantRow
 
 PAGE = 1000
-PUBLICATION_TYPES = (
-    "GRANT_TYPE_SERVICE_PUBLICATION",
-    "GRANT_TYPE_DELEGATED_SERVICE_PUBLICATION",
-)
-CONNECTION_TYPES = (
-    "GRANT_TYPE_SERVICE_CONNECTION",
-    "GRANT_TYPE_DELEGATED_SERVICE_CONNECTION",
-)
 LIVE_STATES = (ContractState.PROPOSED, ContractState.ACCEPTED, ContractState.VALID)
 
 
@@ -61,7 +62,8 @@ class Grant:
     delegator_peer_id: str | None
 
     @classmethod
-    def of(cls, row: GrantRow) -> Grant:
+    def of(cls, row: GrantRow | Row[Any]) -> Grant:
+        """From the Manager store's row, or a row of its ``grants`` table (the listings)."""
         return cls(
             type=row.grant_type,
             hash=row.grant_hash,
@@ -181,19 +183,7 @@ class ManagerViews:
         """The page's contracts, from the columns and the state the listing's SQL gave."""
         found = []
         for row in page.rows:
-            grants = tuple(
-                Grant(
-                    type=g.grant_type,
-                    hash=g.grant_hash,
-                    service_peer_id=g.service_peer_id,
-                    service_name=g.service_name,
-                    outway_peer_id=g.outway_peer_id,
-                    outway_public_key_thumbprint=g.outway_public_key_thumbprint,
-                    directory_peer_id=g.directory_peer_id,
-                    delegator_peer_id=g.delegator_peer_id or g.service_delegator_peer_id,
-                )
-                for g in page.grants[row.content_hash]
-            )
+            grants = tuple(Grant.of(g) for g in page.grants[row.content_hash])
             signed = page.signatures[row.content_hash]
             found.append(
                 Contract(
@@ -259,10 +249,11 @@ class ManagerViews:
     def names_of(self, contracts: Iterable[Contract]) -> dict[str, str | None]:
         return self.peer_names({p for contract in contracts for p in contract.peers})
 
-    def services(self) -> list[dict[str, Any]]:
+    def services(self, *, counted: bool = True) -> list[dict[str, Any]]:
         """Our services: published (or being published) through the directory, or configured
         in the inway; with the number of peers that may connect now (counted among the
-        newest ``WINDOW`` contracts)."""
+        newest ``WINDOW`` contracts; ``counted=False``: 0, for the overview, which lists
+        the peers instead)."""
         now = self.service.clock()
         services: dict[str, dict[str, Any]] = {}
 
@@ -295,7 +286,8 @@ class ManagerViews:
                     not_after=iso(grant.not_after),
                     protocol=_protocol(grant.data_json),
                 )
-        for name, count in self.listing.connection_counts(self.peer_id, now).items():
+        counts = self.listing.connection_counts(self.peer_id, now) if counted else {}
+        for name, count in counts.items():
             entry(name)["connections"] = count
         for name in self.inway_services:
             entry(name)
@@ -317,7 +309,7 @@ class ManagerViews:
                 "publication_contract": s["publication_contract"],
                 "consumers": [],
             }
-            for s in self.services()
+            for s in self.services(counted=False)
         }
         consumed: dict[str, dict[str, Any]] = {}
         contracts, more_contracts = self.contracts(

@@ -4,6 +4,7 @@ a number of SQL statements per request that does not grow with the contracts in 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,34 @@ from appliance.manager.contracts.signatures import SignatureType
 COPIES = 24  # every sixth waits for B's approval (bulk.add_copies)
 
 
+@contextmanager
+def copied(
+    group: Group, crls: list[x509.CertificateRevocationList], root: Path, copies: int
+) -> Iterator[tuple[Env, str]]:
+    """B's controller: the publication, A's connection (valid) and ``copies`` copies of it."""
+    with controller_env(group, crls, root) as env:
+        env.published(SERVICE)
+        template = env.connection_from_a()
+        env.controller.manager.sign(template, SignatureType.ACCEPT)
+        add_copies(env, template, 0, copies)
+        yield env, template
+
+
 @pytest.fixture(scope="module")
 def listing_env(
     group: Group,
     crls: list[x509.CertificateRevocationList],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Env, str]]:
-    """B's controller: the publication, A's connection (valid) and ``COPIES`` copies of it."""
-    with controller_env(group, crls, tmp_path_factory.mktemp("listing")) as env:
-        env.published(SERVICE)
-        template = env.connection_from_a()
-        env.controller.manager.sign(template, SignatureType.ACCEPT)
-        add_copies(env, template, 0, COPIES)
-        yield env, template
+    with copied(group, crls, tmp_path_factory.mktemp("listing"), COPIES) as found:
+        yield found
 
 
-def _walk(env: Env, where: Filter, limit: int, **kwargs: Any) -> list[list[str]]:
-    pages, cursor = [], None
+def _walk(
+    env: Env, where: Filter, limit: int, cursor: str | None = None, **kwargs: Any
+) -> list[list[str]]:
+    """The pages from ``cursor`` (None: the first) to the end."""
+    pages = []
     while True:
         page = env.controller.manager.listing.page(where, NOW, cursor=cursor, limit=limit, **kwargs)
         pages.append([row.content_hash for row in page.rows])
@@ -69,24 +81,12 @@ def test_pages_cover_every_contract_once_newest_first(listing_env: tuple[Env, st
 def test_a_cursor_is_stable_while_contracts_arrive(
     group: Group, crls: list[x509.CertificateRevocationList], tmp_path: Path
 ) -> None:
-    with controller_env(group, crls, tmp_path) as env:
-        env.published(SERVICE)
-        template = env.connection_from_a()
-        add_copies(env, template, 0, 10)
+    with copied(group, crls, tmp_path, 10) as (env, _):
         first = env.controller.manager.listing.page(Filter(), NOW, limit=4)
         before = _newest_first(env)
         env.connection_from_a()  # a new contract, newer than all: before the cursor
-        rest = _walk_from(env, first.next_cursor, 4)
+        rest = [h for page in _walk(env, Filter(), 4, first.next_cursor) for h in page]
         assert [row.content_hash for row in first.rows] + rest == before
-
-
-def _walk_from(env: Env, cursor: str | None, limit: int) -> list[str]:
-    found: list[str] = []
-    while cursor is not None:
-        page = env.controller.manager.listing.page(Filter(), NOW, cursor=cursor, limit=limit)
-        found.extend(row.content_hash for row in page.rows)
-        cursor = page.next_cursor
-    return found
 
 
 def test_a_filter_looks_at_a_window_and_the_cursor_goes_on(
@@ -177,11 +177,7 @@ def _statements(env: Env, path: str) -> int:
 def test_statements_per_listing_do_not_grow_with_the_contracts(
     group: Group, crls: list[x509.CertificateRevocationList], tmp_path: Path
 ) -> None:
-    with controller_env(group, crls, tmp_path) as env:
-        env.published(SERVICE)
-        template = env.connection_from_a()
-        env.controller.manager.sign(template, SignatureType.ACCEPT)
-        add_copies(env, template, 0, 5)
+    with copied(group, crls, tmp_path, 5) as (env, template):
         for path in LISTINGS:
             _statements(env, path)  # the session's first use is not the listing's
         few = {path: _statements(env, path) for path in LISTINGS}
