@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.groups import add_group
+from appliance.cli.groups import add_config, add_group
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.hsm.keys import public_key
@@ -36,13 +36,7 @@ def register(subparsers: Any) -> None:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument(
-            "--config",
-            type=Path,
-            required=True,
-            metavar="FILE",
-            help="appliance configuration (TOML)",
-        )
+        add_config(p)
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
         return p
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -141,6 +142,13 @@ def add_group(
         formatter_class=Formatter,
         allow_abbrev=False,
         **kwargs,
+    )
+
+
+def add_config(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The ``--config FILE`` option every command that reads the appliance's settings has."""
+    parser.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.cli.groups import add_group
+from appliance.cli.groups import add_config, add_group
 from appliance.config import SluisConfig as SluisConfigType
 from appliance.config import load_config
 from appliance.errors import ConfigurationError, SluisError
@@ -189,7 +189,7 @@ def _cmd_fetch_crl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _appliance_config(args: argparse.Namespace) -> tuple[Path, SluisConfigType]:
+def _add_config(args: argparse.Namespace) -> tuple[Path, SluisConfigType]:
     config_path: Path = args.config
     config = load_config(config_path)
     # The token store of [hsm] (SoftHSM2's SOFTHSM2_CONF), before the module is first loaded.
@@ -220,7 +220,7 @@ def _print_result(result: InstallResult) -> None:
 
 @_os_errors
 def _cmd_install_cert(args: argparse.Namespace) -> int:
-    config_path, config = _appliance_config(args)
+    config_path, config = _add_config(args)
     chain = _read_input(args.chain, "certificate chain")
     check = None if args.no_tls_check else subprocess_self_check(config_path, config)
     result = install_certificate(config, chain, self_check=check, key_label=args.key_label)
@@ -242,7 +242,7 @@ def _cmd_install_cert(args: argparse.Namespace) -> int:
 
 @_os_errors
 def _cmd_rollback_cert(args: argparse.Namespace) -> int:
-    config_path, config = _appliance_config(args)
+    config_path, config = _add_config(args)
     check = None if args.no_tls_check else subprocess_self_check(config_path, config)
     result = rollback_certificate(config, self_check=check)
     leaf = result.leaf
@@ -383,11 +383,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per download")
     fetch.set_defaults(func=_cmd_fetch_crl)
 
-    def appliance_config(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--config", type=Path, required=True, metavar="FILE", help="appliance configuration"
-        )
-
     install = commands.add_parser(
         "install-cert",
         help="check a renewed certificate chain and make it live (keeps the previous one)",
@@ -396,7 +391,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "runs a TLS self-check with the HSM key and swaps back if that fails. Components use "
         "it after a graceful reload (HUP).",
     )
-    appliance_config(install)
+    add_config(install)
     install.add_argument("--chain", type=Path, required=True, help="PEM chain, leaf first")
     install.add_argument(
         "--key-label",
@@ -417,7 +412,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Swaps the live and the previous link after checking the previous chain "
         "(trust, validity, CRLs) and runs the TLS self-check; a second rollback undoes the first.",
     )
-    appliance_config(rollback)
+    add_config(rollback)
     rollback.add_argument("--no-tls-check", action="store_true", help="skip the TLS self-check")
     rollback.add_argument("--json", action="store_true", help="machine-readable output")
     rollback.set_defaults(func=_cmd_rollback_cert)
@@ -429,7 +424,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "of [tls]. Exit status 0: nothing expires within N days; 1: something does (or a file "
         "cannot be read), listed as DUE; 2: configuration error.",
     )
-    appliance_config(expiry)
+    add_config(expiry)
     expiry.add_argument(
         "--within-days",
         type=_positive,

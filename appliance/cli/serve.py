@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.groups import add_group
+from appliance.cli.groups import add_config, add_group
 from appliance.config import ControllerSettings, InwaySettings, OutwaySettings, load_config
 from appliance.serving.launch import ServeOptions, exec_gunicorn
 
@@ -24,9 +24,7 @@ DEFAULT_BIND = "127.0.0.1:8443"
 def register(subparsers: Any) -> None:
     parser = add_group(subparsers, "serve")
     parser.add_argument("component", help=f"one of {', '.join(COMPONENTS)}, or module:factory()")
-    parser.add_argument(
-        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
-    )
+    add_config(parser)
     parser.add_argument(
         "--bind",
         help="host:port (default: the [inway]/[outway]/[controller] bind for those, otherwise "

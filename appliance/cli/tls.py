@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.cli.groups import add_group
+from appliance.cli.groups import add_config, add_group
 from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.tls.context import TlsSetupError, client_context, server_context
@@ -32,17 +32,13 @@ def register(subparsers: Any) -> None:
         "openssl-config",
         help="write the OpenSSL config (pkcs11 provider + NCSC policy) named in [tls] openssl_conf",
     )
-    conf.add_argument(
-        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
-    )
+    add_config(conf)
     conf.set_defaults(func=_openssl_config)
 
     check = sub.add_parser(
         "check", help="build the server and client contexts and show the certificate identity"
     )
-    check.add_argument(
-        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
-    )
+    add_config(check)
     check.set_defaults(func=_check)
 
     probe = sub.add_parser(
@@ -51,9 +47,7 @@ def register(subparsers: Any) -> None:
         description="Mutual TLS with the HSM key; prints the server identity and the response "
         "as JSON. With --count/--concurrency it is a handshake load generator.",
     )
-    probe.add_argument(
-        "--config", type=Path, required=True, metavar="FILE", help="appliance configuration (TOML)"
-    )
+    add_config(probe)
     probe.add_argument("--connect", required=True, help="host:port to connect to")
     probe.add_argument(
         "--server-name", required=True, help="FQDN the server certificate must carry"
