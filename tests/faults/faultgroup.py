@@ -59,6 +59,7 @@ from appliance.demo.group import (
 from appliance.demo.processes import Component, start_component
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
+from appliance.txlog.database import SQLITE_BUSY_TIMEOUT_SECONDS
 from appliance.txlog.record import new_transaction_id
 
 OIN_DIRECTORY, OIN_A, OIN_B = "00000001000000001600", "00000001000000001601", "00000001000000001602"
@@ -526,7 +527,9 @@ def _hang_manager(group: FaultGroup, seconds: float) -> Window:
 
 def _lock_inway_log(group: FaultGroup, seconds: float) -> Window:
     """An exclusive lock on the inway's SQLite log from another connection: its writers wait
-    (busy timeout) and then fail; readers go on (WAL)."""
+    (busy timeout) and then fail; readers go on (WAL). Held at least 1.5 s longer than the
+    busy timeout, so that writes do fail."""
+    seconds = max(seconds, SQLITE_BUSY_TIMEOUT_SECONDS + 1.5)
     db = sqlite3.connect(group.txlogs["b"], timeout=30, isolation_level=None)
     try:
         db.execute("BEGIN EXCLUSIVE")
@@ -598,7 +601,8 @@ def faults(kill_every: float = 10.0) -> list[Fault]:
         Fault("hang-manager", "SIGSTOP the provider's Manager, SIGCONT at the end", _hang_manager),
         Fault(
             "lock-inway-log",
-            "BEGIN EXCLUSIVE on the inway's SQLite log from another connection",
+            "BEGIN EXCLUSIVE on the inway's SQLite log from another connection (at least "
+            f"{SQLITE_BUSY_TIMEOUT_SECONDS + 1.5:g} s: longer than the busy timeout)",
             _lock_inway_log,
         ),
         Fault(
