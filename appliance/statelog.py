@@ -155,3 +155,8 @@ class FailureStates:
         state = self._states.get(key)
         if state is not None:
             state.recovered()
+
+    def recovered_all(self) -> None:
+        """Every key's state is over (a success that does not say which key it clears)."""
+        for state in self._states.values():
+            state.recovered()

@@ -66,7 +66,7 @@ from appliance.outway.settings import PEER_ID, OutwayRuntime, outway_settings, r
 from appliance.outway.tokens import AccessToken, TokenCache
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
-from appliance.statelog import FailureState
+from appliance.statelog import FailureState, FailureStates
 from appliance.txlog.errors import (
     TRANSACTION_ID_HEADER,
     InvalidTransactionIdError,
@@ -91,6 +91,9 @@ log = logging.getLogger("sluis.outway")
 _LOG_WRITES = FailureState(
     log, "transaction log writes failing", "requests refused", level=logging.ERROR
 )
+# An application that asks for what it may not (no grant, a bad path) is refused at its own
+# rate: per error code a line when that begins, counts, one when requests pass again.
+_APP_REFUSED = FailureStates(log, "requests refused with {}", "requests refused")
 
 # The inway refuses a token it finds invalid or expired with these: fetch a new one next time.
 _TOKEN_REFUSED = frozenset(
@@ -206,15 +209,21 @@ class OutwayProxy:
             purpose = purpose_binding(req.get_header, self._pseudonymiser)
             token = await self._tokens.token(route, departed=departure(req))
         except OutwayError as exc:
-            log.log(
-                exc.log_level,
-                "transaction %s: refused %s: %s %s",
-                transaction,
-                req.method,
-                exc.fsc_code,
-                exc.message,
-            )
+            if exc.log_level < logging.WARNING:  # counted elsewhere (e.g. a Manager's outage)
+                log.log(
+                    exc.log_level,
+                    "transaction %s: refused %s: %s %s",
+                    transaction,
+                    req.method,
+                    exc.fsc_code,
+                    exc.message,
+                )
+            else:
+                _APP_REFUSED.failed(
+                    exc.fsc_code, f"transaction {transaction}: {req.method}: {exc.message}"
+                )
             raise
+        _APP_REFUSED.recovered_all()
 
         service = f"{route.service_peer_id}/{route.service_name}"
         slot = self._forwarder.admit(

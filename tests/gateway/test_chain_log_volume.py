@@ -100,10 +100,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         backend.stop()
 
 
-def _get(port: int) -> tuple[int, str]:
+def _get(port: int, path: str = PATH) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("GET", PATH)
+        conn.request("GET", path)
         response = conn.getresponse()
         response.read()
         return response.status, response.getheader("Fsc-Error-Code") or ""
@@ -111,10 +111,10 @@ def _get(port: int) -> tuple[int, str]:
         conn.close()
 
 
-def _refuse(chain: Chain, expected: tuple[int, str]) -> list[str]:
+def _refuse(chain: Chain, expected: tuple[int, str], path: str = PATH) -> list[str]:
     """REFUSED requests, each answered ``expected``; the outway's log lines meanwhile."""
     offset = len(chain.outway.log())
-    answers = [_get(chain.outway.port) for _ in range(REFUSED)]
+    answers = [_get(chain.outway.port, path) for _ in range(REFUSED)]
     assert answers == [expected] * REFUSED
     lines = chain.outway.log()[offset:].splitlines()
     print(f"{len(lines)} outway log lines for {REFUSED} refused requests:", *lines, sep="\n")
@@ -149,3 +149,12 @@ def test_an_unwritable_log_is_logged_as_a_state(chain: Chain) -> None:
     assert 1 <= len(lines) <= 3, lines
     over = _recovery(chain, 2)
     assert any(f"{REFUSED} requests refused in all" in line for line in over), over
+
+
+def test_an_application_refused_is_logged_as_a_state(chain: Chain) -> None:
+    """An application asking for a service it has no grant for, 200 times."""
+    lines = _refuse(chain, (404, "ERROR_CODE_GRANT_NOT_FOUND"), f"/{OIN_B}/nothing/items/1")
+    assert 1 <= len(lines) <= 3, lines
+    assert "requests refused with ERROR_CODE_GRANT_NOT_FOUND" in lines[0]
+    (over,) = _recovery(chain, 1)
+    assert f"{REFUSED} requests refused in all" in over

@@ -10,12 +10,16 @@ import pytest
 from appliance.outway import logging as outway_logging
 from appliance.outway.errors import OutwayError
 from appliance.outway.logging import DATA_SUBJECT_HEADER, purpose_binding
+from appliance.statelog import FailureState
 
 
-def test_a_missing_pseudonymisation_key_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_missing_pseudonymisation_key_is_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = {DATA_SUBJECT_HEADER: "123456782"}
-    outway_logging._NO_PSEUDONYM_KEY.recovered()  # per process: an earlier test may have begun it
-    caplog.clear()
+    # The state is per process: an earlier test may have begun it.
+    fresh = FailureState(outway_logging.log, "no pseudonymisation key", "requests refused")
+    monkeypatch.setattr(outway_logging, "_NO_PSEUDONYM_KEY", fresh)
     with caplog.at_level(logging.INFO, logger="sluis.outway"):
         for _ in range(200):
             with pytest.raises(OutwayError) as refused:
