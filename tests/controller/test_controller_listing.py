@@ -15,9 +15,11 @@ from contracttest import NOW, Group
 from controllertest import SERVICE, Env, controller_env
 from cryptography import x509
 
-from appliance.controller.listing import CursorError, Filter
+from appliance.controller.listing import ContractListing, CursorError, Filter
 from appliance.controller.roles import Role
 from appliance.manager.contracts.signatures import SignatureType
+from appliance.manager.storage import ManagerStore
+from appliance.manager.storage import schema as t
 
 COPIES = 24  # every sixth waits for B's approval (bulk.add_copies)
 
@@ -189,3 +191,40 @@ def test_statements_per_listing_do_not_grow_with_the_contracts(
     assert all(few[path] - 1 <= many[path] <= few[path] for path in LISTINGS), (few, many)
     assert more == many
     assert max(few.values()) <= 20, few
+
+
+def test_the_same_pages_on_postgresql(
+    listing_env: tuple[Env, str], fresh_postgres_url: str
+) -> None:
+    """The listing's SQL on PostgreSQL: the Manager's tables copied there list the same."""
+    env, _ = listing_env
+    source = env.service.store.engine
+    target = ManagerStore.open(fresh_postgres_url)
+    try:
+        with source.connect() as read, target.engine.begin() as write:
+            for table in (t.peers, t.certificates, t.contracts, t.grants, t.contract_peers):
+                rows = [dict(row._mapping) for row in read.execute(sa.select(table))]
+                write.execute(table.insert(), rows)
+            rows = [
+                {k: v for k, v in row._mapping.items() if k != "id"}
+                for row in read.execute(sa.select(t.signatures))
+            ]
+            write.execute(t.signatures.insert(), rows)
+        here = env.controller.manager.listing
+        there = ContractListing(target.engine, here.own_peer_id)
+        for where in (
+            Filter(),
+            Filter(pending=True),
+            Filter(state="valid"),
+            Filter(kind="publication"),
+        ):
+            for limit in (3, 1000):
+                mine = here.page(where, NOW, limit=limit)
+                theirs = there.page(where, NOW, limit=limit)
+                assert [tuple(r) for r in theirs.rows] == [tuple(r) for r in mine.rows]
+                assert theirs.next_cursor == mine.next_cursor
+                assert theirs.signatures == mine.signatures
+        assert there.count(Filter(pending=True), NOW) == here.count(Filter(pending=True), NOW)
+        assert there.publications(here.own_peer_id, NOW) == here.publications(here.own_peer_id, NOW)
+    finally:
+        target.close()
