@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, Engine
 
-from appliance.manager.storage.database import create_engine, normalise_url, reading
+from appliance.database import create_engine, normalise_url, reading
 from appliance.migrations import Migrations
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -13,6 +13,7 @@ from enum import StrEnum
 import falcon
 
 from appliance.serving.fsc_errors import ErrorDomain, FscError
+from appliance.serving.wire import WIRE_CODES, WireErrors
 
 CONTROLLER_DOMAIN = "ERROR_DOMAIN_CONTROLLER"
 
@@ -32,6 +33,11 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "ERROR_CODE_UNSUPPORTED_MEDIA_TYPE"  # 415
     INTERNAL = "ERROR_CODE_INTERNAL"  # 500
     UNAVAILABLE = "ERROR_CODE_UNAVAILABLE"  # 503: the HSM or a database is not reachable
+
+
+# What the listener answers itself (bad or slow request heads: appliance.serving.wire); the
+# controller's clients know its 400 code, it has none of its own for the others.
+WIRE_ERRORS = WireErrors(CONTROLLER_DOMAIN, {**WIRE_CODES, 400: str(ErrorCode.REQUEST_INVALID)})
 
 
 class ControllerError(FscError):

@@ -24,9 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from appliance.database import beyond, reading
 from appliance.errors import SluisError
 from appliance.manager.storage import schema as t
-from appliance.manager.storage.database import beyond, reading
 
 PUBLICATION_TYPES = (
     "GRANT_TYPE_SERVICE_PUBLICATION",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from appliance.manager.storage.schema import NAMING_CONVENTION, UtcDateTime
+from appliance.database import NAMING_CONVENTION, UtcDateTime
 
 TABLE_PREFIX = "controller_"
 ROLES = ("administrator", "security_officer", "service_owner", "auditor")

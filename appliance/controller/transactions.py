@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from appliance.manager.storage.database import beyond
+from appliance.database import beyond
 from appliance.txlog import schema
 from appliance.txlog.database import create_engine, migrate, reading
 

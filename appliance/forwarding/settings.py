@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 from appliance.errors import ConfigurationError
@@ -85,3 +86,32 @@ def service_limits(
         if service:
             limits[service] = limit
     return default, limits
+
+
+def normalise_address(address: str) -> str:
+    """An inway address (the inway's own, a token's ``aud``) in the form they are compared in:
+    lower-case scheme and host, no trailing slash. Raises ValueError unless it is an https URL
+    with host and port."""
+    parts = urllib.parse.urlsplit(address.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        parts.scheme.lower() != "https"
+        or not parts.hostname
+        or port is None
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"inway address {address!r} must be an https URL with host and port, like "
+            "https://inway.example.nl:443"
+        )
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"https://{host}:{port}"

@@ -18,6 +18,10 @@ import falcon
 
 from appliance.forwarding.limits import RETRY_AFTER_SECONDS
 from appliance.serving.fsc_errors import ErrorDomain, FscError
+from appliance.serving.wire import WireErrors
+
+# What the listener answers itself (bad or slow request heads: appliance.serving.wire).
+WIRE_ERRORS = WireErrors(str(ErrorDomain.INWAY))
 
 
 class InwayErrorCode(StrEnum):

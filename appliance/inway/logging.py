@@ -17,20 +17,17 @@ when the record is not stored.
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from appliance.config import SluisConfig
 from appliance.errors import ConfigurationError
 from appliance.inway.errors import InwayError, InwayErrorCode
 from appliance.inway.tokens import AccessToken
+from appliance.txlog.writers import JsonLinesFile, writer_from_spec
 
 log = logging.getLogger("sluis.inway")
 
@@ -113,29 +110,8 @@ class MemoryLogWriter:
         self.records.append(dict(record))
 
 
-class JsonLinesLogWriter:
-    """Appends one JSON line per record (O_APPEND: several workers may share the file).
-
-    Tests only: not durable (no fsync), not tamper-evident, never rotated.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            if os.write(fd, line) != len(line):
-                raise OSError(f"short write to {self.path}")
-        finally:
-            os.close(fd)
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line]
+# The inway hands its writer the record as a dict: the plain JSON lines file fits as it is.
+JsonLinesLogWriter = JsonLinesFile
 
 
 def load_log_writer(spec: str, config: SluisConfig) -> LogWriter:
@@ -149,36 +125,4 @@ def load_log_writer(spec: str, config: SluisConfig) -> LogWriter:
     writer: LogWriter = writer_from_spec(
         spec, config, section="inway", json_lines=JsonLinesLogWriter, protocol=LogWriter
     )
-    return writer
-
-
-def writer_from_spec(
-    spec: str,
-    config: SluisConfig,
-    *,
-    section: str,
-    json_lines: Callable[[Path], Any],
-    protocol: type,
-) -> Any:
-    """A gateway's ``transaction_log`` setting (not empty): ``jsonl:/path`` (tests only) or
-    ``package.module:factory``, whose writer must satisfy ``protocol``."""
-    if spec.startswith("jsonl:"):
-        path = Path(spec.removeprefix("jsonl:"))
-        if not path.is_absolute():
-            raise ConfigurationError(f"[{section}] transaction_log jsonl: needs an absolute path")
-        log.warning("transaction log: JSON lines in %s (for tests only; not durable)", path)
-        return json_lines(path)
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(
-            f"[{section}] transaction_log {spec!r} must be 'package.module:factory' or "
-            "'jsonl:/path'"
-        )
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"[{section}] transaction_log {spec!r}: {exc}") from None
-    writer = factory(config)
-    if not isinstance(writer, protocol):
-        raise ConfigurationError(f"[{section}] transaction_log {spec!r} made no LogWriter")
     return writer

@@ -32,6 +32,7 @@ from appliance.errors import ConfigurationError
 from appliance.forwarding.settings import (
     SERVICE_NAME,
     check_gateway_settings,
+    normalise_address,
     pass_headers,
     service_limits,
 )
@@ -65,34 +66,6 @@ class InwayRuntime:
     clock_skew: float = 5.0
     service_limit: int = 64  # requests in flight per service and worker
     service_limits: Mapping[str, int] = field(default_factory=dict)  # per service
-
-
-def normalise_address(address: str) -> str:
-    """An inway address as compared with a token's ``aud``: lower-case scheme and host, no
-    trailing slash. Raises ValueError unless it is an https URL with host and port."""
-    parts = urllib.parse.urlsplit(address.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if (
-        parts.scheme.lower() != "https"
-        or not parts.hostname
-        or port is None
-        or parts.username is not None
-        or parts.password is not None
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-    ):
-        raise ValueError(
-            f"inway address {address!r} must be an https URL with host and port, like "
-            "https://inway.example.nl:443"
-        )
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"https://{host}:{port}"
 
 
 def parse_backend(entry: str) -> Backend:

@@ -16,6 +16,7 @@ import falcon.asgi
 
 from appliance.serving.bodies import CLOSE
 from appliance.serving.fsc_errors import ErrorDomain, FscError, serialize_error
+from appliance.serving.wire import WireErrors
 
 # A request malformed before any contract is looked at: a body that is not JSON, a missing or
 # unusable Fsc-Manager-Address, a bad query parameter.
@@ -26,6 +27,10 @@ METHOD_NOT_ALLOWED = "ERROR_CODE_METHOD_NOT_ALLOWED"
 INTERNAL = "ERROR_CODE_INTERNAL"
 
 _CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: REQUEST_TOO_LARGE}
+
+
+# What the listener answers itself (bad or slow request heads: appliance.serving.wire).
+WIRE_ERRORS = WireErrors(str(ErrorDomain.MANAGER))
 
 
 def bad_request(message: str) -> FscError:

@@ -37,13 +37,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from appliance.config import SluisConfig
 from appliance.errors import ConfigurationError
-from appliance.inway.logging import JsonLinesLogWriter as InwayJsonLines
-from appliance.inway.logging import writer_from_spec
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.statelog import FailureState
 from appliance.txlog.errors import InvalidLogRecordError
 from appliance.txlog.pseudonym import Pseudonymiser
 from appliance.txlog.record import LogRecord, PurposeBinding, trace_id_from_traceparent
+from appliance.txlog.writers import JsonLinesFile, writer_from_spec
 
 log = logging.getLogger("sluis.outway")
 # A missing key refuses every request that names a data subject: a configuration state, logged
@@ -133,7 +132,7 @@ class JsonLinesLogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lines = InwayJsonLines(path)
+        self._lines = JsonLinesFile(path)
 
     async def write(self, record: LogRecord) -> None:
         data: dict[str, Any] = record.to_api()

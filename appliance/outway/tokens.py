@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from appliance.inway.settings import normalise_address
+from appliance.forwarding.settings import normalise_address
 from appliance.manager.peer_client import PeerClient
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import Route

@@ -4,8 +4,8 @@ A request head that is malformed, too large or too slow is answered by the HTTP 
 (``appliance.serving.protocol``), not by the app: the app never sees it. The answer is still in
 the component's own format: ``{"message", "domain", "code"}`` plus the code in the
 ``Fsc-Error-Code`` header, with the FSC domain of the gateway or Manager
-(``appliance.serving.fsc_errors``) or the controller's domain and codes
-(``appliance.controller.errors``). The worker picks the component's :class:`WireErrors` by the
+(``appliance.serving.fsc_errors``) or the controller's domain and codes. Each component
+declares its :class:`WireErrors` in its own ``errors`` module; the worker finds it by the
 module of the app it serves (:func:`wire_errors_for`) and hands it to the protocol.
 
 The codes are Sluis' own: the FSC specification has none for HTTP framing (its codes start
@@ -15,6 +15,7 @@ once a request is understood).
 from __future__ import annotations
 
 import http
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,22 +55,18 @@ class WireErrors:
 DEFAULT_WIRE_ERRORS = WireErrors(str(ErrorDomain.INWAY))
 
 
-def _controller() -> WireErrors:
-    from appliance.controller.errors import CONTROLLER_DOMAIN, ErrorCode
-
-    # The controller's clients know its 400 code; it has none for the others.
-    return WireErrors(CONTROLLER_DOMAIN, {**WIRE_CODES, 400: str(ErrorCode.REQUEST_INVALID)})
-
-
 def wire_errors_for(app_uri: str) -> WireErrors:
-    """The format of the component whose app gunicorn loads from ``app_uri`` (module:factory)."""
-    module = app_uri.partition(":")[0]
-    if module.startswith("appliance.controller."):
-        return _controller()
-    for prefix, domain in (
-        ("appliance.outway.", ErrorDomain.OUTWAY),
-        ("appliance.manager.", ErrorDomain.MANAGER),
-    ):
-        if module.startswith(prefix):
-            return WireErrors(str(domain))
-    return DEFAULT_WIRE_ERRORS
+    """The format of the component whose app gunicorn loads from ``app_uri`` (module:factory).
+
+    Each component declares its own as ``WIRE_ERRORS`` in its package's ``errors`` module
+    (``appliance.outway.errors`` for ``appliance.outway.app``): serving is the plumbing below
+    the components and names none of them."""
+    package = app_uri.partition(":")[0].rpartition(".")[0]
+    if not package:
+        return DEFAULT_WIRE_ERRORS
+    try:
+        errors = importlib.import_module(f"{package}.errors")
+    except ModuleNotFoundError:
+        return DEFAULT_WIRE_ERRORS
+    declared = getattr(errors, "WIRE_ERRORS", DEFAULT_WIRE_ERRORS)
+    return declared if isinstance(declared, WireErrors) else DEFAULT_WIRE_ERRORS

@@ -1,6 +1,6 @@
 """The transaction log's database: engines (the Manager's recipe) and its own migrations.
 
-Engines come from :func:`appliance.manager.storage.database.create_engine`: SQLite in WAL mode
+Engines come from :func:`appliance.database.create_engine`: SQLite in WAL mode
 with ``synchronous = FULL``, a busy timeout and ``BEGIN IMMEDIATE`` for writers; PostgreSQL
 through psycopg 3. The transaction log adds one thing on PostgreSQL: a server configured with
 ``synchronous_commit = off`` would acknowledge a commit before it is on disk, so every
@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from alembic.config import Config
 from sqlalchemy.engine import URL, Connection, Engine
 
-from appliance.manager.storage.database import create_engine as _manager_engine
-from appliance.manager.storage.database import normalise_url, reading
+from appliance.database import create_engine as _manager_engine
+from appliance.database import normalise_url, reading
 from appliance.migrations import Migrations
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from appliance.manager.storage.schema import NAMING_CONVENTION, UtcDateTime
+from appliance.database import NAMING_CONVENTION, UtcDateTime
 
 TABLE_PREFIX = "txlog_"
 PEER_ID_LENGTH = 255  # the column; records are checked against logging.yaml's 20

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from appliance.manager.storage.database import beyond
+from appliance.database import beyond
 from appliance.statelog import FailureState
 from appliance.txlog import schema
 from appliance.txlog.database import (

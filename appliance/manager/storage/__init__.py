@@ -3,8 +3,9 @@
 ``ManagerStore.open(url)`` connects and migrates; every method is one transaction.
 """
 
+from appliance.database import create_engine
 from appliance.manager.storage import rows
-from appliance.manager.storage.database import create_engine, migrate
+from appliance.manager.storage.database import migrate
 from appliance.manager.storage.errors import (
     DuplicateIvError,
     StorageError,

@@ -21,11 +21,9 @@ UTC; :class:`UtcDateTime` refuses naive datetimes and returns aware ones.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
+
+from appliance.database import NAMING_CONVENTION, UtcDateTime
 
 HASH_LENGTH = 1024  # manager.yaml: grant hashes up to 1024 characters
 PEER_ID_LENGTH = 255  # manager.yaml peerID
@@ -36,43 +34,6 @@ ENUM_LENGTH = 64  # GRANT_TYPE_..., HASH_ALGORITHM_..., PROTOCOL_...
 
 SIGNATURE_TYPES = ("accept", "reject", "revoke")
 OUTBOX_KINDS = ("contract", "signature")
-
-# Deterministic constraint names on both backends, so later migrations can name them.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UtcDateTime(sa.types.TypeDecorator[datetime]):
-    """A point in time, stored in UTC; aware datetimes in, aware UTC datetimes out."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()}: give a timezone-aware time")
-        utc = value.astimezone(UTC)
-        # SQLite keeps text without an offset: store UTC, so that text order is time order.
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 

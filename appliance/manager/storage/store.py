@@ -30,8 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
+from appliance.database import beyond, create_engine, reading
 from appliance.manager.storage import schema as t
-from appliance.manager.storage.database import beyond, create_engine, migrate, reading
+from appliance.manager.storage.database import migrate
 from appliance.manager.storage.errors import (
     DuplicateIvError,
     UnknownContractError,

@@ -8,13 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from appliance.database import create_engine
 from appliance.manager.storage import ManagerStore, migrate
-from appliance.manager.storage.database import (
-    VERSION_TABLE,
-    alembic_config,
-    create_engine,
-    current_revision,
-)
+from appliance.manager.storage.database import VERSION_TABLE, alembic_config, current_revision
 from appliance.manager.storage.schema import metadata
 
 

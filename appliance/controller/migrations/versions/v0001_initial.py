@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from appliance.manager.storage.schema import UtcDateTime
+from appliance.database import UtcDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from appliance.manager.storage.schema import UtcDateTime
+from appliance.database import UtcDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
