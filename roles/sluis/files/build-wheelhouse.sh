@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Sluis wheelhouse on the controller (run by the sluis role, delegated to localhost):
+# Build the Sluis wheelhouse on the control node (run by the sluis role, delegated to localhost):
 # the sluis wheel from the repository and every dependency as a wheel, pinned by the
 # constraints file, so that the box installs with `pip install --no-index --find-links`.
 #
