@@ -9,7 +9,8 @@ needs none of that. This client does only what a reverse proxy's upstream hop ne
   most ``connections`` open at once (a request waits for a free one, within the connect
   timeout), the most recently used idle connection first, idle ones dropped after
   ``keepalive`` seconds (shorter than the peer keeps them, so that a connection is rarely
-  reused just as the peer closes it);
+  reused just as the peer closes it); at most ``TLS_CONNECTING`` TLS handshakes per origin at
+  once: beyond that a request waits for a connection to come free rather than open another;
 - the request head goes out in one write (with the body, when it is bytes already); a
   streamed body goes out as it comes, chunked unless the caller gave a ``Content-Length``;
   ``Host`` is the origin's; no other header is added;
@@ -55,6 +56,12 @@ import httptools
 log = logging.getLogger("sluis.upstream")
 
 READ_BUFFER_LIMIT = 256 * 1024  # unread response body at which reading pauses
+# TLS handshakes under way at once per origin; a request that finds no idle connection
+# while these are taken waits for one to come free (issue 16: when an inway worker died, every
+# request that found no idle connection opened one, and the handshakes, signed in the HSM at
+# both ends, starved the surviving worker: the more requests waited, the more connections they
+# opened; 7 -> 62 connections in 3 s, requests up to 10 s, shares full, 503 SERVICE_BUSY).
+TLS_CONNECTING = 2
 # Sent again only when none of it reached the peer; PUT and DELETE never (no idempotency rule
 # of the service says that running them twice is harmless).
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -484,6 +491,8 @@ class UpstreamPool:
         self._loop = asyncio.get_running_loop()
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
+        # TLS handshakes under way per origin (each costs a signature in the HSM at both ends).
+        self._connecting: dict[Origin, int] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
 
@@ -625,15 +634,24 @@ class UpstreamPool:
                     self._discard(conn)
                     continue
                 return conn
-            if self._open < self._limit:
+            connecting = self._connecting.get(origin, 0)
+            handshakes_free = self._ssl is None or connecting < TLS_CONNECTING
+            if self._open < self._limit and handshakes_free:
                 self._open += 1
+                self._connecting[origin] = connecting + 1
                 try:
                     return await self._connect(origin, deadline)
                 except BaseException:
                     self._open -= 1
-                    self._wake_one()
                     raise
-            if self._drop_idle():
+                finally:
+                    left = self._connecting[origin] - 1
+                    if left:
+                        self._connecting[origin] = left
+                    else:
+                        del self._connecting[origin]
+                    self._wake_one()  # one that waits for a handshake slot may connect now
+            if handshakes_free and self._drop_idle():
                 continue  # an idle connection to another origin made room
             waiter = loop.create_future()
             self._waiters.append(waiter)
@@ -641,7 +659,8 @@ class UpstreamPool:
                 await asyncio.wait_for(waiter, max(deadline - loop.time(), 0))
             except TimeoutError:
                 raise UpstreamTimeout(
-                    f"timed out waiting for a free connection ({self._limit} in use)"
+                    f"timed out waiting for a free connection ({self._open} of {self._limit} "
+                    f"open, {self._connecting.get(origin, 0)} being opened)"
                 ) from None
             finally:
                 with contextlib.suppress(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from appliance.upstream import UpstreamClosed, UpstreamError, UpstreamPool, UpstreamTimeout
-from appliance.upstream.client import READ_BUFFER_LIMIT, parse_origin
+from appliance.upstream.client import READ_BUFFER_LIMIT, TLS_CONNECTING, parse_origin
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -427,6 +428,41 @@ def test_the_pool_limit_makes_requests_wait_within_the_connect_timeout() -> None
             assert held.whole() == b"hello"  # released: the next one gets it
             assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
             assert server.connections == 1
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_tls_handshakes_per_origin_are_bounded_and_requests_wait_for_a_free_connection() -> None:
+    """Issue 16: a burst of requests that find no idle connection does not open a connection
+    (a TLS handshake, signed in the HSM) each: at most TLS_CONNECTING handshakes run at once,
+    the other requests take the connections that come free."""
+
+    async def scenario() -> None:
+        async with Server.answering(OK) as server:
+            client = pool(connections=64, ssl_context=ssl.create_default_context())
+            connect = client._connect
+            running, most = 0, 0
+
+            async def slow_handshake(origin: Any, deadline: float) -> Any:
+                nonlocal running, most
+                running += 1
+                most = max(most, running)
+                try:
+                    await asyncio.sleep(0.1)  # the handshake; the origin is plain HTTP
+                    return await connect(origin, deadline)
+                finally:
+                    running -= 1
+
+            client._connect = slow_handshake  # type: ignore[method-assign]
+
+            async def one() -> bytes | None:
+                return (await client.request(server.origin, "GET", "/", [])).whole()
+
+            answers = await asyncio.gather(*(one() for _ in range(30)))
+            assert answers == [b"hello"] * 30
+            assert most == TLS_CONNECTING
+            assert server.connections <= 2 * TLS_CONNECTING  # not one per request
             await client.close()
 
     asyncio.run(scenario())
