@@ -23,8 +23,6 @@ SECONDS``): COUNT connections that each send a request head a byte a second.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import http.client
 import json
@@ -564,14 +562,20 @@ def _dead_backend(group: FaultGroup, seconds: float) -> Window:
 SLOW_CLIENTS = 1000
 
 
+# bench/slow_clients.py's clients (a head a byte a second), run in a process of their own.
+SLOW_CLIENTS_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "slow_clients.py"
+
+
 def _slow_clients(group: FaultGroup, seconds: float) -> Window:
     argv = [
         sys.executable,
-        __file__,
-        "--slow-clients",
+        str(SLOW_CLIENTS_SCRIPT),
+        "--slow-clients-only",
         str(group.outway.port),
+        "--slow",
         str(SLOW_CLIENTS),
-        str(seconds),
+        "--seconds",
+        str(max(seconds - 3, 1)),  # the script adds 3 s for its ramp
     ]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     began = time.monotonic()
@@ -749,60 +753,3 @@ def run_fault(group: FaultGroup, fault: Fault, profile: Profile) -> FaultResult:
             "outway": len(group.workers(group.outway)),
         },
     )
-
-
-# --- the slow-clients process ------------------------------------------------------------------
-
-SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: outway\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
-
-
-async def _slow_client(port: int, stop: float, answers: Counter[str]) -> None:
-    while time.monotonic() < stop:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            answers["connect failed"] += 1
-            await asyncio.sleep(1)
-            continue
-        answers["connections"] += 1
-        try:
-            for index in range(len(SLOW_HEAD)):
-                if time.monotonic() >= stop:
-                    return
-                writer.write(SLOW_HEAD[index : index + 1])
-                try:
-                    data = await asyncio.wait_for(reader.read(4096), 1.0)
-                except TimeoutError:
-                    continue
-                status = data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "close"
-                answers[status] += 1
-                break
-        except OSError:
-            answers["reset"] += 1
-        finally:
-            writer.close()
-
-
-async def _slow_swarm(port: int, count: int, seconds: float) -> Counter[str]:
-    answers: Counter[str] = Counter()
-    stop = time.monotonic() + seconds
-    tasks = []
-    for _ in range(count):
-        tasks.append(asyncio.create_task(_slow_client(port, stop, answers)))
-        await asyncio.sleep(0.0005)  # a ramp of half a second
-    await asyncio.gather(*tasks)
-    return answers
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="slow clients for the fault suite")
-    parser.add_argument("--slow-clients", nargs=3, metavar=("PORT", "COUNT", "SECONDS"))
-    args = parser.parse_args()
-    port, count, seconds = args.slow_clients
-    answers = asyncio.run(_slow_swarm(int(port), int(count), float(seconds)))
-    print(json.dumps(dict(answers)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
