@@ -131,6 +131,8 @@ def test_workers_back_off_while_the_token_is_gone_and_recover_without_a_restart(
 
 def test_workers_stop_when_their_master_is_killed(server_c: Component) -> None:
     master = psutil.Process(server_c.process.pid)
+    # The listener answers once one worker serves; the other may still be booting (CI saw 1).
+    _wait_for(lambda: server_c.log().count(": serving") == 2, 60)
     workers = master.children()
     assert len(workers) == 2
     os.kill(master.pid, signal.SIGKILL)
