@@ -88,11 +88,11 @@ def service_limits(
     return default, limits
 
 
-def normalise_address(address: str) -> str:
-    """An inway address (the inway's own, a token's ``aud``) in the form they are compared in:
-    lower-case scheme and host, no trailing slash. Raises ValueError unless it is an https URL
-    with host and port."""
-    parts = urllib.parse.urlsplit(address.strip())
+def check_inway_address(address: str) -> tuple[str, int]:
+    """The host and port of an inway address, as written (nothing stripped); ValueError unless
+    it is an https URL with host and port and nothing else. The Manager checks the address it
+    puts into a token with it, the gateways before they compare one."""
+    parts = urllib.parse.urlsplit(address)
     try:
         port = parts.port
     except ValueError:
@@ -111,7 +111,15 @@ def normalise_address(address: str) -> str:
             f"inway address {address!r} must be an https URL with host and port, like "
             "https://inway.example.nl:443"
         )
-    host = parts.hostname.lower()
+    return parts.hostname, port
+
+
+def normalise_address(address: str) -> str:
+    """An inway address (the inway's own, a token's ``aud``) in the form they are compared in:
+    lower-case scheme and host, no trailing slash. Raises ValueError unless it is an https URL
+    with host and port."""
+    hostname, port = check_inway_address(address.strip())
+    host = hostname.lower()
     if ":" in host:
         host = f"[{host}]"
     return f"https://{host}:{port}"

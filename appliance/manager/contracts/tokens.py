@@ -9,7 +9,6 @@ through ``cnf``; ``act.sub`` the delegator of a delegated connection.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from appliance.errors import SluisError
+from appliance.forwarding.settings import check_inway_address
 from appliance.hsm.signer import Signer
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.hashing import grant_hash
@@ -78,27 +78,6 @@ def authorize_token_request(
         )
 
 
-def _check_inway_address(address: str) -> None:
-    parts = urllib.parse.urlsplit(address)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if (
-        parts.scheme != "https"
-        or not parts.hostname
-        or port is None
-        or parts.username is not None
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-    ):
-        raise ValueError(
-            f"inway address {address!r} must be an https URL with host and port, like "
-            "https://inway.example.nl:443"
-        )
-
-
 def build_access_token_claims(
     contract: Contract,
     grant: Grant,
@@ -113,7 +92,7 @@ def build_access_token_claims(
     connection = _connection_grant(contract, grant)
     if connection.service.peer_id != issuer_peer_id:
         raise TokenError("invalid_grant", "the grant is not for a service of this peer")
-    _check_inway_address(inway_address)
+    check_inway_address(inway_address)
     if not X5T_S256.fullmatch(client_certificate_thumbprint):
         raise ValueError("client_certificate_thumbprint must be an x5t#S256 (base64url)")
     if lifetime_seconds <= 0:
