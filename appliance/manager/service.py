@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from appliance.config import ManagerSettings
 from appliance.errors import SluisError
 from appliance.hsm.signer import Signer
+from appliance.jcs import canonicalize
 from appliance.manager.addresses import (
     AddressError,
     check_certificate_names,
@@ -39,7 +40,6 @@ from appliance.manager.contracts.hashing import (
     find_grant,
     grant_hash,
 )
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import (
     CONNECTION_GRANTS,
     Contract,

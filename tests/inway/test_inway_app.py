@@ -40,8 +40,8 @@ from inwaytest import (
 from appliance.inway.app import create_inway_app
 from appliance.inway.certificates import SigningCertificates
 from appliance.inway.logging import MemoryLogWriter
+from appliance.jcs import canonicalize
 from appliance.manager.contracts import jose
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.txlog.errors import DuplicateTransactionError
 
 

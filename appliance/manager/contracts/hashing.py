@@ -16,8 +16,8 @@ from enum import IntEnum
 from typing import Any
 
 from appliance.hsm.jws import b64url_encode
+from appliance.jcs import canonicalize
 from appliance.manager.contracts.errors import ContractError, ErrorCode
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import Contract, Grant, GrantType
 
 

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import Any, ClassVar, TypeAlias
 from uuid import UUID
 
+from appliance.jcs import JcsError, JsonValue, canonicalize
 from appliance.manager.contracts.errors import ContractError, ErrorCode
-from appliance.manager.contracts.jcs import JcsError, JsonValue, canonicalize
 
 JsonObject: TypeAlias = Mapping[str, JsonValue]
 

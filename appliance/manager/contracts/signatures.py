@@ -26,10 +26,10 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from appliance.errors import SluisError
 from appliance.hsm.signer import Signer
+from appliance.jcs import JcsError, canonicalize, loads
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.errors import ContractError, ErrorCode
 from appliance.manager.contracts.hashing import check_hash_text, content_hash
-from appliance.manager.contracts.jcs import JcsError, canonicalize, loads
 from appliance.manager.contracts.model import Contract
 from appliance.manager.contracts.validation import MAX_TIMESTAMP, PEER_ID, epoch_seconds
 from appliance.pki.crl import CrlError, verify_crl

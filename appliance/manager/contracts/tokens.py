@@ -18,9 +18,9 @@ from cryptography import x509
 from appliance.errors import SluisError
 from appliance.forwarding.settings import check_inway_address
 from appliance.hsm.signer import Signer
+from appliance.jcs import canonicalize
 from appliance.manager.contracts import jose
 from appliance.manager.contracts.hashing import grant_hash
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import (
     CONNECTION_GRANTS,
     ConnectionGrant,

@@ -18,9 +18,9 @@ import re
 from collections.abc import Container
 from datetime import UTC, datetime, timedelta
 
+from appliance.jcs import canonicalize
 from appliance.manager.contracts.errors import ContractError, ErrorCode
 from appliance.manager.contracts.hashing import check_hash_algorithm, content_hash
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import (
     CONNECTION_GRANTS,
     PUBLICATION_GRANTS,

@@ -12,8 +12,8 @@ import pytest
 from apitest import Api, assert_fsc_error, hash_of, sign
 from contracttest import DAY, OIN_A, OIN_B, OIN_D, Group, T, connection_data, content
 
+from appliance.jcs import canonicalize
 from appliance.manager.contracts import jose
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.tls.peer import certificate_thumbprint
 
 

@@ -15,7 +15,7 @@ from hosttools import require
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.manager.contracts.jcs import JcsError, canonicalize, loads
+from appliance.jcs import JcsError, canonicalize, loads
 
 # RFC 8785 appendix B: IEEE 754 bit patterns and their canonical text.
 NUMBERS = [

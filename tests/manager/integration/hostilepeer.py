@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appliance.demo.group import Member
+from appliance.jcs import canonicalize
 from appliance.manager.contracts import jose
-from appliance.manager.contracts.jcs import canonicalize
 from appliance.manager.contracts.model import Contract
 from appliance.manager.contracts.signatures import SignatureType, create_signature
 from appliance.manager.storage import ManagerStore

@@ -1,4 +1,4 @@
-"""RFC 8785 JSON Canonicalization Scheme (JCS): the bytes FSC hashes.
+"""RFC 8785 JSON Canonicalization Scheme (JCS): what FSC hashes, and the txlog chains.
 
 Content and grant hashes are taken over the JCS form, so Peers whose JSON libraries order,
 escape and format differently still agree on every hash. JCS serialises like ECMAScript's
