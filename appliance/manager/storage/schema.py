@@ -50,8 +50,22 @@ contracts = sa.Table(
     # The canonical JSON of contract.content exactly as received: never re-serialised.
     sa.Column("content_json", sa.Text(), nullable=False),
     sa.Column("received_at", UtcDateTime(), nullable=False),
+    # The state's inputs that do not depend on the clock (storage/states.py keeps them).
+    sa.Column("decision", sa.String(16), nullable=True),  # revoked, rejected or NULL
+    sa.Column("accepted_until", UtcDateTime(), nullable=True),
     sa.UniqueConstraint("group_id", "iv"),
     sa.Index(None, "created_at", "content_hash"),  # the listing order and its cursor
+    # A state's contracts in listing order; it holds every column the state needs, so a
+    # filter or a count per state reads the index only.
+    sa.Index(
+        "ix_contracts_state",
+        "decision",
+        "created_at",
+        "content_hash",
+        "not_after",
+        "not_before",
+        "accepted_until",
+    ),
 )
 
 grants = sa.Table(
@@ -88,7 +102,13 @@ contract_peers = sa.Table(
         primary_key=True,
     ),
     sa.Column("peer_id", sa.String(PEER_ID_LENGTH), primary_key=True),
+    # Copies for the listings (storage/states.py): the contract's creation time, and whether
+    # this peer signed it (accept, reject or revoke).
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index(None, "peer_id", "contract_hash"),
+    sa.Index("ix_contract_peers_listing", "peer_id", "created_at", "contract_hash"),
+    sa.Index("ix_contract_peers_unsigned", "peer_id", "signed", "created_at", "contract_hash"),
 )
 
 signatures = sa.Table(
@@ -105,7 +125,8 @@ signatures = sa.Table(
     sa.Column("signature_type", sa.String(16), nullable=False),
     sa.Column("jws", sa.Text(), nullable=False),
     sa.Column("signed_at", UtcDateTime(), nullable=False),
-    sa.Column("certificate_thumbprint", sa.String(THUMBPRINT_LENGTH), nullable=False),
+    # Indexed: a certificate stored after its signatures makes them count (states.refresh).
+    sa.Column("certificate_thumbprint", sa.String(THUMBPRINT_LENGTH), nullable=False, index=True),
     sa.UniqueConstraint("contract_hash", "peer_id", "signature_type"),
     sa.CheckConstraint(sa.column("signature_type").in_(SIGNATURE_TYPES), name="signature_type"),
 )

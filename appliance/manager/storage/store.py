@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appliance.database import beyond, create_engine, reading
 from appliance.manager.storage import schema as t
+from appliance.manager.storage import states
 from appliance.manager.storage.database import migrate
 from appliance.manager.storage.errors import (
     DuplicateIvError,
@@ -167,8 +168,12 @@ class _StoreOperations(ABC):
             if peer_ids:
                 conn.execute(
                     t.contract_peers.insert(),
-                    [{"contract_hash": content_hash, "peer_id": peer} for peer in peer_ids],
+                    [
+                        {"contract_hash": content_hash, "peer_id": peer, "created_at": created_at}
+                        for peer in peer_ids
+                    ],
                 )
+            # No signatures yet: decision and accepted_until stay NULL, signed false.
             return True
 
     def put_contract_and_enqueue(
@@ -279,6 +284,13 @@ class _StoreOperations(ABC):
             grants = _grants_of(conn, [row.content_hash for row in rows])
             return [_contract_row(row, grants.get(row.content_hash, ())) for row in rows]
 
+    def contract_counts_by_state(self, now: datetime | None = None) -> dict[str, int]:
+        """How many contracts are in each state at ``now`` (default: the clock), every state
+        named (0 if none): ``proposed``, ``accepted``, ``valid``, ``rejected``, ``revoked``,
+        ``expired``. Exact at any size; one pass over an index."""
+        with self._begin(write=False) as tx:
+            return states.counts_by_state(tx.connection, _at(now))
+
     # -- signatures ------------------------------------------------------------------------
 
     def add_signature(
@@ -325,14 +337,18 @@ class _StoreOperations(ABC):
                     index_elements=[s.contract_hash, s.peer_id, s.signature_type]
                 ),
             )
-            if inserted:
-                return True
-            replaced = conn.execute(
-                t.signatures.update()
-                .where(key, s.signed_at < signed_at, s.jws != jws)
-                .values(jws=jws, signed_at=signed_at, certificate_thumbprint=certificate_thumbprint)
-            ).rowcount
-            return bool(replaced)
+            changed = inserted or bool(
+                conn.execute(
+                    t.signatures.update()
+                    .where(key, s.signed_at < signed_at, s.jws != jws)
+                    .values(
+                        jws=jws, signed_at=signed_at, certificate_thumbprint=certificate_thumbprint
+                    )
+                ).rowcount
+            )
+            if changed:
+                states.refresh(conn, [content_hash])
+            return changed
 
     def add_signature_and_enqueue(
         self,
@@ -465,7 +481,7 @@ class _StoreOperations(ABC):
         with self._begin(write=True) as tx:
             conn = tx.connection
             not_after = _aware(not_after, "not_after")
-            return _inserted(
+            inserted = _inserted(
                 conn,
                 _insert(conn, t.certificates)
                 .values(
@@ -476,6 +492,14 @@ class _StoreOperations(ABC):
                 )
                 .on_conflict_do_nothing(index_elements=[t.certificates.c.thumbprint]),
             )
+            if inserted:
+                # Signatures stored before their certificate count from now on.
+                s = t.signatures.c
+                signed = conn.execute(
+                    sa.select(s.contract_hash).where(s.certificate_thumbprint == thumbprint)
+                ).scalars()
+                states.refresh(conn, list(signed))
+            return inserted
 
     def get_certificate(self, thumbprint: str) -> CertificateRow | None:
         with self._begin(write=False) as tx:

@@ -1,0 +1,93 @@
+"""The contract state's inputs as columns (storage/states.py), backfilled, with their indexes.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-07
+
+The backfill is written out here in SQL, not taken from ``states.refresh``: a migration stays
+what it was when later revisions change the tables. It computes what ``states.refresh`` does
+(a signature counts while its certificate is stored and its signer is a peer of the contract).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+_COUNTED = """EXISTS (SELECT 1 FROM signatures s
+    JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+    JOIN contract_peers cp ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
+    WHERE s.contract_hash = contracts.content_hash AND s.signature_type = '{kind}')"""
+
+_BACKFILL_CONTRACTS = f"""UPDATE contracts SET
+  decision = CASE WHEN {_COUNTED.format(kind="revoke")} THEN 'revoked'
+                  WHEN {_COUNTED.format(kind="reject")} THEN 'rejected' END,
+  accepted_until = CASE
+    WHEN EXISTS (SELECT 1 FROM contract_peers cp
+                 WHERE cp.contract_hash = contracts.content_hash AND NOT EXISTS (
+                   SELECT 1 FROM signatures s
+                   JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+                   WHERE s.contract_hash = cp.contract_hash AND s.peer_id = cp.peer_id
+                     AND s.signature_type = 'accept'))
+    THEN NULL
+    ELSE (SELECT min(ce.not_after) FROM signatures s
+          JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+          JOIN contract_peers cp ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
+          WHERE s.contract_hash = contracts.content_hash AND s.signature_type = 'accept')
+  END"""
+
+_BACKFILL_PEERS = """UPDATE contract_peers SET
+  created_at = (SELECT c.created_at FROM contracts c WHERE c.content_hash = contract_peers.contract_hash),
+  signed = EXISTS (SELECT 1 FROM signatures s
+                   WHERE s.contract_hash = contract_peers.contract_hash
+                     AND s.peer_id = contract_peers.peer_id)"""
+
+
+def upgrade() -> None:
+    op.add_column("contracts", sa.Column("decision", sa.String(length=16), nullable=True))
+    op.add_column("contracts", sa.Column("accepted_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "contract_peers", sa.Column("created_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
+        "contract_peers",
+        sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.execute(_BACKFILL_CONTRACTS)
+    op.execute(_BACKFILL_PEERS)
+    with op.batch_alter_table("contract_peers") as batch:
+        batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
+    op.create_index(
+        "ix_contracts_state",
+        "contracts",
+        ["decision", "created_at", "content_hash", "not_after", "not_before", "accepted_until"],
+    )
+    op.create_index(
+        "ix_contract_peers_listing", "contract_peers", ["peer_id", "created_at", "contract_hash"]
+    )
+    op.create_index(
+        "ix_contract_peers_unsigned",
+        "contract_peers",
+        ["peer_id", "signed", "created_at", "contract_hash"],
+    )
+    op.create_index(
+        op.f("ix_signatures_certificate_thumbprint"), "signatures", ["certificate_thumbprint"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_signatures_certificate_thumbprint"), table_name="signatures")
+    op.drop_index("ix_contract_peers_unsigned", table_name="contract_peers")
+    op.drop_index("ix_contract_peers_listing", table_name="contract_peers")
+    op.drop_index("ix_contracts_state", table_name="contracts")
+    with op.batch_alter_table("contract_peers") as batch:
+        batch.drop_column("signed")
+        batch.drop_column("created_at")
+    with op.batch_alter_table("contracts") as batch:
+        batch.drop_column("accepted_until")
+        batch.drop_column("decision")
