@@ -9,13 +9,76 @@ It does two things Python's ``ssl`` module cannot do by itself:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import platform
+import re
+import sysconfig
 from pathlib import Path
 
+from appliance.errors import ConfigurationError
 from appliance.hsm.settings import HsmSettings
 from appliance.tls import policy
 
-PKCS11_PROVIDER = Path("/usr/lib/x86_64-linux-gnu/ossl-modules/pkcs11.so")
+PROVIDER_FILE = "pkcs11.so"
+# Debian's multiarch triplets by kernel machine name (``uname -m``), for when the running
+# libcrypto cannot tell its modules directory.
+_TRIPLETS = {
+    "x86_64": "x86_64-linux-gnu",
+    "aarch64": "aarch64-linux-gnu",
+    "arm64": "aarch64-linux-gnu",
+    "armv7l": "arm-linux-gnueabihf",
+    "ppc64le": "powerpc64le-linux-gnu",
+    "s390x": "s390x-linux-gnu",
+    "riscv64": "riscv64-linux-gnu",
+}
+_OPENSSL_MODULES_DIR = 8  # OpenSSL_version() type OPENSSL_MODULES_DIR (OpenSSL 3)
+
+
+def libcrypto_modules_dir() -> Path | None:
+    """The modules directory of the libcrypto this process runs with (``openssl version -m``)."""
+    name = ctypes.util.find_library("crypto") or "libcrypto.so.3"
+    try:
+        libcrypto = ctypes.CDLL(name)
+        libcrypto.OpenSSL_version.restype = ctypes.c_char_p
+        text = libcrypto.OpenSSL_version(_OPENSSL_MODULES_DIR) or b""
+    except (OSError, AttributeError):
+        return None
+    found = re.fullmatch(r'MODULESDIR: "(.+)"', text.decode("utf-8", "replace"))
+    return Path(found.group(1)) if found else None
+
+
+def pkcs11_provider_path() -> Path:
+    """Where pkcs11-provider is on this machine, derived rather than assumed (amd64, arm64...)."""
+    return find_pkcs11_provider(
+        root=Path("/"),
+        modules_dir=libcrypto_modules_dir(),
+        multiarch=sysconfig.get_config_var("MULTIARCH"),
+        machine=platform.machine(),
+    )
+
+
+def find_pkcs11_provider(
+    *, root: Path, modules_dir: Path | None, multiarch: str | None, machine: str
+) -> Path:
+    """The first ``pkcs11.so`` of: the running libcrypto's modules directory, then Debian's
+    ``/usr/lib/<triplet>/ossl-modules`` for the interpreter's multiarch triplet, then for the
+    machine's (``uname -m``). ``root`` prefixes every path (tests use a fake layout).
+    """
+    triplets = [multiarch, _TRIPLETS.get(machine)]
+    candidates = [modules_dir / PROVIDER_FILE] if modules_dir else []
+    candidates += [Path("/usr/lib") / t / "ossl-modules" / PROVIDER_FILE for t in triplets if t]
+    for candidate in candidates:
+        on_disk = root / candidate.relative_to("/")
+        if on_disk.is_file():
+            return on_disk
+    looked = ", ".join(str(root / c.relative_to("/")) for c in dict.fromkeys(candidates))
+    raise ConfigurationError(
+        f"pkcs11-provider ({PROVIDER_FILE}) not found; looked in {looked or 'no directory'}. "
+        "Install Debian's pkcs11-provider (bookworm-backports)"
+    )
+
 
 _TEMPLATE = """\
 # Written by Sluis (appliance/tls/openssl_conf.py); changes are overwritten.
@@ -58,9 +121,13 @@ activate = 1
 """
 
 
-def render_openssl_config(hsm: HsmSettings | None, *, provider: Path = PKCS11_PROVIDER) -> str:
-    """Return the configuration text; without ``hsm`` only the TLS policy is set."""
+def render_openssl_config(hsm: HsmSettings | None, *, provider: Path | None = None) -> str:
+    """Return the configuration text; without ``hsm`` only the TLS policy is set.
+
+    ``provider``: the pkcs11-provider module, by default :func:`pkcs11_provider_path`.
+    """
     if hsm is not None:
+        provider = provider or pkcs11_provider_path()
         if hsm.pin_file is None:
             raise ValueError("the OpenSSL provider reads the PIN from a file: set hsm.pin_file")
         pkcs11_ref = "pkcs11 = sluis_pkcs11_provider\n"
