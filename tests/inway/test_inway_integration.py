@@ -27,6 +27,7 @@ from inwaytest import EchoBackend, EchoState
 from appliance.config import SluisConfig, load_config
 from appliance.demo.processes import Component, start_component
 from appliance.demo.provision import Organisation, provision_organisation
+from appliance.inway.certificates import cluster_dir
 from appliance.inway.logging import JsonLinesLogWriter
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
@@ -221,3 +222,43 @@ def test_a_peer_calls_a_service_through_the_inway(setup: Setup) -> None:
     assert records[0]["grant_hash"].startswith("$1$3$")
     assert len(setup.backend.state.seen()) == 3
     assert "Traceback" not in setup.inway.log()
+
+
+def test_a_token_from_another_node_of_the_organisation_is_accepted_while_it_is_a_node(
+    setup: Setup,
+) -> None:
+    """Two gateway nodes of A (docs/ha.md): each its own key in its own token, never copied.
+    A token signed by node 2's Manager reaches node 1's inway (behind one virtual address):
+    accepted once node 2's chain is in node 1's cluster folder, without a restart."""
+    identity = OrganisationIdentity("Organisation a", OIN_A, ("a.sluis.test",))
+    node2 = provision_organisation(
+        DemoCA.open(setup.root / "ca"), Organisation(identity, "inway-a-node2"), setup.root / "a2"
+    )
+    assert _thumbprint(node2) != _thumbprint(setup.a)  # another key, the same peer
+    leaf = _leaf(setup.b)
+    access = setup.run(
+        "issue_token.py",
+        node2,
+        {
+            "outway_peer_id": OIN_B,
+            "outway_public_key_thumbprint": public_key_thumbprint(leaf),
+            "service": SERVICE,
+            "inway_address": INWAY_ADDRESS,
+            "client_certificate_thumbprint": _thumbprint(setup.b),
+            "group_id": GROUP_ID,  # node 2 runs no [inway] here
+        },
+    ).strip()
+
+    def status() -> int:
+        fsc = {"Fsc-Authorization": access, "Fsc-Transaction-Id": str(uuid.uuid4())}
+        result = setup.call([{"method": "GET", "path": "/node2", "headers": fsc}])["results"][0]
+        return int(result["status"])
+
+    assert status() == 401  # node 2 is not (yet) a node of this inway's organisation
+    cluster = cluster_dir(setup.a.tls.certificate_chain)
+    cluster.mkdir(exist_ok=True)
+    try:
+        (cluster / "node2.pem").write_bytes(node2.tls.certificate_chain.read_bytes())
+        assert status() == 200, setup.inway.log()
+    finally:
+        (cluster / "node2.pem").unlink()
