@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pkcs11.exceptions as p11e
 
 from appliance.errors import SluisError
+from appliance.hsm.pin import pin_credential_path
 
 if TYPE_CHECKING:
     from appliance.hsm.settings import HsmSettings
@@ -57,6 +58,9 @@ def pin_source(settings: HsmSettings) -> str:
     """Where the PIN came from, for messages (never the PIN itself)."""
     if os.environ.get(settings.pin_env):
         return f"environment variable {settings.pin_env}"
+    credential = pin_credential_path(settings)
+    if credential is not None:
+        return f"systemd credential {credential}"
     if settings.pin_file is not None:
         return f"PIN file {settings.pin_file}"
     return "no PIN source"

@@ -8,6 +8,7 @@ from pathlib import Path
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 DEFAULT_KEY_LABEL = "sluis-organisation"
 DEFAULT_PIN_ENV = "SLUIS_HSM_PIN"
+DEFAULT_PIN_CREDENTIAL = "sluis-hsm-pin"
 
 
 @dataclass(frozen=True)
@@ -15,12 +16,14 @@ class HsmSettings:
     """How to reach the organisation key.
 
     ``module`` is the vendor's PKCS#11 library (SoftHSM2 in development). The PIN comes from
-    the environment variable ``pin_env`` or from ``pin_file`` (a root-only file), never from the
-    command line. ``login_lock`` is a file used to serialise C_Login across processes: SoftHSM
-    rewrites its token file on every login, and concurrent logins can corrupt it. The token
-    lookup (C_GetSlotList/C_GetTokenInfo) must hold it too, and SoftHSM reads *every* token of
-    its token directory there: all processes using one SoftHSM token directory must share one
-    lock file, whatever token they use (a lock per token does not protect).
+    the environment variable ``pin_env``, the systemd credential ``pin_credential``
+    (``$CREDENTIALS_DIRECTORY/<name>``) or ``pin_file`` (a root-only file), in that order,
+    never from the command line. ``login_lock`` is a file used to serialise C_Login across
+    processes: SoftHSM rewrites its token file on every login, and concurrent logins can
+    corrupt it. The token lookup (C_GetSlotList/C_GetTokenInfo) must hold it too, and SoftHSM
+    reads *every* token of its token directory there: all processes using one SoftHSM token
+    directory must share one lock file, whatever token they use (a lock per token does not
+    protect).
     """
 
     token_label: str
@@ -28,6 +31,7 @@ class HsmSettings:
     key_label: str = DEFAULT_KEY_LABEL
     pin_file: Path | None = None
     pin_env: str = DEFAULT_PIN_ENV
+    pin_credential: str = DEFAULT_PIN_CREDENTIAL
     login_lock: Path = field(default_factory=lambda: Path("/run/lock/sluis-hsm.lock"))
     # SoftHSM2 only: the configuration (token directory) of this appliance's own token.
     # One token per module instance: pkcs11-provider 1.0 runs operations that name no key
