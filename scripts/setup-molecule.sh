@@ -17,8 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# scripts/host-requirements, group molecule: the same list scripts/preflight.sh checks.
-mapfile -t APT_PACKAGES < <(./scripts/preflight.sh --packages molecule)
+# scripts/host-requirements, groups molecule and image (the appliance image's build and boot
+# proof, docs/image.md): the same list scripts/preflight.sh checks.
+mapfile -t APT_PACKAGES < <(./scripts/preflight.sh --packages molecule; ./scripts/preflight.sh --packages image)
 CONTAINERS_CONF=/etc/containers/containers.conf.d/50-sluis-molecule.conf
 MOLECULE_VERSION=26.10.0
 # The `ansible` release whose bundled collections we take (the last one for ansible-core
