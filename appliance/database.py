@@ -8,7 +8,17 @@ a write lock). Reading transactions (:func:`reading`) start with a plain ``BEGIN
 wait for a writer.
 
 PostgreSQL (psycopg 3) is for production and several nodes: ``postgresql://`` URLs get the
-psycopg driver.
+psycopg driver. A URL may name several servers (a Patroni cluster, docs/ha-database.md):
+``?host=pg1:5432&host=pg2:5432&target_session_attrs=read-write``, and libpq connects to the
+one that takes writes. Such a URL without ``target_session_attrs=read-write`` (or ``primary``)
+is refused, because libpq would take the first server that answers, a standby as readily as
+the primary. A connection that lost its primary is never used again: the pool pings each
+connection before handing it out (``pool_pre_ping``), and one that finds itself on a standby
+(SQLSTATE 25006, a primary demoted under it) counts as disconnected, so the pool drops it and
+the next transaction connects afresh to whichever server is primary then. The transaction
+that met the failure raises: callers fail closed, and recover without a restart. The network
+waits have bounds (:data:`POSTGRES_CONNECT_DEFAULTS`), so that a server that vanished from the
+network costs seconds, not the kernel's quarter of an hour of TCP retries.
 
 Every time is a ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and an ISO text on SQLite, always in
 UTC; :class:`UtcDateTime` refuses naive datetimes and returns aware ones.
@@ -28,6 +38,20 @@ from sqlalchemy.pool import StaticPool
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 _BEGIN_OPTION = "sluis_sqlite_begin"
 
+# libpq parameters a URL may override (its query wins). connect_timeout counts per server of a
+# multi-host URL; tcp_user_timeout and the keepalives end a connection whose server went
+# silent (a node powered off, a network split) within about ten seconds, mid-query or idle.
+POSTGRES_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "tcp_user_timeout": 10_000,  # milliseconds
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+_WRITABLE_SESSION_ATTRS = ("read-write", "primary")
+_READ_ONLY_SQL_TRANSACTION = "25006"
+
 
 def normalise_url(url: str | URL) -> URL:
     """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
@@ -44,8 +68,42 @@ def create_engine(
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, sqlite_busy_timeout, **kwargs)
+    return _postgres_engine(parsed, **kwargs)
+
+
+def _hosts(url: URL) -> list[str]:
+    """The servers a PostgreSQL URL names: ``?host=a&host=b``, or ``a,b`` in either place."""
+    given = url.query.get("host", ())
+    listed = [given] if isinstance(given, str) else list(given)
+    if url.host:
+        listed.append(url.host)
+    return [host for entry in listed for host in entry.split(",") if host]
+
+
+def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
+    if len(_hosts(url)) > 1:
+        attrs = url.query.get("target_session_attrs")
+        if attrs not in _WRITABLE_SESSION_ATTRS:
+            raise ValueError(
+                "a PostgreSQL URL with several hosts needs target_session_attrs=read-write "
+                f"(or primary), or libpq may connect to a standby; got {attrs!r}"
+            )
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    for name, value in POSTGRES_CONNECT_DEFAULTS.items():
+        if name not in url.query:
+            connect_args.setdefault(name, value)
     kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(parsed, **kwargs)
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _standby_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+        # A primary demoted under an open connection still answers the pre-ping's SELECT 1
+        # and refuses every write: drop the connection (and the pool's others, as old) so
+        # that the next transaction finds the new primary.
+        if getattr(context.original_exception, "sqlstate", None) == _READ_ONLY_SQL_TRANSACTION:
+            context.is_disconnect = True
+
+    return engine
 
 
 def _use_wal(cursor: Any, busy_timeout: float) -> None:
