@@ -1,16 +1,22 @@
 """The controller's contract listings as SQL over the Manager's tables: keyset pages.
 
-The controller used to build every stored contract through ``ManagerService.view`` for each
-listing (3-4 statements and a content hash per contract: 1.8 s at 1,000 contracts, 18 s at
-10,000). Here a contract's state, kind and "needs our approval" are SQL expressions over the
-``contracts``, ``contract_peers``, ``signatures`` and ``certificates`` tables, with the rules of
-:func:`appliance.manager.contracts.state.contract_state` (stored signatures were verified when
-they arrived; one counts only while its certificate is stored, an accept only while that
-certificate is valid). A page walks the ``(created_at, content_hash)`` index newest first and
-stops after ``limit + 1`` rows; the page's grants, signatures and peer names take one
-statement each. A filter that no index answers (a state, "needs our approval", a peer) and a
-count look at the newest :data:`WINDOW` contracts after the cursor only, so that no request
-does per-row work over the whole store; the cursor then goes on from the last one looked at.
+A contract's state is an SQL expression over columns the Manager store keeps for it
+(:mod:`appliance.manager.storage.states`: the clock-free inputs stored, the clock compared in
+the query), with the rules of :func:`appliance.manager.contracts.state.contract_state`. A page
+walks an index newest first and stops after ``limit + 1`` rows; the page's grants,
+signatures and peer names take one statement each. The index a page walks:
+
+- no filter, or a publication: ``contracts (created_at, content_hash)``;
+- a state: ``ix_contracts_state (decision, created_at, ...)``, which holds every column the
+  state needs (one range for revoked or rejected; the undecided contracts for the others);
+- a peer: ``ix_contract_peers_listing (peer_id, created_at, contract_hash)``;
+- waiting for our approval: ``ix_contract_peers_unsigned (peer_id, signed, created_at, ...)``,
+  only the contracts we have not signed;
+
+so counting those is exact at any size. A kind other than publication and "connections of a
+peer" have no index: they look at the newest :data:`WINDOW` contracts after the cursor only,
+so that no request does per-row work over the whole store; the cursor then goes on from the
+last one looked at.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from appliance.database import beyond, reading
 from appliance.errors import SluisError
 from appliance.manager.storage import schema as t
+from appliance.manager.storage.states import proposed_at, state_column, state_is
 
 PUBLICATION_TYPES = (
     "GRANT_TYPE_SERVICE_PUBLICATION",
@@ -36,11 +43,10 @@ CONNECTION_TYPES = (
     "GRANT_TYPE_SERVICE_CONNECTION",
     "GRANT_TYPE_DELEGATED_SERVICE_CONNECTION",
 )
-STATES = ("proposed", "accepted", "valid", "rejected", "revoked", "expired")
 KINDS = ("publication", "connection", "other")
 MAX_PAGE = 1000
-# A filtered listing or a count looks at this many contracts (newest first) per request: a
-# contract's state is per-row work, and 100,000 of them take seconds (see WINDOW in the docs).
+# A filter without an index (a kind but publication, connections of a peer) looks at this
+# many contracts (newest first) per request (see WINDOW in docs/controller.md).
 WINDOW = 500
 _CURSOR = re.compile(r"\$1\$[0-9]+\$[A-Za-z0-9_-]{1,200}")
 
@@ -67,10 +73,9 @@ class Filter:
     @property
     def windowed(self) -> bool:
         """Whether the filter needs a look at each contract (no index answers it)."""
-        if self.content_hash is not None or self.kind == "publication":
+        if self.content_hash is not None:
             return False
-        named = (self.state, self.kind, self.pending, self.peer_id, self.connection_of)
-        return any(v is not None for v in named)
+        return self.kind in ("connection", "other") or self.connection_of is not None
 
 
 @dataclass(frozen=True)
@@ -84,76 +89,9 @@ class Page:
     next_cursor: str | None
 
 
-def _floor(now: datetime) -> datetime:
-    # The state rules compare whole Unix seconds (validity is in seconds).
-    return now.replace(microsecond=0)
-
-
-def _signed(kind: str, *extra: Any) -> sa.Exists:
-    """A signature of ``kind`` by a peer of the contract whose certificate is stored."""
-    s = t.signatures.alias("s")
-    cp = t.contract_peers.alias("cp")
-    ce = t.certificates.alias("ce")
-    return sa.exists().where(
-        s.c.contract_hash == c.content_hash,
-        s.c.signature_type == kind,
-        cp.c.contract_hash == c.content_hash,
-        cp.c.peer_id == s.c.peer_id,
-        ce.c.thumbprint == s.c.certificate_thumbprint,
-        *(condition(s, ce) for condition in extra),
-    )
-
-
-def _someone_has_not_accepted(now: datetime) -> sa.Exists:
-    cp = t.contract_peers.alias("req")
-    s = t.signatures.alias("acc")
-    ce = t.certificates.alias("acc_ce")
-    accepted = sa.exists().where(
-        s.c.contract_hash == cp.c.contract_hash,
-        s.c.peer_id == cp.c.peer_id,
-        s.c.signature_type == "accept",
-        ce.c.thumbprint == s.c.certificate_thumbprint,
-        ce.c.not_after > now,
-    )
-    return sa.exists().where(cp.c.contract_hash == c.content_hash, ~accepted)
-
-
 def _has_grant(types: Sequence[str]) -> sa.Exists:
     g = t.grants.alias("kind_g")
     return sa.exists().where(g.c.contract_hash == c.content_hash, g.c.grant_type.in_(types))
-
-
-def state_is(state: str, now: datetime) -> sa.ColumnElement[bool]:
-    """Contracts in ``state`` at ``now``; the precedence of ``contract_state``: revoked,
-    rejected, expired, then proposed until every peer accepted, accepted until not_before."""
-    second = _floor(now)
-    revoked, rejected = _signed("revoke"), _signed("reject")
-    live = sa.and_(~revoked, ~rejected, c.not_after >= second)
-    if state == "revoked":
-        return revoked
-    if state == "rejected":
-        return sa.and_(~revoked, rejected)
-    if state == "expired":
-        return sa.and_(~revoked, ~rejected, c.not_after < second)
-    if state == "proposed":
-        return sa.and_(live, _someone_has_not_accepted(now))
-    if state == "accepted":
-        return sa.and_(live, ~_someone_has_not_accepted(now), c.not_before > second)
-    if state == "valid":
-        return sa.and_(live, ~_someone_has_not_accepted(now), c.not_before <= second)
-    raise ValueError(f"unknown state {state!r}")
-
-
-def state_column(now: datetime) -> sa.ColumnElement[str]:
-    second = _floor(now)
-    return sa.case(
-        (_signed("revoke"), "revoked"),
-        (_signed("reject"), "rejected"),
-        (c.not_after < second, "expired"),
-        (_someone_has_not_accepted(now), "proposed"),
-        (c.not_before > second, "accepted"),
-        else_="valid",
-    ).label("state")
 
 
 def kind_is(kind: str) -> sa.ColumnElement[bool]:
@@ -164,17 +102,6 @@ def kind_is(kind: str) -> sa.ColumnElement[bool]:
     return sa.and_(~_has_grant(PUBLICATION_TYPES), ~_has_grant(CONNECTION_TYPES))
 
 
-def pending_is(own_peer_id: str, now: datetime) -> sa.ColumnElement[bool]:
-    """Proposed, on this peer, and this peer has signed nothing yet (``pending_our_action``)."""
-    cp = t.contract_peers.alias("own_cp")
-    s = t.signatures.alias("own_s")
-    return sa.and_(
-        sa.exists().where(cp.c.contract_hash == c.content_hash, cp.c.peer_id == own_peer_id),
-        ~sa.exists().where(s.c.contract_hash == c.content_hash, s.c.peer_id == own_peer_id),
-        state_is("proposed", now),
-    )
-
-
 class ContractListing:
     """Keyset pages of contracts, newest first (``created_at``, then content hash)."""
 
@@ -182,10 +109,37 @@ class ContractListing:
         self._engine = reading(engine)
         self.own_peer_id = own_peer_id
 
+    def _pending(self, now: datetime) -> sa.ColumnElement[bool]:
+        """Proposed, on this peer, and this peer has signed nothing yet."""
+        cp = t.contract_peers.alias("own_cp")
+        unsigned = sa.exists().where(
+            cp.c.contract_hash == c.content_hash,
+            cp.c.peer_id == self.own_peer_id,
+            cp.c.signed == sa.false(),
+        )
+        return sa.and_(unsigned, proposed_at(now))
+
+    def _driver(self, f: Filter) -> tuple[sa.FromClause, Any, Any, list[Any]]:
+        """The rows a page walks (FROM), its order columns (time, key), and the conditions
+        that index answers. Waiting for our approval and a peer walk that peer's rows of
+        ``contract_peers`` (their own created_at, index order); anything else ``contracts``."""
+        if f.windowed or (f.pending is not True and f.peer_id is None):
+            return t.contracts, c.created_at, c.content_hash, []
+        cp = t.contract_peers.alias("drv")
+        if f.pending:
+            conditions = [cp.c.peer_id == self.own_peer_id, cp.c.signed == sa.false()]
+        else:
+            conditions = [cp.c.peer_id == f.peer_id]
+        joined = cp.join(t.contracts, c.content_hash == cp.c.contract_hash)
+        return joined, cp.c.created_at, cp.c.contract_hash, conditions
+
     def _where(self, query: sa.Select[Any], f: Filter, now: datetime) -> sa.Select[Any]:
+        """``query`` with the conditions of ``f`` that its driver does not answer."""
         if f.content_hash is not None:
             query = query.where(c.content_hash == f.content_hash)
-        if f.peer_id is not None:
+        driven = not f.windowed and (f.pending is True or f.peer_id is not None)
+        # A peer other than ours, when the walk is over our unsigned contracts (or a window).
+        if f.peer_id is not None and not (driven and f.pending is not True):
             cp = t.contract_peers.alias("f_cp")
             query = query.where(
                 sa.exists().where(cp.c.contract_hash == c.content_hash, cp.c.peer_id == f.peer_id)
@@ -217,22 +171,24 @@ class ContractListing:
             query = query.where(kind_is(f.kind))
         if f.state is not None:
             query = query.where(state_is(f.state, now))
-        if f.pending is not None:
-            pending = pending_is(self.own_peer_id, now)
+        if f.pending is True and driven:
+            query = query.where(proposed_at(now))  # the driver gave "ours, unsigned"
+        elif f.pending is not None:
+            pending = self._pending(now)
             query = query.where(pending if f.pending else ~pending)
         return query
 
-    def _pivot(self, conn: Connection, cursor: str | None) -> sa.ColumnElement[bool] | None:
+    def _pivot(self, conn: Connection, cursor: str | None) -> datetime | None:
         if cursor is None:
             return None
         if not _CURSOR.fullmatch(cursor):
             raise CursorError("the cursor is not a contract hash")
-        pivot = conn.execute(
+        pivot: datetime | None = conn.execute(
             sa.select(c.created_at).where(c.content_hash == cursor)
         ).scalar_one_or_none()
         if pivot is None:
             raise CursorError("the cursor names no contract (start again without it)")
-        return beyond(c.created_at, c.content_hash, pivot, cursor, descending=True)  # type: ignore[no-any-return]
+        return pivot
 
     def page(
         self,
@@ -246,19 +202,27 @@ class ContractListing:
         """At most ``limit`` contracts after ``cursor`` (the content hash of the last contract
         of the previous page; :class:`CursorError` if no contract has it).
 
-        A filter is tried on the next ``window`` contracts only: a page may then hold fewer
-        than ``limit`` (even none) while ``next_cursor`` says where the search goes on.
-        Filters an index answers (one contract, publications) have no window.
+        A filter without an index (:attr:`Filter.windowed`) is tried on the next ``window``
+        contracts only: a page may then hold fewer than ``limit`` (even none) while
+        ``next_cursor`` says where the search goes on.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
-        order = ORDER
+        source, time_column, key_column, conditions = self._driver(f)
+        order = (time_column.desc(), key_column.desc())
         with self._engine.connect() as conn:
-            after = self._pivot(conn, cursor)
-            query = self._where(sa.select(*LISTED, state_column(now)), f, now)
+            pivot = self._pivot(conn, cursor)
+            after = None
+            if pivot is not None:
+                after = beyond(time_column, key_column, pivot, cursor, descending=True)
+            query = self._where(
+                sa.select(*LISTED, state_column(now)).select_from(source).where(*conditions),
+                f,
+                now,
+            )
             scanned: sa.Subquery | None = None
             if f.windowed:
-                scan = sa.select(c.content_hash).order_by(*order).limit(window)
+                scan = sa.select(c.content_hash).order_by(*ORDER).limit(window)
                 if after is not None:
                     scan = scan.where(after)
                 scanned = scan.subquery("scanned")
@@ -290,15 +254,17 @@ class ContractListing:
                 next_cursor=following,
             )
 
-    def count(self, f: Filter, now: datetime, *, window: int = WINDOW) -> tuple[int, bool]:
-        """How many of the newest ``window`` contracts match, and whether the store holds
-        more than those (then the count is "at least")."""
-        newest = sa.select(c.content_hash).order_by(*ORDER).limit(window + 1).subquery()
+    def count(self, f: Filter, now: datetime) -> int:
+        """How many contracts match ``f``, exactly; for filters an index answers only
+        (:attr:`Filter.windowed` is false), so the count walks that index's range."""
+        if f.windowed:
+            raise ValueError("a filter without an index is not counted")
+        source, _, _, conditions = self._driver(f)
+        query = self._where(
+            sa.select(sa.func.count()).select_from(source).where(*conditions), f, now
+        )
         with self._engine.connect() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(newest)).scalar_one())
-            scan = sa.select(c.content_hash).order_by(*ORDER).limit(window).subquery("scanned")
-            query = self._where(sa.select(sa.func.count()).select_from(_driven_by(scan)), f, now)
-            return int(conn.execute(query).scalar_one()), total > window
+            return int(conn.execute(query).scalar_one())
 
     def publications(self, service_peer_id: str, now: datetime) -> list[Any]:
         """Every publication grant of ``service_peer_id`` with its contract's times and state.

@@ -212,9 +212,8 @@ class ManagerViews:
         )
         return self._listed(page), page.next_cursor
 
-    def pending_count(self) -> tuple[int, bool]:
-        """Contracts waiting for our approval among the newest ``WINDOW``; and whether there
-        are older contracts (not looked at)."""
+    def pending_count(self) -> int:
+        """Contracts waiting for our approval, exactly (an index range of ours unsigned)."""
         return self.listing.count(Filter(pending=True), self.service.clock())
 
     def all_contracts(self) -> list[Contract]:
@@ -355,15 +354,14 @@ class ManagerViews:
                         },
                     )
                     peer["services"].append({"service_name": grant.service_name, **entry})
-        pending, beyond_window = self.pending_count()
         return {
             "peer_id": self.peer_id,
             "peer_name": self.service.settings.peer_name,
             "provided": [provided[name] for name in sorted(provided)],
             "consumed": [consumed[peer] for peer in sorted(consumed)],
-            "pending_approvals": pending,
-            # True: the lists and the count cover the newest contracts only.
-            "more": bool(more_contracts or beyond_window),
+            "pending_approvals": self.pending_count(),
+            # True: the lists cover the newest contracts only (the count is exact).
+            "more": more_contracts is not None,
             "window": WINDOW,
         }
 

@@ -3,7 +3,8 @@ tables (for the listing tests and ``bench/controller_scale.py``).
 
 Each copy has its own iv, creation time (one second older than the one before) and content
 hash, the template's grants and its stored signatures; every ``pending_every``-th copy has
-only Peer A's signature, so it waits for B's approval.
+only Peer A's signature, so it waits for B's approval. The state columns are computed by the
+store's own ``states.refresh``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contracttest import OIN_A
 from controllertest import Env
 
 from appliance.manager.storage import schema as t
+from appliance.manager.storage.states import refresh
 
 BATCH = 5000
 
@@ -55,7 +57,10 @@ def add_copies(env: Env, template: str, start: int, count: int, *, pending_every
                 }
             )
             batch["g"].extend(g | {"contract_hash": digest} for g in grants)
-            batch["p"].extend(p | {"contract_hash": digest} for p in peers)
+            created_at = batch["c"][-1]["created_at"]
+            batch["p"].extend(
+                p | {"contract_hash": digest, "created_at": created_at} for p in peers
+            )
             pending = number % pending_every == 0
             batch["s"].extend(
                 {k: v for k, v in s.items() if k != "id"} | {"contract_hash": digest}
@@ -67,3 +72,19 @@ def add_copies(env: Env, template: str, start: int, count: int, *, pending_every
             conn.execute(t.grants.insert(), batch["g"])
             conn.execute(t.contract_peers.insert(), batch["p"])
             conn.execute(t.signatures.insert(), batch["s"])
+            # The state columns the store keeps, as the store computes them.
+            refresh(conn, [row["content_hash"] for row in batch["c"]])
+
+
+def copy_tables(source: sa.Engine, target: sa.Engine) -> None:
+    """The Manager's contract tables (peers, certificates, contracts, grants, peers of
+    contracts, signatures) of ``source`` into ``target``, a migrated empty store."""
+    with source.connect() as read, target.begin() as write:
+        for table in (t.peers, t.certificates, t.contracts, t.grants, t.contract_peers):
+            rows = [dict(row._mapping) for row in read.execute(sa.select(table))]
+            write.execute(table.insert(), rows)
+        rows = [
+            {k: v for k, v in row._mapping.items() if k != "id"}
+            for row in read.execute(sa.select(t.signatures))
+        ]
+        write.execute(t.signatures.insert(), rows)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from bulk import add_copies
-from contracttest import NOW, Group
+from bulk import add_copies, copy_tables
+from contracttest import NOW, OIN_A, Group
 from controllertest import SERVICE, Env, controller_env
 from cryptography import x509
 
@@ -91,24 +91,48 @@ def test_a_cursor_is_stable_while_contracts_arrive(
         assert [row.content_hash for row in first.rows] + rest == before
 
 
-def test_a_filter_looks_at_a_window_and_the_cursor_goes_on(
+def test_a_filter_without_an_index_looks_at_a_window_and_the_cursor_goes_on(
     listing_env: tuple[Env, str],
 ) -> None:
     env, _ = listing_env
     manager = env.controller.manager
+    connections = {c.hash for c in manager.contracts(Filter(kind="connection"), limit=1000)[0]}
+    assert len(connections) == COPIES + 1
+    for window in (1, 3, 7, 1000):
+        pages = _walk(env, Filter(kind="connection"), 2, window=window)
+        found = [h for page in pages for h in page]
+        assert found == [h for h in _newest_first(env) if h in connections], window
+
+
+def test_indexed_filters_walk_every_match_in_order(listing_env: tuple[Env, str]) -> None:
+    env, _ = listing_env
+    manager = env.controller.manager
+    newest = _newest_first(env)
     pending = {c.hash for c in manager.contracts(Filter(pending=True), limit=1000)[0]}
     assert len(pending) == COPIES // 6
-    for window in (1, 3, 7, 1000):
-        pages = _walk(env, Filter(pending=True), 2, window=window)
-        found = [h for page in pages for h in page]
-        assert sorted(found) == sorted(pending), window
-        assert found == [h for h in _newest_first(env) if h in pending]
-    # Every page holds what the state says, in both ways of asking.
+    with env.service.store.engine.connect() as conn:
+        cp = t.contract_peers.c
+        of_a = set(conn.execute(sa.select(cp.contract_hash).where(cp.peer_id == OIN_A)).scalars())
+    assert len(of_a) == COPIES + 1  # all but the publication
+    for where, expected in (
+        (Filter(pending=True), pending),
+        (Filter(state="proposed"), pending),
+        (Filter(state="valid"), set(newest) - pending),
+        (Filter(pending=False), set(newest) - pending),
+        (Filter(peer_id=OIN_A), of_a),
+        (Filter(peer_id=OIN_A, pending=True), pending),
+        (Filter(peer_id=OIN_A, state="valid"), of_a - pending),
+        (Filter(state="rejected"), set()),
+    ):
+        for limit in (1, 3, 1000):
+            pages = _walk(env, where, limit)
+            found = [h for page in pages for h in page]
+            assert found == [h for h in newest if h in expected], (where, limit)
+            # Each page but the last is full: an index answers, there is no window.
+            assert all(len(page) == limit for page in pages[:-1]), (where, limit)
+        assert manager.listing.count(where, NOW) == len(expected), where
     for contract in manager.contracts(Filter(state="proposed"), limit=1000)[0]:
         assert contract.state == "proposed"
-        assert contract.hash in pending
-    valid = manager.contracts(Filter(state="valid"), limit=1000)[0]
-    assert len(valid) == COPIES + 2 - len(pending)
     assert {c.kind for c in manager.contracts(Filter(kind="publication"))[0]} == {"publication"}
 
 
@@ -201,21 +225,14 @@ def test_the_same_pages_on_postgresql(
     source = env.service.store.engine
     target = ManagerStore.open(fresh_postgres_url)
     try:
-        with source.connect() as read, target.engine.begin() as write:
-            for table in (t.peers, t.certificates, t.contracts, t.grants, t.contract_peers):
-                rows = [dict(row._mapping) for row in read.execute(sa.select(table))]
-                write.execute(table.insert(), rows)
-            rows = [
-                {k: v for k, v in row._mapping.items() if k != "id"}
-                for row in read.execute(sa.select(t.signatures))
-            ]
-            write.execute(t.signatures.insert(), rows)
+        copy_tables(source, target.engine)
         here = env.controller.manager.listing
         there = ContractListing(target.engine, here.own_peer_id)
         for where in (
             Filter(),
             Filter(pending=True),
             Filter(state="valid"),
+            Filter(peer_id=OIN_A),
             Filter(kind="publication"),
         ):
             for limit in (3, 1000):

@@ -46,7 +46,9 @@ def _counted(kind: str) -> sa.Exists:
     return (
         sa.select(1)
         .select_from(t.signatures.join(t.certificates, ce.thumbprint == s.certificate_thumbprint))
-        .join(t.contract_peers, sa.and_(cp.contract_hash == s.contract_hash, cp.peer_id == s.peer_id))
+        .join(
+            t.contract_peers, sa.and_(cp.contract_hash == s.contract_hash, cp.peer_id == s.peer_id)
+        )
         .where(s.contract_hash == c.content_hash, s.signature_type == kind)
         .exists()
     )

@@ -19,14 +19,21 @@ down_revision: str | None = "0001"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-_COUNTED = """EXISTS (SELECT 1 FROM signatures s
-    JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
-    JOIN contract_peers cp ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
-    WHERE s.contract_hash = contracts.content_hash AND s.signature_type = '{kind}')"""
-
-_BACKFILL_CONTRACTS = f"""UPDATE contracts SET
-  decision = CASE WHEN {_COUNTED.format(kind="revoke")} THEN 'revoked'
-                  WHEN {_COUNTED.format(kind="reject")} THEN 'rejected' END,
+_BACKFILL_CONTRACTS = """UPDATE contracts SET
+  decision = CASE
+    WHEN EXISTS (SELECT 1 FROM signatures s
+                   JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+                   JOIN contract_peers cp
+                     ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
+                   WHERE s.contract_hash = contracts.content_hash
+                     AND s.signature_type = 'revoke') THEN 'revoked'
+    WHEN EXISTS (SELECT 1 FROM signatures s
+                   JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+                   JOIN contract_peers cp
+                     ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
+                   WHERE s.contract_hash = contracts.content_hash
+                     AND s.signature_type = 'reject') THEN 'rejected'
+  END,
   accepted_until = CASE
     WHEN EXISTS (SELECT 1 FROM contract_peers cp
                  WHERE cp.contract_hash = contracts.content_hash AND NOT EXISTS (
@@ -42,7 +49,8 @@ _BACKFILL_CONTRACTS = f"""UPDATE contracts SET
   END"""
 
 _BACKFILL_PEERS = """UPDATE contract_peers SET
-  created_at = (SELECT c.created_at FROM contracts c WHERE c.content_hash = contract_peers.contract_hash),
+  created_at = (SELECT c.created_at FROM contracts c
+                WHERE c.content_hash = contract_peers.contract_hash),
   signed = EXISTS (SELECT 1 FROM signatures s
                    WHERE s.contract_hash = contract_peers.contract_hash
                      AND s.peer_id = contract_peers.peer_id)"""
@@ -50,7 +58,9 @@ _BACKFILL_PEERS = """UPDATE contract_peers SET
 
 def upgrade() -> None:
     op.add_column("contracts", sa.Column("decision", sa.String(length=16), nullable=True))
-    op.add_column("contracts", sa.Column("accepted_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "contracts", sa.Column("accepted_until", sa.DateTime(timezone=True), nullable=True)
+    )
     op.add_column(
         "contract_peers", sa.Column("created_at", sa.DateTime(timezone=True), nullable=True)
     )
@@ -85,9 +95,9 @@ def downgrade() -> None:
     op.drop_index("ix_contract_peers_unsigned", table_name="contract_peers")
     op.drop_index("ix_contract_peers_listing", table_name="contract_peers")
     op.drop_index("ix_contracts_state", table_name="contracts")
-    with op.batch_alter_table("contract_peers") as batch:
-        batch.drop_column("signed")
-        batch.drop_column("created_at")
-    with op.batch_alter_table("contracts") as batch:
-        batch.drop_column("accepted_until")
-        batch.drop_column("decision")
+    # Not batch_alter_table: on SQLite it copies the table and drops the old one, and dropping
+    # contracts cascades to every table that refers to it. SQLite 3.35+ drops columns itself.
+    op.drop_column("contract_peers", "signed")
+    op.drop_column("contract_peers", "created_at")
+    op.drop_column("contracts", "accepted_until")
+    op.drop_column("contracts", "decision")
