@@ -7,6 +7,10 @@ option given on the command line, then the configuration file, then the environm
 the built-in defaults. The user PIN comes from ``SLUIS_HSM_PIN`` or the PIN file, the SO PIN
 (``init-token`` only) from ``SLUIS_HSM_SO_PIN`` or ``--so-pin-file``: never from the command line.
 
+``change-pin`` changes the user PIN (C_SetPIN), the new PIN from ``SLUIS_HSM_NEW_PIN`` or
+``--new-pin-file``. ``list`` shows each private key's protection attributes; the components
+refuse a key that lacks one (see :data:`appliance.hsm.keys.PROTECTION`).
+
 After a re-key, ``retire-key --retire-label OLD`` retires the old key (signing disabled, objects
 relabelled ``OLD.retired-<UTC time>``) and ``destroy-retired --grace-days N`` later destroys
 keys retired at least N days ago. The key label the settings name is the live key: neither
@@ -42,6 +46,7 @@ ENV_TOKEN = "SLUIS_HSM_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_KEY_LABEL = "SLUIS_HSM_KEY_LABEL"
 ENV_PIN_FILE = "SLUIS_HSM_PIN_FILE"
 ENV_SO_PIN = "SLUIS_HSM_SO_PIN"
+ENV_NEW_PIN = "SLUIS_HSM_NEW_PIN"
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -176,6 +181,10 @@ def _flags(info: ObjectInfo, sign: dict[tuple[str, str], bool | None]) -> str:
     if can_sign is not None:
         # A retired key shows no-sign; the live key must show sign.
         flags.append("sign" if can_sign else "no-sign")
+    # The history of the key: a lacking one in capitals (Sluis refuses to use such a key).
+    for name in ("always-sensitive", "never-extractable", "local"):
+        present = (info.protection or {}).get(name)
+        flags.append(name if present else f"NOT-{name.upper()}")
     return ",".join(flags)
 
 
@@ -232,6 +241,10 @@ def list_json(
             "sensitive": info.sensitive,
             "extractable": info.extractable,
             "sign": sign.get((info.label, info.id_hex)) if info.kind == "private-key" else None,
+            "always_sensitive": (info.protection or {}).get("always-sensitive"),
+            "never_extractable": (info.protection or {}).get("never-extractable"),
+            "local": (info.protection or {}).get("local"),
+            "unprotected": info.unprotected,
             "subject": info.subject,
             "oin": info.oin,
             "not_after": info.not_after.isoformat() if info.not_after else None,
@@ -324,6 +337,23 @@ def _grace_days(value: str) -> int:
     return days
 
 
+def _change_pin(args: argparse.Namespace) -> int:
+    from appliance.hsm.token import change_pin
+
+    settings = settings_from_args(args)
+    new_pin = os.environ.get(ENV_NEW_PIN)
+    if not new_pin:
+        if args.new_pin_file is None:
+            raise ConfigurationError(f"no new PIN: set {ENV_NEW_PIN} or give --new-pin-file FILE")
+        new_pin = read_pin_file(args.new_pin_file)
+    change_pin(settings, new_pin)
+    print(
+        f"changed the user PIN of token {settings.token_label!r}; now replace the PIN file or "
+        "credential the services read, then restart them (docs/keys.md)"
+    )
+    return 0
+
+
 def _key_reference(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     uri = settings.pkcs11_uri()
@@ -403,7 +433,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "list",
         parents=[common],
         allow_abbrev=False,
-        help="list keys and certificates with days to expiry",
+        help="list keys and certificates with protection flags and days to expiry",
+        description=(
+            "FLAGS of a private key: sensitive, non-extractable, sign, always-sensitive, "
+            "never-extractable, local (generated in the token). A protection the key lacks is "
+            "shown in capitals (NOT-LOCAL, EXTRACTABLE); Sluis refuses to use such a key."
+        ),
     )
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=_list)
@@ -447,6 +482,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     destroy.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     destroy.add_argument("--json", action="store_true", help="machine-readable output")
     destroy.set_defaults(func=_destroy_retired)
+
+    pin = commands.add_parser(
+        "change-pin",
+        parents=[common],
+        allow_abbrev=False,
+        help="change the user PIN of the token (C_SetPIN)",
+        description=(
+            f"The current PIN from SLUIS_HSM_PIN, the credential or the PIN file; the new one "
+            f"from {ENV_NEW_PIN} or --new-pin-file, never from the command line."
+        ),
+    )
+    pin.add_argument("--new-pin-file", type=Path, metavar="FILE", help="root-only new PIN file")
+    pin.set_defaults(func=_change_pin)
 
     ref = commands.add_parser(
         "key-reference",

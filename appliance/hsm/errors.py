@@ -50,6 +50,10 @@ class KeyExistsError(HsmError):
     """The token already holds an object with the label a new key would get."""
 
 
+class UnprotectedKeyError(HsmError):
+    """The private key lacks a protection attribute (sensitive, never extractable, local...)."""
+
+
 class CertificateMismatchError(HsmError):
     """A certificate (chain) does not belong to the token key or is not a chain."""
 

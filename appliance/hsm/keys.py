@@ -4,6 +4,10 @@ The private key is created with ``CKA_TOKEN``, ``CKA_PRIVATE``, ``CKA_SENSITIVE`
 ``CKA_EXTRACTABLE``, ``CKA_SIGN`` only. The private key, public key and (later) the certificate
 share the configured label and a random 16-byte ``CKA_ID``. Only the public key ever leaves
 the token, read from the public key object (or the certificate).
+
+Sluis signs only with a private key that carries every protection attribute of
+:data:`PROTECTION`: sensitive and not extractable now, always sensitive and never extractable
+since it was made, and generated in the token (``CKA_LOCAL``), not imported.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, KeyType, MechanismFlag, Object, ObjectClass, PrivateKey, Session
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from appliance.hsm.errors import HsmError, KeyExistsError, KeyNotFoundError, translated
+from appliance.hsm.errors import (
+    HsmError,
+    KeyExistsError,
+    KeyNotFoundError,
+    UnprotectedKeyError,
+    translated,
+)
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import open_session
 
@@ -60,6 +70,43 @@ class KeyInfo:
         return self.key_id.hex()
 
 
+# (name shown, attribute, the value a protected key has)
+PROTECTION: tuple[tuple[str, Attribute, bool], ...] = (
+    ("sensitive", Attribute.SENSITIVE, True),
+    ("non-extractable", Attribute.EXTRACTABLE, False),
+    ("always-sensitive", Attribute.ALWAYS_SENSITIVE, True),
+    ("never-extractable", Attribute.NEVER_EXTRACTABLE, True),
+    ("local", Attribute.LOCAL, True),
+)
+
+
+def key_protection(key: Object) -> dict[str, bool | None]:
+    """Whether ``key`` has each protection of :data:`PROTECTION` (None: the token hides it)."""
+    result: dict[str, bool | None] = {}
+    for name, attribute, wanted in PROTECTION:
+        value = _attr(key, attribute)
+        result[name] = None if value is None else bool(value) == wanted
+    return result
+
+
+def missing_protection(protection: dict[str, bool | None]) -> list[str]:
+    """The protections a key lacks (one the token does not report counts as lacking)."""
+    return [name for name, present in protection.items() if present is not True]
+
+
+def check_protection(key: Object, settings: HsmSettings) -> None:
+    """Refuse a private key that lacks a protection attribute, naming what it lacks."""
+    with translated(settings, "reading the key's protection attributes"):
+        missing = missing_protection(key_protection(key))
+    if missing:
+        raise UnprotectedKeyError(
+            f"key {settings.key_label!r} in token {settings.token_label!r} is not protected "
+            f"as the organisation key must be; it lacks: {', '.join(missing)}. It was imported or "
+            "created extractable; generate a new key in the token (sluis hsm generate-key) and "
+            "re-key (docs/keys.md)"
+        )
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object in the token, as ``sluis hsm list`` shows it."""
@@ -74,6 +121,13 @@ class ObjectInfo:
     oin: str | None = None
     not_after: datetime | None = None
     days_to_expiry: int | None = None
+    # Private keys: each protection of PROTECTION, present or not (None: the token hides it).
+    protection: dict[str, bool | None] | None = None
+
+    @property
+    def unprotected(self) -> list[str]:
+        """Protections this private key lacks ([] for other objects)."""
+        return missing_protection(self.protection) if self.protection is not None else []
 
 
 def _attr(obj: Object, attribute: Attribute, default: Any = None) -> Any:
@@ -183,6 +237,16 @@ def _public_key_from_object(obj: Object) -> SigningPublicKey:
     raise HsmError(f"unsupported key type {key_type!r} (only EC and RSA keys sign here)")
 
 
+def require_protected_key(settings: HsmSettings) -> None:
+    """Refuse to start with an organisation key that lacks a protection attribute.
+
+    For the TLS listeners, which hand the key to OpenSSL: call before loading it (not while
+    holding the login lock; this opens a session, which takes the lock itself).
+    """
+    with open_session(settings) as session:
+        check_protection(find_private_key(session, settings), settings)
+
+
 def find_private_key(session: Session, settings: HsmSettings) -> PrivateKey:
     """The organisation's private key object (by label)."""
     with translated(settings, "looking for the private key"):
@@ -251,11 +315,17 @@ def _describe(obj: Object, now: datetime) -> ObjectInfo:
             algorithm = f"rsa-{len(modulus) * 8}" if modulus else "rsa"
         else:
             algorithm = getattr(key_type, "name", None)
-        sensitive = extractable = None
-        if object_class == ObjectClass.PRIVATE_KEY:
-            sensitive = _attr(obj, Attribute.SENSITIVE)
-            extractable = _attr(obj, Attribute.EXTRACTABLE)
-        return ObjectInfo(kind, label, id_hex, algorithm, sensitive, extractable)
+        if object_class != ObjectClass.PRIVATE_KEY:
+            return ObjectInfo(kind, label, id_hex, algorithm)
+        return ObjectInfo(
+            kind,
+            label,
+            id_hex,
+            algorithm,
+            _attr(obj, Attribute.SENSITIVE),
+            _attr(obj, Attribute.EXTRACTABLE),
+            protection=key_protection(obj),
+        )
     if object_class == ObjectClass.CERTIFICATE:
         value = _attr(obj, Attribute.VALUE)
         try:

@@ -27,7 +27,12 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, Session
 from pkcs11.types import SignMixin
 
 from appliance.hsm.errors import HsmError, translate, translated
-from appliance.hsm.keys import SigningPublicKey, find_private_key, read_public_key
+from appliance.hsm.keys import (
+    SigningPublicKey,
+    check_protection,
+    find_private_key,
+    read_public_key,
+)
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import PKCS11_LOCK, logout, open_persistent_session, token_mechanisms
 
@@ -149,6 +154,7 @@ class Pkcs11Signer:
                     f"key {settings.key_label!r} in token {settings.token_label!r} may not sign "
                     "(CKA_SIGN is false: retired, see sluis hsm retire-key)"
                 )
+            check_protection(key, settings)
             public = read_public_key(session, settings)
             with translated(settings, "probing the token's mechanisms"):
                 offered = token_mechanisms(session.token)

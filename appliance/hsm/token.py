@@ -40,6 +40,7 @@ from appliance.hsm.errors import (
     Pkcs11ModuleError,
     WrongPinError,
     pin_source,
+    translate,
     translated,
 )
 from appliance.hsm.lock import login_lock
@@ -49,6 +50,7 @@ from appliance.hsm.settings import HsmSettings
 __all__ = [
     "PKCS11_LOCK",
     "Pkcs11Lib",
+    "change_pin",
     "find_token",
     "hold_login_lock",
     "load_module",
@@ -233,6 +235,31 @@ def open_session(settings: HsmSettings, *, rw: bool = False) -> Iterator[Session
         finally:
             with suppress(p11e.SessionClosed, p11e.SessionHandleInvalid):
                 session.close()
+
+
+def change_pin(settings: HsmSettings, new_pin: str) -> None:
+    """C_SetPIN: replace the user PIN (the current one from the usual source) with ``new_pin``.
+
+    Under the login lock: SoftHSM rewrites the token file. Running services keep their login;
+    they need the new PIN at their next start (PIN file or credential), see docs/keys.md.
+    """
+    if not new_pin:
+        raise HsmError("the new PIN is empty")
+    old_pin = read_pin(settings)
+    if hmac.compare_digest(old_pin.encode(), new_pin.encode()):
+        raise HsmError(f"the new PIN is the PIN from {pin_source(settings)}; nothing changed")
+    with PKCS11_LOCK, open_session(settings, rw=True) as session, hold_login_lock(settings):
+        try:
+            session.set_pin(old_pin, new_pin)
+        except (p11e.PinLenRange, p11e.PinInvalid) as exc:
+            raise HsmError(
+                f"token {settings.token_label!r} refused the new PIN (its length or characters); "
+                "the PIN did not change"
+            ) from exc
+        except p11e.PKCS11Error as exc:
+            raise translate(exc, settings, "changing the user PIN") from exc
+    # This process's login remembers the old PIN; the next use logs in with the new one.
+    logout(settings)
 
 
 def logout(settings: HsmSettings) -> None:
