@@ -58,6 +58,7 @@ class ForwardedResponse:
     headers: Headers
     body: AsyncIterator[bytes] | None  # None: nothing to stream (see data)
     data: bytes | None = None  # the whole body, when it was complete with the head
+    waited: float = 0.0  # seconds from sending the request to the answer's head
 
 
 class Forwarder:
@@ -163,29 +164,35 @@ class Forwarder:
         target = path
         if query_string:
             target += "?" + query_string.decode("latin-1")
+        sent = time.perf_counter()
         try:
             response = await self.pool().request(
                 self._origin(origin), method, target, headers, body, deadline=deadline
             )
         except (UpstreamError, OSError) as exc:
             raise self.unreachable(name, origin, describe(exc)) from None
-        answer = self._answer(response, method, name, slot)
+        answer = self._answer(response, method, name, slot, time.perf_counter() - sent)
         if answer.body is None and slot is not None:
             slot.release()
         return answer
 
     def _answer(
-        self, response: UpstreamResponse, method: str, name: str, slot: Slot | None
+        self,
+        response: UpstreamResponse,
+        method: str,
+        name: str,
+        slot: Slot | None,
+        waited: float,
     ) -> ForwardedResponse:
         status = response.status
         headers = self.answer_headers(response.headers)
         if method == "HEAD" or status in _BODILESS:
             response.close()
-            return ForwardedResponse(status, headers, None)
+            return ForwardedResponse(status, headers, None, waited=waited)
         data = response.whole()
         if data is not None:
-            return ForwardedResponse(status, headers, None, data)
-        return ForwardedResponse(status, headers, _relay(response, name, slot))
+            return ForwardedResponse(status, headers, None, data, waited)
+        return ForwardedResponse(status, headers, _relay(response, name, slot), waited=waited)
 
 
 async def _relay(response: UpstreamResponse, name: str, slot: Slot | None) -> AsyncIterator[bytes]:
@@ -204,10 +211,14 @@ async def _relay(response: UpstreamResponse, name: str, slot: Slot | None) -> As
 
 
 class BodyProgress:
-    """Whether the ASGI server has delivered the request body's last event."""
+    """Whether the ASGI server has delivered the request body's last event, and how many
+    bytes of the body went on (for the metrics)."""
+
+    __slots__ = ("complete", "received")
 
     def __init__(self) -> None:
         self.complete = False
+        self.received = 0
 
 
 async def request_body(
@@ -218,9 +229,9 @@ async def request_body(
     Raises :class:`ClientDisconnected` (aborting the next hop's request, so that it never
     sees a cut-off body as a whole one) when the body ends without being complete.
     """
-    received = 0
     async for chunk in chunks:
-        received += len(chunk)
+        progress.received += len(chunk)
         yield chunk
+    received = progress.received
     if not (progress.complete or (content_length is not None and received >= content_length)):
         raise ClientDisconnected("the client disconnected before its request body was complete")

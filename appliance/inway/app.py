@@ -41,6 +41,7 @@ from appliance.forwarding.asgi import (
 from appliance.forwarding.deadline import TIMEOUT_HEADER, answer_deadline
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
 from appliance.forwarding.limits import Shares
+from appliance.forwarding.observe import ObserveMiddleware, routed, upstream
 from appliance.forwarding.proxy import ClientDisconnected
 from appliance.inway.certificates import SigningCertificates
 from appliance.inway.errors import InwayError, InwayErrorCode
@@ -56,6 +57,7 @@ from appliance.inway.proxy import InwayForwarder
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
 from appliance.metrics import mount_metrics
+from appliance.metrics.registry import enabled as metrics_enabled
 from appliance.serving.app import PeerIdentityMiddleware
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
@@ -100,6 +102,7 @@ class InwayProxy:
         self, req: GatewayRequest, resp: falcon.asgi.Response | None, **_: Any
     ) -> None:
         peer: PeerIdentity = req.context.peer
+        routed(req, peer=peer.peer_id)
         now = asyncio.get_running_loop().time()
         deadline = answer_deadline(req.get_header(TIMEOUT_HEADER), now)
         try:
@@ -111,6 +114,7 @@ class InwayProxy:
             token = self._verifier.verify(authorization, peer)
             transaction = transaction_id(req.get_header(TRANSACTION_ID_HEADER))
             backend = self._services[token.service]
+            routed(req, peer=peer.peer_id, service=token.service)
             path = backend_path(backend.path, raw_path(req.scope))
         except InwayError as exc:
             _PEER_REFUSED.failed(
@@ -148,7 +152,7 @@ class InwayProxy:
             slot.release()
             raise
         assert resp is not None  # Falcon always passes one to a sink
-        pass_on(answer, resp)
+        pass_on(upstream(req, answer), resp)
 
     async def _log(self, record: dict[str, Any], deadline: float | None) -> None:
         """Write ``record`` before the outway's deadline, or refuse the request."""
@@ -201,9 +205,14 @@ def create_inway_app(
         services=runtime.services.keys(),
         clock_skew=runtime.clock_skew,
     )
+    observe = [ObserveMiddleware("inway")] if metrics_enabled() else []
     app = InwayApp(
         request_type=GatewayRequest,
-        middleware=[PeerIdentityMiddleware(ErrorDomain.INWAY), ForwarderLifecycle(forwarder)],
+        middleware=[
+            *observe,  # first: it sees every answer, the peer middleware's refusals too
+            PeerIdentityMiddleware(ErrorDomain.INWAY),
+            ForwarderLifecycle(forwarder),
+        ],
     )
     app.set_error_serializer(serialize_error)
     app.add_error_handler(ClientDisconnected, client_gone)

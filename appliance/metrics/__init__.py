@@ -1,4 +1,9 @@
-"""``/metrics``: certificate and CRL expiry in the Prometheus text format (version 0.0.4).
+"""``/metrics``: certificate and CRL expiry, then the process metrics, in the Prometheus text
+format (version 0.0.4).
+
+The process metrics are prometheus-client's, summed over every gunicorn worker of the
+component (:mod:`appliance.metrics.registry`): the data path's (:mod:`.datapath`) on the
+gateways. docs/monitoring.md lists every series.
 
 The manager, inway and outway mount it with :func:`mount_metrics`. Every scrape reads the files
 behind ``[tls]`` again (a few certificates and CRLs: microseconds), so every gunicorn worker
@@ -28,6 +33,7 @@ import falcon
 import falcon.asgi
 
 from appliance.config import TlsSettings
+from appliance.metrics.registry import exposition
 from appliance.pki.expiry import ExpiryItem, collect
 
 PATH = "/metrics"
@@ -118,7 +124,7 @@ class MetricsMiddleware:
         if any(req.get_header(name) is not None for name in _ROUTING_HEADERS):
             return
         resp.content_type = CONTENT_TYPE
-        resp.text = render(self._tls)
+        resp.data = render(self._tls).encode("utf-8") + exposition()
         resp.complete = True
 
 

@@ -47,10 +47,13 @@ from appliance.forwarding.asgi import raw_path as request_raw_path
 from appliance.forwarding.deadline import timeout_header
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
 from appliance.forwarding.limits import Shares, Slot
+from appliance.forwarding.observe import ObserveMiddleware, routed, upstream
 from appliance.forwarding.paths import PathRefused, checked_path
 from appliance.forwarding.proxy import ClientDisconnected, ForwardedResponse
 from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
+from appliance.metrics.datapath import TOKEN_FETCHES, TOKEN_LOOKUPS
+from appliance.metrics.registry import enabled as metrics_enabled
 from appliance.outway.departure import departure
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.outway.grants import GrantSource, Route, by_grant_hash, by_service
@@ -63,7 +66,7 @@ from appliance.outway.logging import (
 )
 from appliance.outway.proxy import GRANT_HASH_HEADER, OutwayForwarder
 from appliance.outway.settings import PEER_ID, OutwayRuntime, outway_settings, resolve_runtime
-from appliance.outway.tokens import AccessToken, TokenCache
+from appliance.outway.tokens import AccessToken, TokenCache, TokenFetcher
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
 from appliance.serving.worker import CONFIG_ENV
 from appliance.statelog import FailureState, FailureStates
@@ -173,8 +176,10 @@ class OutwayProxy:
         pseudonymiser: Pseudonymiser | None = None,
         forward_purpose_headers: bool = False,
         pass_headers: Mapping[str, frozenset[str]] | None = None,
+        count_tokens: bool = False,
     ) -> None:
         self._grants = grants
+        self._count_tokens = count_tokens
         self._tokens = tokens
         self._writer = writer
         self._forwarder = forwarder
@@ -206,7 +211,10 @@ class OutwayProxy:
         req.context.transaction_id = transaction
         try:
             route, path = self._route(req)
+            routed(req, peer=route.service_peer_id, service=route.service_name)
             purpose = purpose_binding(req.get_header, self._pseudonymiser)
+            if self._count_tokens:
+                TOKEN_LOOKUPS.inc()
             token = await self._tokens.token(route, departed=departure(req))
         except OutwayError as exc:
             if exc.log_level < logging.WARNING:  # counted elsewhere (e.g. a Manager's outage)
@@ -239,7 +247,7 @@ class OutwayProxy:
             if codes & _TOKEN_REFUSED:
                 self._tokens.forget(route.grant_hash)
         assert resp is not None  # Falcon always passes one to a sink
-        pass_on(answer, resp)
+        pass_on(upstream(req, answer), resp)
 
     async def _forward(
         self,
@@ -290,6 +298,22 @@ class OutwayProxy:
         )
 
 
+class CountedFetcher:
+    """The token fetcher, counted (``sluis_outway_token_fetches_total``)."""
+
+    def __init__(self, fetcher: TokenFetcher) -> None:
+        self._fetcher = fetcher
+
+    async def fetch(self, route: Route) -> str:
+        try:
+            raw = await self._fetcher.fetch(route)
+        except BaseException:
+            TOKEN_FETCHES.labels("failed").inc()
+            raise
+        TOKEN_FETCHES.labels("ok").inc()
+        return raw
+
+
 class Closers:
     """Falcon lifespan middleware: close the worker's other clients (Manager calls, the log)."""
 
@@ -314,9 +338,11 @@ def create_outway_app(
     pseudonymiser: Pseudonymiser | None = None,
     closers: tuple[Callable[[], Awaitable[None]], ...] = (),
 ) -> OutwayApp:
+    observe = metrics_enabled()
     app = OutwayApp(
         request_type=GatewayRequest,
         middleware=[
+            *([ObserveMiddleware("outway")] if observe else []),
             TransactionIdMiddleware(),
             ForwarderLifecycle(forwarder),
             Closers(*closers),
@@ -334,6 +360,7 @@ def create_outway_app(
             pseudonymiser=pseudonymiser,
             forward_purpose_headers=runtime.forward_purpose_headers,
             pass_headers=runtime.pass_headers,
+            count_tokens=observe,
         ),
         prefix="",
     )
@@ -363,8 +390,9 @@ def create_app() -> OutwayApp:
         resolve=resolve or None,
     )
     service = build_service(config, client=client)
+    fetcher: TokenFetcher = ManagerTokenFetcher(client, service, service.peer_id)
     tokens = TokenCache(
-        ManagerTokenFetcher(client, service, service.peer_id),
+        CountedFetcher(fetcher) if metrics_enabled() else fetcher,
         group_id=runtime.group_id,
         refresh=runtime.token_refresh,
         timeout=runtime.token_timeout,

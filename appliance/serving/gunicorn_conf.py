@@ -9,6 +9,9 @@ serve at most while the new ones start (seconds, default 60; ``appliance.serving
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from appliance.metrics import registry as _metrics
 
 bind = os.environ.get("SLUIS_BIND", "127.0.0.1:8443").split(",")
 workers = int(os.environ.get("SLUIS_WORKERS", str(os.cpu_count() or 1)))
@@ -24,3 +27,17 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SLUIS_LOG_LEVEL", "info")
 control_socket_disable = True  # systemd signals the master; no extra socket per instance
+
+
+# prometheus-client's multiprocess mode (appliance.metrics.registry): one sample directory per
+# master, ready before the first fork; an exited worker's live gauges dropped.
+def on_starting(server: Any) -> None:
+    _metrics.prepare_directory(proc_name)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    _metrics.worker_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    _metrics.master_exiting()

@@ -50,6 +50,7 @@ requests, never tunnels); the connection is closed after the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,28 @@ from appliance.tls.peer import PeerIdentity, PeerIdentityError
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 # Put into the scope of a request refused on the wire: its app is never started.
 _REFUSED = "sluis.refused"
+
+
+class _Uncounted:
+    def inc(self) -> None:
+        pass
+
+    def dec(self) -> None:
+        pass
+
+
+@functools.cache
+def _connections() -> Any:
+    """``sluis_open_connections``, imported in the worker at its first connection: the master
+    imports this module before it names the metrics directory (appliance.metrics.registry),
+    and prometheus-client picks its mode once, when first imported."""
+    from appliance.metrics.registry import enabled
+
+    if not enabled():
+        return _Uncounted()
+    from appliance.metrics.datapath import CONNECTIONS
+
+    return CONNECTIONS
 
 
 def tls_extension(ssl_object: ssl.SSLObject | None) -> dict[str, Any]:
@@ -212,12 +235,14 @@ class PeerCertificateProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._sluis_extensions = tls_extension(transport.get_extra_info("ssl_object"))
+        _connections().inc()
         super().connection_made(transport)
         # The first head is due within the timeout from here (after the TLS handshake).
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        _connections().dec()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
