@@ -26,11 +26,35 @@ MAX_BACKOFF = timedelta(minutes=5)
 # A peer that refuses (4xx) will not change its mind soon; try again much later, never give up
 # silently: the row, with its last error, stays visible to operators.
 REFUSED_BACKOFF = timedelta(hours=1)
+# A provider refuses a connection to a service whose publication it does not hold as valid
+# (yet): the directory's accept reaches it on its own, often just after the proposal. That
+# refusal is retried on the normal back-off for this many attempts (1 s ... 5 min: about
+# 34 minutes in all), then as a refusal: the service may really not exist.
+NOT_YET_ATTEMPTS = 14
+# How a Sluis provider words it (ManagerService._check_roles, validate_offered_services),
+# under Sluis's own ERROR_CODE_CONTRACT_INVALID: FSC has no code for it.
+NOT_YET_CODE = "ERROR_CODE_CONTRACT_INVALID"
+NOT_YET_WORDS = "offers no service"
 
 
 def backoff(attempts: int) -> timedelta:
     """1 s, 2 s, 4 s ... capped at MAX_BACKOFF."""
     return min(timedelta(seconds=2 ** min(attempts, 16)), MAX_BACKOFF)
+
+
+def not_yet(exc: PeerCallError, row: OutboxRow) -> bool:
+    """Whether a refusal of ``row`` may pass by itself: a proposal (or a signature of one
+    the provider never stored) refused because the provider does not offer the service
+    (yet), within the first NOT_YET_ATTEMPTS attempts."""
+    return (
+        exc.code == NOT_YET_CODE and NOT_YET_WORDS in str(exc) and row.attempts < NOT_YET_ATTEMPTS
+    )
+
+
+def retry_after(exc: PeerCallError | SluisError, row: OutboxRow) -> timedelta:
+    """How long to wait before the next attempt of ``row`` after ``exc``."""
+    refused = isinstance(exc, PeerCallError) and exc.permanent and not not_yet(exc, row)
+    return REFUSED_BACKOFF if refused else backoff(row.attempts)
 
 
 async def deliver_one(service: ManagerService, row: OutboxRow) -> bool:
@@ -49,8 +73,7 @@ async def deliver_one(service: ManagerService, row: OutboxRow) -> bool:
                 payload["signature"],
             )
     except (PeerCallError, SluisError) as exc:
-        permanent = isinstance(exc, PeerCallError) and exc.permanent
-        wait = REFUSED_BACKOFF if permanent else backoff(row.attempts)
+        wait = retry_after(exc, row)
         service.store.mark_failed(row.id, str(exc)[:1000], service.clock() + wait)
         log.warning(
             "delivery %s of %s %s to %s failed (attempt %d, next in %s): %s",
