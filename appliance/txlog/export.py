@@ -15,9 +15,11 @@ remembers how far it got:
 
 Only the record's fields are written, never message content (the log has none): the FSC
 fields of ``GET /logs``, the row id (``log_id``, the export's cursor) and the creation time in
-RFC 3339 with microseconds. The three local purpose-binding fields (processing activity, trace
-id, data-subject pseudonym) are left out unless ``purpose=True``: they are meant for the
-organisation's own audits, not necessarily for a shared collector.
+RFC 3339 with microseconds, and the record's place in the hash chain (``chain_seq``,
+``chain_prev``, ``purpose_digest``: :mod:`appliance.txlog.chain`). The three local
+purpose-binding fields (processing activity, trace id, data-subject pseudonym) are left out
+unless ``purpose=True``: they are meant for the organisation's own audits, not necessarily
+for a shared collector.
 
 The database is only read (``SELECT``; on SQLite without a write lock). On PostgreSQL, ids are
 taken from a sequence before their transactions commit, so a record with a lower id may become
@@ -42,25 +44,15 @@ from sqlalchemy.engine import Engine
 
 from appliance.errors import SluisError
 from appliance.txlog import schema
+from appliance.txlog.chain import purpose_digest
 from appliance.txlog.database import create_engine, reading
+from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
 
 DEFAULT_BATCH = 1000
 POSTGRESQL_SETTLE_SECONDS = 120.0
 # How far back from the end of the output file the last complete line is looked for; a
 # record's line is well below 2 KiB (a grant hash is at most 1024 characters).
 _TAIL_BYTES = 64 * 1024
-
-FSC_FIELDS = (
-    "transaction_id",
-    "direction",
-    "grant_hash",
-    "service_name",
-    "source_outway_peer_id",
-    "source_delegator_peer_id",
-    "destination_service_peer_id",
-    "destination_delegator_peer_id",
-)
-PURPOSE_FIELDS = ("processing_activity_id", "trace_id", "data_subject_pseudonym")
 
 
 class ExportError(SluisError):
@@ -86,6 +78,11 @@ def line_for(row: sa.Row[Any], *, purpose: bool = False) -> str:
     if purpose:
         for name in PURPOSE_FIELDS:
             document[name] = mapping[name]
+    if mapping["chain_seq"] is not None:
+        # The hash chain, so that the collector's copy can be verified (docs/txlog.md).
+        document["chain_seq"] = int(mapping["chain_seq"])
+        document["chain_prev"] = mapping["chain_prev"]
+        document["purpose_digest"] = purpose_digest(mapping)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=True, sort_keys=False)
 
 

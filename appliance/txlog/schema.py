@@ -7,6 +7,7 @@ no column for message content: the columns are the FSC fields and the three purp
 - ``id``: insertion order; with ``created_at`` the sort and cursor key of ``/logs``.
 - ``(transaction_id, direction)`` is unique: an Outway and an Inway of one appliance may log
   the same transaction, each once.
+- ``(direction, chain_seq)`` is unique: one order per stream (the hash chain, ``chain.py``).
 - One index per peer column, for "records naming peer X" (the ``/logs`` filter), and one on
   ``data_subject_pseudonym`` for a privacy officer's search about one person.
 """
@@ -26,6 +27,20 @@ DIRECTION_LENGTH = 32
 PROCESSING_ACTIVITY_LENGTH = 200
 TRACE_ID_LENGTH = 32
 PSEUDONYM_LENGTH = 64
+CHAIN_HASH_LENGTH = 64  # hexadecimal SHA-256
+
+# The record's columns as the export and the hash chain name them.
+FSC_FIELDS = (
+    "transaction_id",
+    "direction",
+    "grant_hash",
+    "service_name",
+    "source_outway_peer_id",
+    "source_delegator_peer_id",
+    "destination_service_peer_id",
+    "destination_delegator_peer_id",
+)
+PURPOSE_FIELDS = ("processing_activity_id", "trace_id", "data_subject_pseudonym")
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -51,6 +66,10 @@ records = sa.Table(
     sa.Column("processing_activity_id", sa.String(PROCESSING_ACTIVITY_LENGTH), nullable=True),
     sa.Column("trace_id", sa.String(TRACE_ID_LENGTH), nullable=True),
     sa.Column("data_subject_pseudonym", sa.String(PSEUDONYM_LENGTH), nullable=True),
+    # The hash chain (appliance.txlog.chain): the position in the direction's stream and the
+    # hash of the record before it; null on records stored before the chain began.
+    sa.Column("chain_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+    sa.Column("chain_prev", sa.String(CHAIN_HASH_LENGTH), nullable=True),
     sa.UniqueConstraint("transaction_id", "direction"),
     sa.CheckConstraint(
         "direction IN ('DIRECTION_INCOMING', 'DIRECTION_OUTGOING')", name="direction"
@@ -61,4 +80,5 @@ records = sa.Table(
     sa.Index(None, "source_delegator_peer_id"),
     sa.Index(None, "destination_delegator_peer_id"),
     sa.Index(None, "data_subject_pseudonym"),
+    sa.Index(None, "direction", "chain_seq", unique=True),
 )

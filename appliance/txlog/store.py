@@ -43,7 +43,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from appliance.database import beyond
 from appliance.statelog import FailureState
-from appliance.txlog import schema
+from appliance.txlog import chain, schema
 from appliance.txlog.database import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     create_engine,
@@ -300,7 +300,8 @@ _SQLITE_INSERT = (
     "INSERT INTO txlog_records (transaction_id, direction, grant_hash, service_name, "
     "source_outway_peer_id, source_delegator_peer_id, destination_service_peer_id, "
     "destination_delegator_peer_id, created_at, processing_activity_id, trace_id, "
-    "data_subject_pseudonym) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "data_subject_pseudonym, chain_seq, chain_prev) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (transaction_id, direction) DO NOTHING"
 )
 # What SQLAlchemy's SQLite DATETIME stores: UTC without offset, so text order is time order.
@@ -311,14 +312,17 @@ def _sqlite_commit(cursor: Any) -> None:
     cursor.execute("COMMIT")  # returns once the WAL is flushed (synchronous = FULL)
 
 
-def _insert_sqlite(connection: Connection, records: Sequence[LogRecord]) -> set[_Key]:
+def _insert_sqlite(
+    connection: Connection, records: Sequence[LogRecord], *, chained: bool = True
+) -> set[_Key]:
     """The batch in one SQLite transaction on the driver's own connection.
 
     The writer's hot path: SQLAlchemy's statement and row processing cost more CPU than
     SQLite's own insert (a profile of the chain showed it as the writer thread's main
     work besides the flush). The values are exactly those the Core insert stores (the
     readers go through SQLAlchemy). ``synchronous = FULL`` and the busy timeout are the
-    engine's connect-time settings; BEGIN IMMEDIATE as the engine's writers use.
+    engine's connect-time settings; BEGIN IMMEDIATE as the engine's writers use, which also
+    holds the chain's heads for the transaction (one writer per file).
     """
     raw = connection.connection.driver_connection
     assert raw is not None
@@ -327,7 +331,13 @@ def _insert_sqlite(connection: Connection, records: Sequence[LogRecord]) -> set[
     try:
         cursor.execute("BEGIN IMMEDIATE")
         try:
+            heads = (
+                chain.sqlite_heads(cursor, {r.direction.value for r in records})
+                if chained
+                else None
+            )
             for record in records:
+                link = heads.link(_row(record)) if heads is not None else None
                 source, destination, purpose = record.source, record.destination, record.purpose
                 direction = record.direction.value
                 cursor.execute(
@@ -345,10 +355,14 @@ def _insert_sqlite(connection: Connection, records: Sequence[LogRecord]) -> set[
                         purpose.processing_activity_id,
                         purpose.trace_id,
                         purpose.data_subject_pseudonym,
+                        link[0] if link is not None else None,
+                        link[1] if link is not None else None,
                     ),
                 )
                 if cursor.rowcount == 1:
                     inserted.add((record.transaction_id, direction))
+                    if heads is not None and link is not None:  # a duplicate takes no seq
+                        heads.advance(direction, link[0], link[2])
             _sqlite_commit(cursor)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -424,6 +438,7 @@ class TransactionLog:
         linger_alone: bool = True,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         dispose_engine: bool = False,
+        chained: bool = True,
     ) -> None:
         if not 1 <= max_batch <= 10_000:
             raise ValueError("max_batch must be 1..10000")
@@ -439,6 +454,7 @@ class TransactionLog:
             )
         self._engine = engine
         self._dispose_engine = dispose_engine
+        self._chained = chained  # False only to measure what the chain costs (bench/)
         self._write_timeout = write_timeout
         self._insert = self._insert_statement(engine)
         self._writer = _GroupCommitWriter(
@@ -467,6 +483,7 @@ class TransactionLog:
         linger_alone: bool = True,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        chained: bool = True,
         **engine_kwargs: Any,
     ) -> TransactionLog:
         """Connect to ``url`` (``sqlite:////var/lib/sluis/txlog.db``, ``postgresql://...``),
@@ -487,6 +504,7 @@ class TransactionLog:
                 linger_alone=linger_alone,
                 write_timeout=write_timeout,
                 dispose_engine=True,
+                chained=chained,
             )
         except BaseException:
             engine.dispose()
@@ -564,11 +582,10 @@ class TransactionLog:
             connection = self._engine.connect()
         try:
             if self._keep_connection:
-                inserted = _insert_sqlite(connection, unique)
+                inserted = _insert_sqlite(connection, unique, chained=self._chained)
             else:
                 with connection.begin():
-                    result = connection.execute(self._insert, [_row(r) for r in unique])
-                    inserted = {(row[0], row[1]) for row in result}
+                    inserted = self._insert_locked(connection, unique)
         except BaseException:
             # A connection that failed a write is not trusted again (SQLite opens a file
             # it may not write read-only, and stays so after the operator fixes it):
@@ -587,6 +604,38 @@ class TransactionLog:
             if key not in inserted:
                 outcomes[index] = DuplicateTransactionError(*key)
         return outcomes
+
+    def _insert_locked(self, connection: Connection, records: Sequence[LogRecord]) -> set[_Key]:
+        """PostgreSQL: the batch after the heads of its streams, locked until the commit.
+
+        A duplicate is in the same stream as the record it repeats, so under the head's lock
+        it is found before any seq is given out; the insert then must take every row.
+        """
+        rows = [_row(r) for r in records]
+        if not rows:
+            return set()
+        if not self._chained:
+            result = connection.execute(self._insert, rows)
+            return {(row[0], row[1]) for row in result}
+        heads = chain.locked_heads(connection, {row["direction"] for row in rows})
+        c = schema.records.c
+        present = {
+            (row.transaction_id, row.direction)
+            for row in connection.execute(
+                sa.select(c.transaction_id, c.direction).where(
+                    c.transaction_id.in_([row["transaction_id"] for row in rows])
+                )
+            )
+        }
+        fresh = [row for row in rows if (row["transaction_id"], row["direction"]) not in present]
+        chain.chain_rows(heads, fresh)
+        inserted: set[_Key] = set()
+        if fresh:
+            result = connection.execute(self._insert, fresh)
+            inserted = {(row[0], row[1]) for row in result}
+        if len(inserted) != len(fresh):  # a row written past the lock: store nothing
+            raise TransactionLogError("a record was stored outside the chain's lock")
+        return inserted
 
     # -- reading ----------------------------------------------------------------------------
 

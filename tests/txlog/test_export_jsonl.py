@@ -20,6 +20,8 @@ from appliance.txlog.export import (
     write_cursor,
 )
 
+CHAIN_FIELDS = ("chain_seq", "chain_prev", "purpose_digest")
+
 
 def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -58,9 +60,9 @@ def test_only_record_fields_and_purpose_on_request(
     export_jsonl(store_url, plain, tmp_path / "c1", settle_seconds=0)
     export_jsonl(store_url, full, tmp_path / "c2", purpose=True, settle_seconds=0)
     (line,) = _lines(plain)
-    assert set(line) == {"log_id", "created_at", *FSC_FIELDS}
+    assert set(line) == {"log_id", "created_at", *FSC_FIELDS, *CHAIN_FIELDS}
     (line,) = _lines(full)
-    assert set(line) == {"log_id", "created_at", *FSC_FIELDS, *PURPOSE_FIELDS}
+    assert set(line) == {"log_id", "created_at", *FSC_FIELDS, *PURPOSE_FIELDS, *CHAIN_FIELDS}
     assert line["processing_activity_id"] == "urn:pa:1"
 
 

@@ -64,6 +64,8 @@ COLUMNS = {
     "processing_activity_id",
     "trace_id",
     "data_subject_pseudonym",
+    "chain_seq",  # the hash chain: a position and a hash, no content
+    "chain_prev",
 }
 
 
@@ -77,7 +79,7 @@ def test_the_migrated_database_matches_the_metadata(store_url: str) -> None:
         migrate(engine)
         migrate(engine)  # again: harmless
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert current_revision(engine) == head == "0001"
+        assert current_revision(engine) == head == "0002"
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
@@ -100,7 +102,7 @@ def test_the_log_shares_a_database_with_the_manager(store_url: str) -> None:
         tables = set(sa.inspect(engine).get_table_names())
         assert {"manager_alembic_version", "txlog_alembic_version", "txlog_records"} <= tables
         assert "alembic_version" not in tables
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
     finally:
         engine.dispose()
     with ManagerStore.open(store_url):  # the Manager's migrations leave the log alone
@@ -435,7 +437,9 @@ def test_the_sqlite_fast_path_stores_what_the_core_insert_stores(tmp_path: Path)
     assert database is not None
     with sqlite3.connect(database) as raw:
         rows = raw.execute("SELECT * FROM txlog_records ORDER BY id").fetchall()
-    # Every column but id and transaction_id holds the same value, created_at text included.
+    # Every column but id, transaction_id and the chain (the Core insert has none) holds the
+    # same value, created_at text included.
     assert [row[0] for row in rows] == [1, 2]
-    assert rows[0][2:] == rows[1][2:]
+    assert rows[0][2:-2] == rows[1][2:-2]
+    assert rows[0][-2:] == (1, "0" * 64)
     assert rows[0][9] == "2026-11-01 12:00:00.123456"

@@ -1,0 +1,378 @@
+"""The transaction log's hash chain: every record carries the hash of its predecessor.
+
+A *stream* is one direction (``DIRECTION_OUTGOING``: the outway's records,
+``DIRECTION_INCOMING``: the inway's). Each stream has one order, its ``chain_seq`` 1, 2, 3...,
+assigned inside the transaction that stores the record, after reading the stream's head
+(its last record, whose hash is recomputed) under a lock: SQLite's ``BEGIN IMMEDIATE`` admits
+one writer at a time per file, and on PostgreSQL a transaction-scoped advisory lock per stream
+is taken first, so group commit, several gunicorn workers and several nodes sharing one
+database all extend the same chain one transaction after the other. A record whose
+transaction id is already stored for its direction is refused without taking a seq (the
+duplicate can only be in the same stream, so the check runs under the same lock).
+
+The canonical form (docs/txlog.md gives it for other tools): the record's hash is the
+lowercase hexadecimal SHA-256 of the RFC 8785 (JCS) serialisation of ::
+
+    {"v": 1, "seq": <chain_seq>, "prev": <hash of seq-1, or 64 zeros for seq 1>,
+     "transaction_id", "direction", "grant_hash", "service_name", "source_outway_peer_id",
+     "source_delegator_peer_id", "destination_service_peer_id",
+     "destination_delegator_peer_id": <the stored text, null when absent>,
+     "created_at": "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC, always six digits),
+     "purpose": <purpose digest>}
+
+where the purpose digest is the hexadecimal SHA-256 of the JCS of ``{"transaction_id",
+"processing_activity_id", "trace_id", "data_subject_pseudonym"}`` (null when absent): an
+export without the purpose fields still lets the chain be checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from appliance.jcs import canonicalize
+from appliance.txlog import schema
+from appliance.txlog.database import reading
+from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
+
+FORMAT = 1
+GENESIS = "0" * 64
+STREAMS = ("DIRECTION_INCOMING", "DIRECTION_OUTGOING")
+
+_Head = tuple[int, str]
+
+
+def timestamp(moment: datetime | str) -> str:
+    """``created_at`` as the canonical form writes it (UTC, microseconds, ``Z``), from a
+    datetime or text (SQLite's column, an export's RFC 3339)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:  # SQLite's text, read without the column type: UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def purpose_digest(values: Mapping[Any, Any]) -> str:
+    document = {"transaction_id": values["transaction_id"]}
+    for name in PURPOSE_FIELDS:
+        document[name] = values[name]
+    return hashlib.sha256(canonicalize(document)).hexdigest()
+
+
+def record_hash(values: Mapping[Any, Any], seq: int, prev: str, digest: str | None = None) -> str:
+    """The hash of a record with column values ``values`` at ``seq`` after ``prev``.
+
+    ``digest``: the purpose digest when the purpose fields themselves are not at hand (an
+    export without them).
+    """
+    document: dict[str, Any] = {"v": FORMAT, "seq": seq, "prev": prev}
+    for name in FSC_FIELDS:
+        document[name] = values[name]
+    document["created_at"] = timestamp(values["created_at"])
+    document["purpose"] = digest if digest is not None else purpose_digest(values)
+    return hashlib.sha256(canonicalize(document)).hexdigest()
+
+
+# --- writing: the heads, under the writer's lock -------------------------------------------------
+
+
+class Heads:
+    """The heads of the streams one transaction extends (read under its lock)."""
+
+    def __init__(self, heads: Mapping[str, _Head]) -> None:
+        self._heads = dict(heads)
+
+    def link(self, values: Mapping[str, Any]) -> tuple[int, str, str]:
+        """``(seq, prev, hash)`` of a record appended to its stream now (not yet taken)."""
+        seq, prev = self._heads.get(values["direction"], (0, GENESIS))
+        return seq + 1, prev, record_hash(values, seq + 1, prev)
+
+    def advance(self, stream: str, seq: int, digest: str) -> None:
+        self._heads[stream] = (seq, digest)
+
+
+# The head of a stream is its last record (the unique index on direction and chain_seq finds
+# it); its hash is recomputed, so the runtime role needs no right to change any row.
+_LAST = (
+    "SELECT transaction_id, direction, grant_hash, service_name, source_outway_peer_id, "
+    "source_delegator_peer_id, destination_service_peer_id, destination_delegator_peer_id, "
+    "created_at, processing_activity_id, trace_id, data_subject_pseudonym, chain_seq, "
+    "chain_prev FROM txlog_records WHERE direction = {} AND chain_seq IS NOT NULL "
+    "ORDER BY chain_seq DESC LIMIT 1"
+)
+_COLUMNS = (*FSC_FIELDS, "created_at", *PURPOSE_FIELDS, "chain_seq", "chain_prev")
+_SQLITE_LAST = _LAST.format("?")
+# PostgreSQL: one transaction-scoped advisory lock per stream ("sluis-tx" + 1 or 2; the
+# migrations' lock is another number). Needs no privilege, unlike SELECT ... FOR UPDATE.
+PG_LOCKS = {
+    "DIRECTION_INCOMING": 0x736C_7569_732D_7401,
+    "DIRECTION_OUTGOING": 0x736C_7569_732D_7402,
+}
+
+
+def _head_of(row: Sequence[Any] | None) -> _Head:
+    if row is None:
+        return 0, GENESIS
+    values = dict(zip(_COLUMNS, row, strict=True))
+    seq = int(values["chain_seq"])
+    return seq, record_hash(values, seq, values["chain_prev"])
+
+
+def sqlite_heads(cursor: Any, streams: Iterable[str]) -> Heads:
+    """The heads, on the SQLite writer's raw cursor inside its ``BEGIN IMMEDIATE``."""
+    heads = {}
+    for stream in sorted(set(streams)):
+        cursor.execute(_SQLITE_LAST, (stream,))
+        heads[stream] = _head_of(cursor.fetchone())
+    return Heads(heads)
+
+
+def locked_heads(connection: Connection, streams: Iterable[str]) -> Heads:
+    """The heads of ``streams``, each locked until the transaction ends (PostgreSQL advisory
+    locks, taken in stream order so that two writers never wait for each other crosswise)."""
+    heads = {}
+    for stream in sorted(set(streams)):
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_LOCKS[stream])))
+        row = connection.execute(sa.text(_LAST.format(":stream")), {"stream": stream}).first()
+        heads[stream] = _head_of(tuple(row) if row is not None else None)
+    return Heads(heads)
+
+
+def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
+    """Give each of ``rows`` (none a duplicate) its seq and predecessor, in order."""
+    for row in rows:
+        seq, prev, digest = heads.link(row)
+        row["chain_seq"] = seq
+        row["chain_prev"] = prev
+        heads.advance(row["direction"], seq, digest)
+
+
+# --- verifying -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place where a stream is not what was written."""
+
+    stream: str
+    seq: int | None
+    log_id: int | None
+    transaction_id: str | None
+    problem: str
+
+    def describe(self) -> str:
+        where = f"{self.stream} seq {self.seq}" if self.seq is not None else self.stream
+        if self.log_id is not None:
+            where += f" (log_id {self.log_id}, transaction {self.transaction_id})"
+        return f"{where}: {self.problem}"
+
+
+@dataclass
+class StreamResult:
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    broken: Break | None = None
+
+
+@dataclass
+class Verification:
+    """What :func:`verify` found: per stream its count and head, and the first break."""
+
+    streams: dict[str, StreamResult] = field(default_factory=dict)
+    unchained: int = 0  # records from before the chain began (not vouched for)
+    problems: list[Break] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def records(self) -> int:
+        return sum(result.records for result in self.streams.values())
+
+
+def _ident(row: Mapping[Any, Any]) -> tuple[int | None, str | None]:
+    log_id = row.get("id", row.get("log_id"))
+    return (int(log_id) if log_id is not None else None), row.get("transaction_id")
+
+
+def verify(
+    chained: Iterable[Mapping[Any, Any]],
+    *,
+    heads: Mapping[str, _Head] | None = None,
+    unchained_ids: Sequence[int] = (),
+) -> Verification:
+    """Check records given per stream in ``chain_seq`` order (streams one after the other).
+
+    Each row: the column values (``id`` or ``log_id``), ``chain_seq``, ``chain_prev`` and,
+    when the purpose fields are absent, ``purpose_digest``. ``heads``: the stored heads (a
+    store), against which the last record of each stream is checked (a cut tail). ``unchained_ids``:
+    the ids of records without a seq; any of them stored after a chained one was inserted.
+    """
+    result = Verification()
+    first_chained_id: int | None = None
+    for row in chained:
+        stream = row["direction"]
+        if stream not in STREAMS:
+            log_id, txid = _ident(row)
+            result.problems.append(
+                Break(str(stream), None, log_id, txid, "not a stream (unknown direction)")
+            )
+            continue
+        state = result.streams.setdefault(stream, StreamResult())
+        log_id, txid = _ident(row)
+        if log_id is not None:
+            first_chained_id = log_id if first_chained_id is None else min(first_chained_id, log_id)
+        if state.broken is not None:
+            state.records += 1
+            continue
+        seq = int(row["chain_seq"])
+        prev = row["chain_prev"]
+        if state.first_seq is None:
+            state.first_seq = seq
+            if seq != 1:
+                state.broken = Break(
+                    stream,
+                    seq,
+                    log_id,
+                    txid,
+                    f"the stream starts at seq {seq}: 1..{seq - 1} missing",
+                )
+        elif seq == state.last_seq:
+            state.broken = Break(stream, seq, log_id, txid, f"a second record with seq {seq}")
+        elif seq != state.last_seq + 1:
+            state.broken = Break(
+                stream,
+                seq,
+                log_id,
+                txid,
+                f"seq {state.last_seq + 1}..{seq - 1} missing (deleted) before this record",
+            )
+        if state.broken is None and prev != state.last_hash:
+            state.broken = Break(
+                stream,
+                seq,
+                log_id,
+                txid,
+                f"does not hold the hash of seq {state.last_seq}: seq {state.last_seq} was "
+                "changed, or this record was changed, inserted or moved here"
+                if state.last_seq
+                else "does not start from the genesis hash",
+            )
+        state.records += 1
+        if state.broken is None:
+            digest = row.get("purpose_digest")
+            if (
+                digest is not None
+                and all(name in row for name in PURPOSE_FIELDS)
+                and purpose_digest(row) != digest
+            ):
+                state.broken = Break(
+                    stream, seq, log_id, txid, "the purpose fields do not match their digest"
+                )
+            state.last_seq = seq
+            state.last_hash = record_hash(row, seq, prev, digest)
+    for stream in STREAMS:
+        state = result.streams.setdefault(stream, StreamResult())
+        if state.broken is None and heads is not None and stream in heads:
+            seq, digest = heads[stream]
+            if seq > state.last_seq:
+                state.broken = Break(
+                    stream,
+                    seq,
+                    None,
+                    None,
+                    f"the tail was cut: the head is seq {seq}, the last record seq "
+                    f"{state.last_seq}",
+                )
+            elif seq < state.last_seq:
+                state.broken = Break(
+                    stream,
+                    state.last_seq,
+                    None,
+                    None,
+                    f"records after the head (seq {seq}) were added outside the writer",
+                )
+            elif digest != state.last_hash:
+                state.broken = Break(
+                    stream,
+                    seq,
+                    None,
+                    None,
+                    f"seq {seq}, the last record, was changed (its hash is not the head's)",
+                )
+        if state.broken is not None:
+            result.problems.append(state.broken)
+    if first_chained_id is not None:
+        late = [log_id for log_id in unchained_ids if log_id > first_chained_id]
+        if late:
+            result.problems.append(
+                Break(
+                    "-",
+                    None,
+                    late[0],
+                    None,
+                    f"a record without a chain position stored after the chain began "
+                    f"({len(late)} such)",
+                )
+            )
+    result.unchained = len(unchained_ids)
+    return result
+
+
+def verify_engine(engine: Engine, *, heads: Mapping[str, _Head] | None = None) -> Verification:
+    """Verify the store behind ``engine`` (read only; one pass over the records)."""
+    c = schema.records.c
+    with reading(engine).connect() as connection:
+        unchained = [
+            int(log_id)
+            for (log_id,) in connection.execute(
+                sa.select(c.id).where(c.chain_seq.is_(None)).order_by(c.id)
+            )
+        ]
+        rows = connection.execution_options(yield_per=2000).execute(
+            sa.select(schema.records)
+            .where(c.chain_seq.is_not(None))
+            .order_by(c.direction, c.chain_seq)
+        )
+        return verify((row._mapping for row in rows), heads=heads, unchained_ids=unchained)
+
+
+class BundleError(ValueError):
+    """A line of a bundle is not an exported record."""
+
+
+def verify_jsonl(path: Path, *, heads: Mapping[str, _Head] | None = None) -> Verification:
+    """Verify the records of an export (``sluis txlog export-jsonl``'s lines), offline."""
+    chained: list[dict[str, Any]] = []
+    unchained: list[int] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                document = json.loads(line)
+                if not isinstance(document, dict):
+                    raise TypeError("not an object")
+                if document.get("chain_seq") is None:
+                    unchained.append(int(document["log_id"]))
+                    continue
+                document["chain_seq"] = int(document["chain_seq"])
+                for name in (*FSC_FIELDS, "created_at", "chain_prev", "purpose_digest"):
+                    if name not in document:
+                        raise KeyError(name)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise BundleError(f"{path} line {number}: not an exported record ({exc})") from None
+            chained.append(document)
+    chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
+    return verify(chained, heads=heads, unchained_ids=sorted(unchained))
