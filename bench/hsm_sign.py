@@ -1,11 +1,14 @@
 """P-256 signatures per second through Pkcs11Signer on a fresh SoftHSM2 token.
 
-    .venv/bin/python bench/hsm_sign.py [--seconds 3] [--threads 1] [--algorithm ec-p256]
+    .venv/bin/python bench/hsm_sign.py [--seconds 3] [--threads 1] [--algorithm ec-p256] [--p11kit]
 
 Creates a throwaway SoftHSM2 configuration and token in a temporary directory (SOFTHSM2_CONF
 is set before the module loads), generates the key inside the token and signs JWS-style
 (SHA-256 here, CKM_ECDSA in the token) for a fixed time. With ``--threads N`` every thread has
-its own Pkcs11Signer (own session); one signer serialises its callers.
+its own Pkcs11Signer (own session); one signer serialises its callers. With ``--p11kit`` the
+token is served by ``p11-kit server`` in another process and signed with through
+``p11-kit-client.so`` (the network-HSM stand-in, docs/keys.md): every signature is a round
+trip over a Unix socket.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import subprocess
+import sysconfig
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+
+P11KIT_CLIENT = Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH")) / "pkcs11"
 
 
 def main() -> None:
@@ -26,6 +34,7 @@ def main() -> None:
     parser.add_argument(
         "--algorithm", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"]
     )
+    parser.add_argument("--p11kit", action="store_true", help="through p11-kit's remoting")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sluis-bench-") as tmp:
@@ -52,6 +61,22 @@ def main() -> None:
         init_softhsm_token("bench", secrets.token_hex(8), user_pin, login_lock=lock)
         settings = HsmSettings(token_label="bench", pin_file=pin_file, login_lock=lock)  # noqa: S106
         generate_key(settings, args.algorithm)
+        server = None
+        via = "SoftHSM2"
+        if args.p11kit:
+            socket = root / "p11-kit.sock"
+            server = subprocess.Popen(
+                ["p11-kit", "server", "-f", "--provider", str(settings.module), "--name",
+                 str(socket), "pkcs11:token=bench"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            while not socket.exists():
+                if server.poll() is not None:
+                    raise SystemExit("p11-kit server did not start")
+                time.sleep(0.05)
+            os.environ["P11_KIT_SERVER_ADDRESS"] = f"unix:path={socket}"
+            settings = replace(settings, module=P11KIT_CLIENT / "p11-kit-client.so")
+            via = "SoftHSM2 behind p11-kit server (p11-kit-client.so)"
 
         signers = [Pkcs11Signer(settings) for _ in range(args.threads)]
         for signer in signers:  # warm up
@@ -79,9 +104,12 @@ def main() -> None:
         for signer in signers:
             signer.close()
         logout_all()
+        if server is not None:
+            server.terminate()
+            server.wait()
         total = sum(counts)
         print(
-            f"{signers[0].algorithm} ({args.algorithm}) via Pkcs11Signer on SoftHSM2, "
+            f"{signers[0].algorithm} ({args.algorithm}) via Pkcs11Signer on {via}, "
             f"{args.threads} thread(s): {total / elapsed:,.0f} signatures/s "
             f"({total} in {elapsed:.2f} s)"
         )
