@@ -5,12 +5,20 @@ log shipper (the logship role's rsyslog) to send to the collector; run it from a
 with ``--interval`` as a service that exports every few seconds (the sluis role's). The
 database comes from ``--database`` or the ``[txlog]`` section of ``--config``. See
 :mod:`appliance.txlog.export` for what is written and why nothing is lost or written twice.
+
+``sluis txlog verify`` checks the hash chain of a store (``--database``, ``--config``) or of an
+exported JSON-lines file (``--bundle``), offline: every record and every link of both streams.
+It prints each stream's head, reports the first broken place of each stream (which record,
+what is wrong) and exits 1 when there is one. ``--head STREAM=SEQ:HASH`` (from an earlier run
+or the collector's copy) also finds a cut tail or a recomputed chain.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,17 @@ from typing import Any
 from appliance.cli.groups import add_group, plain
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
+from appliance.txlog.chain import (
+    STREAMS,
+    BundleError,
+    Verification,
+    verify_engine,
+    verify_jsonl,
+)
+from appliance.txlog.database import create_engine
 from appliance.txlog.export import DEFAULT_BATCH, export_jsonl
+
+_HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
 
 
 def register(subparsers: Any) -> None:
@@ -63,15 +81,38 @@ def register(subparsers: Any) -> None:
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.set_defaults(func=_export)
 
+    verify = commands.add_parser(
+        "verify",
+        help="check the hash chain of a store or an exported file",
+        description=plain((__doc__ or "").split("\n\n")[2]),
+    )
+    what = verify.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")
+    what.add_argument("--database", metavar="URL", help="the transaction log's database URL")
+    what.add_argument("--bundle", type=Path, metavar="FILE", help="an export-jsonl file")
+    verify.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="STREAM=SEQ:HASH",
+        help="a head known from elsewhere, which the stream must contain (repeatable)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(func=_verify)
 
-def _export(args: argparse.Namespace) -> int:
+
+def _database(args: argparse.Namespace) -> str:
     if args.database:
         database: str = args.database
-    else:
-        config = load_config(args.config)
-        if config.txlog is None:
-            raise ConfigurationError(f"{args.config}: no [txlog] section")
-        database = config.txlog.database
+        return database
+    config = load_config(args.config)
+    if config.txlog is None:
+        raise ConfigurationError(f"{args.config}: no [txlog] section")
+    return config.txlog.database
+
+
+def _export(args: argparse.Namespace) -> int:
+    database = _database(args)
     while True:
         result = export_jsonl(
             database,
@@ -91,3 +132,62 @@ def _export(args: argparse.Namespace) -> int:
     else:
         print(f"exported {result.exported} record(s), cursor {result.cursor}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    heads: dict[str, tuple[int, str]] = {}
+    for text in args.head:
+        match = _HEAD.fullmatch(text)
+        if match is None:
+            raise ConfigurationError(f"--head {text!r}: give STREAM=SEQ:HASH (64 hex digits)")
+        heads[match.group(1)] = (int(match.group(2)), match.group(3))
+    if args.bundle is not None:
+        try:
+            result = verify_jsonl(args.bundle, heads=heads)
+        except (OSError, BundleError) as exc:
+            print(f"cannot verify: {exc}", file=sys.stderr)
+            return 2
+    else:
+        engine = create_engine(_database(args))
+        try:
+            result = verify_engine(engine, heads=heads)
+        finally:
+            engine.dispose()
+    _report(result, as_json=args.json)
+    return 0 if result.ok else 1
+
+
+def _report(result: Verification, *, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "ok": result.ok,
+            "records": result.records,
+            "unchained": result.unchained,
+            "streams": {
+                stream: {
+                    "records": state.records,
+                    "head": {"seq": state.last_seq, "hash": state.last_hash}
+                    if state.broken is None
+                    else None,
+                }
+                for stream, state in sorted(result.streams.items())
+            },
+            "problems": [problem.to_json() for problem in result.problems],
+        }
+        print(json.dumps(document, indent=2))
+        return
+    for stream in STREAMS:
+        state = result.streams[stream]
+        if state.broken is None:
+            print(
+                f"{stream}: {state.records} records, "
+                f"head {stream}={state.last_seq}:{state.last_hash}"
+            )
+        else:
+            print(f"{stream}: BROKEN at {state.broken.describe()}")
+    for problem in result.problems:
+        if problem.stream not in STREAMS:
+            print(f"BROKEN: {problem.describe()}")
+    if result.unchained:
+        print(f"{result.unchained} records from before the chain began (not vouched for)")
+    print("OK: every record and every link verified" if result.ok else "FAILED")

@@ -160,7 +160,8 @@ def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
 
 @dataclass(frozen=True)
 class Break:
-    """The first place where a stream is not what was written."""
+    """The first place where a stream is not what was written: the record (or, for a missing
+    tail, the position) and what is wrong there."""
 
     stream: str
     seq: int | None
@@ -171,8 +172,18 @@ class Break:
     def describe(self) -> str:
         where = f"{self.stream} seq {self.seq}" if self.seq is not None else self.stream
         if self.log_id is not None:
-            where += f" (log_id {self.log_id}, transaction {self.transaction_id})"
+            where += f" (log_id {self.log_id}"
+            where += f", transaction {self.transaction_id})" if self.transaction_id else ")"
         return f"{where}: {self.problem}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "seq": self.seq,
+            "log_id": self.log_id,
+            "transaction_id": self.transaction_id,
+            "problem": self.problem,
+        }
 
 
 @dataclass
@@ -181,6 +192,7 @@ class StreamResult:
     first_seq: int | None = None
     last_seq: int = 0
     last_hash: str = GENESIS
+    last_log_id: int | None = None
     broken: Break | None = None
 
 
@@ -200,10 +212,68 @@ class Verification:
     def records(self) -> int:
         return sum(result.records for result in self.streams.values())
 
+    def heads(self) -> dict[str, _Head]:
+        return {
+            stream: (result.last_seq, result.last_hash)
+            for stream, result in self.streams.items()
+            if result.broken is None
+        }
+
 
 def _ident(row: Mapping[Any, Any]) -> tuple[int | None, str | None]:
     log_id = row.get("id", row.get("log_id"))
     return (int(log_id) if log_id is not None else None), row.get("transaction_id")
+
+
+def _check(
+    state: StreamResult, row: Mapping[Any, Any], known: _Head | None, stream: str
+) -> Break | None:
+    """The problem of ``row``, the next record of ``state``'s stream, or None (and advance)."""
+    log_id, txid = _ident(row)
+    seq = int(row["chain_seq"])
+    prev = row["chain_prev"]
+
+    def broken(problem: str) -> Break:
+        return Break(stream, seq, log_id, txid, problem)
+
+    before = f"seq {state.last_seq} (log_id {state.last_log_id})"
+    if state.first_seq is None:
+        state.first_seq = seq
+        if seq != 1:
+            return broken(f"the stream starts here: seq 1..{seq - 1} are missing (deleted)")
+        if prev != GENESIS:
+            return broken("the first record does not start from the genesis hash")
+    elif seq == state.last_seq:
+        return broken(
+            f"a second record with seq {seq} (inserted; the other is log_id {state.last_log_id})"
+        )
+    elif seq != state.last_seq + 1:
+        return broken(
+            f"seq {state.last_seq + 1}..{seq - 1} missing (deleted) between {before} "
+            "and this record"
+        )
+    elif prev != state.last_hash:
+        return broken(
+            f"the link to {before} is broken: this record holds {prev[:16]}..., that record "
+            f"hashes to {state.last_hash[:16]}...: {before} was changed, or this record was "
+            "changed, inserted or moved here"
+        )
+    digest = row.get("purpose_digest")
+    if (
+        digest is not None
+        and all(name in row for name in PURPOSE_FIELDS)
+        and purpose_digest(row) != digest
+    ):
+        return broken("the purpose fields do not match their digest (changed)")
+    state.last_seq = seq
+    state.last_hash = record_hash(row, seq, prev, digest)
+    state.last_log_id = log_id
+    if known is not None and known[0] == seq and known[1] != state.last_hash:
+        return broken(
+            "not the record of the known head at this seq: it, or a record before it, was "
+            "changed and the chain recomputed"
+        )
+    return None
 
 
 def verify(
@@ -215,102 +285,38 @@ def verify(
     """Check records given per stream in ``chain_seq`` order (streams one after the other).
 
     Each row: the column values (``id`` or ``log_id``), ``chain_seq``, ``chain_prev`` and,
-    when the purpose fields are absent, ``purpose_digest``. ``heads``: the stored heads (a
-    store), against which the last record of each stream is checked (a cut tail). ``unchained_ids``:
-    the ids of records without a seq; any of them stored after a chained one was inserted.
+    when the purpose fields are absent, ``purpose_digest``. ``heads``: heads known from
+    elsewhere (an earlier run, the collector's copy, a checkpoint): each stream must hold that
+    seq with that hash (a cut tail or a recomputed chain is found). ``unchained_ids``: the ids
+    of records without a seq; any of them stored after a chained one was inserted.
     """
+    known = dict(heads or {})
     result = Verification()
     first_chained_id: int | None = None
     for row in chained:
-        stream = row["direction"]
-        if stream not in STREAMS:
-            log_id, txid = _ident(row)
-            result.problems.append(
-                Break(str(stream), None, log_id, txid, "not a stream (unknown direction)")
-            )
-            continue
-        state = result.streams.setdefault(stream, StreamResult())
+        stream = str(row["direction"])
         log_id, txid = _ident(row)
+        if stream not in STREAMS:
+            result.problems.append(Break(stream, None, log_id, txid, "unknown direction"))
+            continue
         if log_id is not None:
             first_chained_id = log_id if first_chained_id is None else min(first_chained_id, log_id)
-        if state.broken is not None:
-            state.records += 1
-            continue
-        seq = int(row["chain_seq"])
-        prev = row["chain_prev"]
-        if state.first_seq is None:
-            state.first_seq = seq
-            if seq != 1:
-                state.broken = Break(
-                    stream,
-                    seq,
-                    log_id,
-                    txid,
-                    f"the stream starts at seq {seq}: 1..{seq - 1} missing",
-                )
-        elif seq == state.last_seq:
-            state.broken = Break(stream, seq, log_id, txid, f"a second record with seq {seq}")
-        elif seq != state.last_seq + 1:
-            state.broken = Break(
-                stream,
-                seq,
-                log_id,
-                txid,
-                f"seq {state.last_seq + 1}..{seq - 1} missing (deleted) before this record",
-            )
-        if state.broken is None and prev != state.last_hash:
-            state.broken = Break(
-                stream,
-                seq,
-                log_id,
-                txid,
-                f"does not hold the hash of seq {state.last_seq}: seq {state.last_seq} was "
-                "changed, or this record was changed, inserted or moved here"
-                if state.last_seq
-                else "does not start from the genesis hash",
-            )
+        state = result.streams.setdefault(stream, StreamResult())
         state.records += 1
         if state.broken is None:
-            digest = row.get("purpose_digest")
-            if (
-                digest is not None
-                and all(name in row for name in PURPOSE_FIELDS)
-                and purpose_digest(row) != digest
-            ):
-                state.broken = Break(
-                    stream, seq, log_id, txid, "the purpose fields do not match their digest"
-                )
-            state.last_seq = seq
-            state.last_hash = record_hash(row, seq, prev, digest)
+            state.broken = _check(state, row, known.get(stream), stream)
     for stream in STREAMS:
         state = result.streams.setdefault(stream, StreamResult())
-        if state.broken is None and heads is not None and stream in heads:
-            seq, digest = heads[stream]
-            if seq > state.last_seq:
-                state.broken = Break(
-                    stream,
-                    seq,
-                    None,
-                    None,
-                    f"the tail was cut: the head is seq {seq}, the last record seq "
-                    f"{state.last_seq}",
-                )
-            elif seq < state.last_seq:
-                state.broken = Break(
-                    stream,
-                    state.last_seq,
-                    None,
-                    None,
-                    f"records after the head (seq {seq}) were added outside the writer",
-                )
-            elif digest != state.last_hash:
-                state.broken = Break(
-                    stream,
-                    seq,
-                    None,
-                    None,
-                    f"seq {seq}, the last record, was changed (its hash is not the head's)",
-                )
+        head = known.get(stream)
+        if state.broken is None and head is not None and head[0] > state.last_seq:
+            state.broken = Break(
+                stream,
+                state.last_seq + 1,
+                None,
+                None,
+                f"the tail was cut: the known head is seq {head[0]}, the last record is seq "
+                f"{state.last_seq} (log_id {state.last_log_id})",
+            )
         if state.broken is not None:
             result.problems.append(state.broken)
     if first_chained_id is not None:
@@ -322,8 +328,8 @@ def verify(
                     None,
                     late[0],
                     None,
-                    f"a record without a chain position stored after the chain began "
-                    f"({len(late)} such)",
+                    f"a record without a place in the chain, stored after the chain began "
+                    f"(inserted; {len(late)} such)",
                 )
             )
     result.unchained = len(unchained_ids)
