@@ -137,8 +137,39 @@ def _serialise(value: object, out: list[str], depth: int) -> None:
         raise JcsError(f"{type(value).__name__} is not a JSON value")
 
 
+_FLAT_SCALARS = frozenset((str, bool, type(None)))
+_FLAT_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _flat(value: object) -> bool:
+    """A mapping of ASCII names to strings, booleans, nulls and safe integers only (a hash
+    chain's record): for it Python's json gives JCS's bytes, several times faster."""
+    if type(value) is not dict:
+        return False
+    if not all(type(key) is str for key in value) or not "".join(value).isascii():
+        return False
+    for member in value.values():
+        kind = type(member)
+        if kind is int:
+            if abs(member) >= 2**53:
+                return False
+        elif kind not in _FLAT_SCALARS:
+            return False
+    return True
+
+
 def canonicalize(value: object) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value (dicts, lists/tuples, scalars)."""
+    if _flat(value):
+        # ASCII names sort by code point as by UTF-16 unit; json escapes exactly JCS's set
+        # (", \, the control characters; \b \f \n \r \t short, others as lowercase
+        # \u00xx) and writes small integers as ECMAScript does. A lone surrogate passes json
+        # unescaped and fails the UTF-8 encoding, as I-JSON requires.
+        text = _FLAT_ENCODER.encode(value)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JcsError("string holds a lone surrogate, which I-JSON forbids") from None
     out: list[str] = []
     _serialise(value, out, 0)
     return "".join(out).encode("utf-8")

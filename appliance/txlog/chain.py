@@ -57,7 +57,9 @@ def timestamp(moment: datetime | str) -> str:
         moment = datetime.fromisoformat(moment)
     if moment.tzinfo is None:  # SQLite's text, read without the column type: UTC
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def purpose_digest(values: Mapping[Any, Any]) -> str:
