@@ -34,7 +34,7 @@ from appliance.hsm.errors import (
     translated,
 )
 from appliance.hsm.settings import HsmSettings
-from appliance.hsm.token import open_session
+from appliance.hsm.token import load_module, open_session
 
 KeyAlgorithm = Literal["ec-p256", "ec-p384", "rsa-3072"]
 KEY_ALGORITHMS: tuple[str, ...] = get_args(KeyAlgorithm)
@@ -145,6 +145,11 @@ def key_algorithm_name(public_key: SigningPublicKey) -> str:
     return f"rsa-{public_key.key_size}"
 
 
+def is_tpm2_pkcs11(settings: HsmSettings) -> bool:
+    """Whether the module is tpm2-pkcs11 (the TPM 2.0 of the box, docs/keys.md)."""
+    return load_module(settings.module).manufacturer_id.startswith("tpm2-software")
+
+
 def generate_key(settings: HsmSettings, algorithm: KeyAlgorithm = "ec-p256") -> KeyInfo:
     """Generate the organisation key pair inside the token (label ``settings.key_label``)."""
     if algorithm not in KEY_ALGORITHMS:
@@ -168,10 +173,17 @@ def generate_key(settings: HsmSettings, algorithm: KeyAlgorithm = "ec-p256") -> 
         Attribute.ENCRYPT: False,
         Attribute.WRAP: False,
     }
+    capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
     with (
         open_session(settings, rw=True) as session,
         translated(settings, f"generating a {algorithm} key"),
     ):
+        if is_tpm2_pkcs11(settings):  # the module is loaded (under the login lock) by now
+            # tpm2-pkcs11 makes every key with the TPM's sign and decrypt attributes and
+            # refuses a template that says otherwise (CKR_GENERAL_ERROR, "attr mismatch").
+            private_template[Attribute.DECRYPT] = True
+            public_template[Attribute.ENCRYPT] = True
+            capabilities |= MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
         existing = list(session.get_objects({Attribute.LABEL: label}))
         if existing:
             kinds = sorted({_CLASS_NAMES.get(o[Attribute.CLASS], "object") for o in existing})
@@ -183,7 +195,7 @@ def generate_key(settings: HsmSettings, algorithm: KeyAlgorithm = "ec-p256") -> 
             "store": True,
             "id": key_id,
             "label": label,
-            "capabilities": MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            "capabilities": capabilities,
             "private_template": private_template,
         }
         if algorithm in _EC_CURVES:
