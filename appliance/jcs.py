@@ -146,7 +146,11 @@ def _flat(value: object) -> bool:
     chain's record): for it Python's json gives JCS's bytes, several times faster."""
     if type(value) is not dict:
         return False
-    if not all(type(key) is str for key in value) or not "".join(value).isascii():
+    try:
+        names = "".join(value)  # TypeError: a name that is not a string
+    except TypeError:
+        return False
+    if not names.isascii():
         return False
     for member in value.values():
         kind = type(member)
