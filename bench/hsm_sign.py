@@ -1,6 +1,7 @@
 """P-256 signatures per second through Pkcs11Signer on a fresh SoftHSM2 token.
 
-    .venv/bin/python bench/hsm_sign.py [--seconds 3] [--threads 1] [--algorithm ec-p256] [--p11kit]
+    .venv/bin/python bench/hsm_sign.py [--seconds 3] [--threads 1] [--algorithm ec-p256]
+        [--p11kit | --tpm2]
 
 Creates a throwaway SoftHSM2 configuration and token in a temporary directory (SOFTHSM2_CONF
 is set before the module loads), generates the key inside the token and signs JWS-style
@@ -8,7 +9,8 @@ is set before the module loads), generates the key inside the token and signs JW
 its own Pkcs11Signer (own session); one signer serialises its callers. With ``--p11kit`` the
 token is served by ``p11-kit server`` in another process and signed with through
 ``p11-kit-client.so`` (the network-HSM stand-in, docs/keys.md): every signature is a round
-trip over a Unix socket.
+trip over a Unix socket. With ``--tpm2`` the key is in a software TPM 2.0 (swtpm, reached
+through tpm2-abrmd and tpm2-pkcs11; appliance/hsm/swtpm.py): a real TPM chip is slower still.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
         "--algorithm", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"]
     )
     parser.add_argument("--p11kit", action="store_true", help="through p11-kit's remoting")
+    parser.add_argument("--tpm2", action="store_true", help="in a software TPM (swtpm)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sluis-bench-") as tmp:
@@ -58,11 +61,19 @@ def main() -> None:
         pin_file = root / "user.pin"
         write_pin_file(pin_file, user_pin)
         lock = root / "login.lock"
-        init_softhsm_token("bench", secrets.token_hex(8), user_pin, login_lock=lock)
         settings = HsmSettings(token_label="bench", pin_file=pin_file, login_lock=lock)  # noqa: S106
-        generate_key(settings, args.algorithm)
-        server = None
+        server = tpm = None
         via = "SoftHSM2"
+        if args.tpm2:
+            from appliance.hsm.swtpm import TPM2_PKCS11_MODULE, start_software_tpm
+
+            tpm = start_software_tpm(root / "tpm", "bench", user_pin, secrets.token_hex(8))
+            os.environ.update(tpm.environment)
+            settings = replace(settings, module=TPM2_PKCS11_MODULE)
+            via = "swtpm through tpm2-abrmd and tpm2-pkcs11"
+        else:
+            init_softhsm_token("bench", secrets.token_hex(8), user_pin, login_lock=lock)
+        generate_key(settings, args.algorithm)
         if args.p11kit:
             socket = root / "p11-kit.sock"
             server = subprocess.Popen(
@@ -107,6 +118,8 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait()
+        if tpm is not None:
+            tpm.stop()
         total = sum(counts)
         print(
             f"{signers[0].algorithm} ({args.algorithm}) via Pkcs11Signer on {via}, "
