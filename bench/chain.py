@@ -24,6 +24,11 @@ transaction logs must grow by the number of requests (plus those still in flight
 
     .venv/bin/python bench/chain.py [--duration 10] [--connections 64] [--workers 1]
                                     [--rounds 3] [--txlog-dir DIR] [--quick]
+                                    [--metrics-cost]
+
+``--metrics-cost`` measures only the Sluis chain (keep-alive, saturating), its gateways
+restarted with their metrics on and off (``SLUIS_METRICS``, appliance.metrics.registry) in
+turn, and prints the throughput the metrics cost (target: at most 5%).
 
 Needs ``wrk`` and ``nginx`` from Debian (scripts/setup.sh installs them).
 """
@@ -66,7 +71,7 @@ from appliance.demo.group import (
     stop_managers,
     wait_for,
 )
-from appliance.demo.processes import free_port, start_component
+from appliance.demo.processes import Component, free_port, start_component
 from appliance.pki.ca import DemoCA
 from appliance.pki.identity import OrganisationIdentity
 
@@ -543,7 +548,7 @@ PLANS = (
 
 def start_sluis_chain(
     root: Path, backend_port: int, workers: int, stack: ExitStack, txlog_dir: Path | None = None
-) -> tuple[Chain, str, dict[str, Member]]:
+) -> tuple[Chain, str, dict[str, Member], SluisGateways]:
     """The Group of tests/gateway/test_chain.py: A's outway -> B's inway -> the backend.
 
     ``txlog_dir`` moves both transaction logs elsewhere (a tmpfs shows the cost of the
@@ -586,22 +591,50 @@ def start_sluis_chain(
     b.sluis("contract", "accept", asked["hash"])
     wait_for(lambda: state_of(a, asked["hash"]) == "valid", "connection valid at a")
     grant = str(a.sluis("contract", "show", asked["hash"])["grant_hashes"][0])
-    pids = []
-    for name, member, component, port in (
-        ("inway-b", b, "inway", gateways.inway_port),
-        ("outway-a", a, "outway", gateways.outway_port),
-    ):
-        started = start_component(
-            name, member.config_path, component, port=port, workers=workers, log_dir=root / "logs"
-        )
-        stack.callback(started.stop)
-        pids.append(started.process.pid)  # `sluis serve` execs gunicorn: the master
-    logs = []
-    for member in (a, b):
-        assert member.config.txlog is not None
-        logs.append(member.config.txlog.database)
-    chain = Chain(SLUIS, gateways.outway_port, tuple(pids), tuple(logs))
-    return chain, grant, members
+    gateways_ = SluisGateways(root, members, gateways.inway_port, gateways.outway_port, workers)
+    stack.callback(gateways_.stop)
+    return gateways_.start(), grant, members, gateways_
+
+
+@dataclass
+class SluisGateways:
+    """B's inway and A's outway, (re)started with an environment of choice."""
+
+    root: Path
+    members: dict[str, Member]
+    inway_port: int
+    outway_port: int
+    workers: int
+    running: list[Component] = field(default_factory=list)
+
+    def start(self, env: dict[str, str] | None = None) -> Chain:
+        a, b = self.members["a"], self.members["b"]
+        for name, member, component, port in (
+            ("inway-b", b, "inway", self.inway_port),
+            ("outway-a", a, "outway", self.outway_port),
+        ):
+            self.running.append(
+                start_component(
+                    name,
+                    member.config_path,
+                    component,
+                    port=port,
+                    workers=self.workers,
+                    log_dir=self.root / "logs",
+                    env=env,
+                )
+            )
+        logs = []
+        for member in (a, b):
+            assert member.config.txlog is not None
+            logs.append(member.config.txlog.database)
+        # `sluis serve` execs gunicorn: the process is the master
+        pids = tuple(c.process.pid for c in self.running)
+        return Chain(SLUIS, self.outway_port, pids, tuple(logs))
+
+    def stop(self) -> None:
+        while self.running:
+            self.running.pop().stop()
 
 
 def start_nginx_chain(
@@ -642,6 +675,56 @@ def check_sample(chain: Chain, headers: dict[str, str]) -> None:
             raise RuntimeError(f"{chain.name}: no Fsc-Transaction-Id in the answer")
 
 
+METRICS_ON, METRICS_OFF = "metrics on", "metrics off"
+
+
+def metrics_cost(
+    gateways: SluisGateways, variant: Variant, grant: str, seconds: float, rounds: int
+) -> int:
+    """The Sluis chain's throughput and CPU per request with its metrics on and off: the
+    gateways restarted for each run, the order alternating per round."""
+    headers = (f"Fsc-Grant-Hash: {grant}",)
+    samples = {METRICS_ON: Sample(), METRICS_OFF: Sample()}
+    loads = []
+    for round_ in range(rounds):
+        order = (METRICS_ON, METRICS_OFF) if round_ % 2 == 0 else (METRICS_OFF, METRICS_ON)
+        for setting in order:
+            gateways.stop()
+            chain = gateways.start({"SLUIS_METRICS": "on" if setting == METRICS_ON else "off"})
+            check_sample(chain, {"Fsc-Grant-Hash": grant})
+            measure(chain, variant, PATH, headers, min(seconds, 3.0))  # warm-up
+            print(f"# round {round_ + 1}: {setting}", file=sys.stderr)
+            samples[setting].runs.append(measure(chain, variant, PATH, headers, seconds))
+            loads.append(os.getloadavg()[0])
+    print(
+        f"# {os.cpu_count()} cores; Sluis chain only, {variant.name}; {rounds} round(s) of "
+        f"{seconds:g} s per setting, order alternating, gateways restarted per run; medians; "
+        f"load average (1 min) after the runs: {min(loads):.2f} to {max(loads):.2f}"
+    )
+    header = f"{'':<13}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}{'errors':>8}"
+    print(header)
+    print("-" * len(header))
+    for setting, sample in samples.items():
+        print(
+            f"{setting:<13}{_cell(sample.median(lambda r: r.result.rate), ',.0f'):>10}"
+            f"{_cell(sample.median(lambda r: r.result.p50), '.2f'):>9}"
+            f"{_cell(sample.median(lambda r: r.result.p99), '.2f'):>9}"
+            f"{_cell(sample.median(lambda r: r.cpu_ms_per_request), '.3f'):>12}"
+            f"{sample.errors:>8}"
+        )
+    on = samples[METRICS_ON].median(lambda r: r.result.rate) or 0.0
+    off = samples[METRICS_OFF].median(lambda r: r.result.rate) or 1.0
+    cost = (off - on) / off * 100
+    print(
+        f"throughput cost of the metrics: {cost:.1f}% (target <= 5%) "
+        f"{'ok' if cost <= 5 else 'ABOVE TARGET'}"
+    )
+    errors = sum(sample.errors for sample in samples.values())
+    if errors:
+        print(f"FAILED: {errors} non-2xx or socket errors")
+    return 1 if errors else 0
+
+
 def tool_version(argv: list[str]) -> str:
     """The first word with a digit in what ``argv`` says (``debian/4.1.0-3+b2``)."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -664,6 +747,12 @@ def main() -> int:
         "as /dev/shm shows the software without the disk's flushes; not durable)",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="only the Sluis chain, keep-alive saturating, its gateways restarted with their "
+        "metrics on and off (SLUIS_METRICS) in turn: what the metrics cost",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.connections = 2.0, 1, 16
@@ -695,9 +784,11 @@ def main() -> int:
             print(
                 "# setting up the Group (SoftHSM tokens, Managers, contracts)...", file=sys.stderr
             )
-            sluis, grant, members = start_sluis_chain(
+            sluis, grant, members, gateways = start_sluis_chain(
                 root, backend_port, args.workers, stack, args.txlog_dir
             )
+            if args.metrics_cost:
+                return metrics_cost(gateways, variants[0], grant, args.duration, args.rounds)
             nginx = start_nginx_chain(root, backend_port, members, stack)
             chains = (Chain(DIRECT, backend_port, ()), nginx, sluis)
             # The same request everywhere; only the Sluis outway reads the grant header.

@@ -1,20 +1,21 @@
 """Health of this appliance's components: is the Manager, the inway, the outway answering?
 
-Each configured address is asked for ``GET /metrics``, which all three serve for monitoring
-(``appliance.metrics``; on the gateways only without ``Fsc-*`` routing headers, which the probe
-never sends): over mutual TLS with the organisation's identity for ``https://`` (the Manager
-and the inway accept nothing else), plain for the outway's ``http://`` on the internal network.
-The answer is read as an operator would: 200 with the metrics is *up*; 200 with a stale CRL or
-unreadable certificate files is *degraded* (handshakes with that CA's peers fail); a 5xx is
-*degraded*; another answer means something else listens there. Before, the probe asked for a
-path nobody serves and showed "up · HTTP 404" for the Manager and "up · HTTP 401" for the
-inway, which read as errors. The probes run concurrently with a short timeout.
+Each configured address is asked for ``GET /health/ready``, the readiness a load balancer and
+keepalived ask too (``appliance.metrics.health``; on the gateways only without ``Fsc-*``
+routing headers, which the probe never sends): over mutual TLS with the organisation's
+identity for ``https://`` (the Manager and the inway accept nothing else), plain for the
+outway's ``http://`` on the internal network. The answer is read as an operator would: 200 is
+*up*; 503 is *degraded*, with the checks that failed (a stale CRL, the HSM, the transaction
+log, the outway's Manager); another 5xx is *degraded*; another answer means something else (or
+a version without the endpoint) listens there. The probes run concurrently with a short
+timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ssl
 import threading
 import time
@@ -25,8 +26,8 @@ from urllib.parse import urlsplit
 
 from appliance.config import SluisConfig
 
-PROBE_PATH = "/metrics"  # appliance.metrics.PATH, served by the Manager, inway and outway
-MAX_ANSWER = 1 << 20  # the metrics of a few certificates and CRLs: a few KiB
+PROBE_PATH = "/health/ready"  # appliance.metrics.health.READY_PATH, served by every component
+MAX_ANSWER = 1 << 20  # a few hundred bytes of JSON
 TIMEOUT_SECONDS = 3.0
 
 
@@ -138,9 +139,10 @@ class HealthProber:
                 raise ConnectionError("no HTTP answer")
             code = int(fields[1])
             body = b""
-            if code == 200:
-                # Connection: close, so the answer ends with the connection (chunked or not,
-                # the metric lines are found in it).
+            if code in (200, 503):
+                # Connection: close: the answer ends with the connection (the JSON is small
+                # and sent whole, with Content-Length).
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._timeout)
                 body = await asyncio.wait_for(_until_closed(reader), self._timeout)
             result["http_status"] = code
             result["status"], result["meaning"] = interpret(code, body)
@@ -167,34 +169,23 @@ async def _until_closed(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
-def _metric(body: str, name: str) -> list[float]:
-    """The values of the series ``name`` in a Prometheus text answer."""
-    values = []
-    for line in body.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            try:
-                values.append(float(line.rsplit(" ", 1)[1]))
-            except (IndexError, ValueError):
-                continue
-    return values
-
-
 def interpret(code: int, body: bytes) -> tuple[str, str]:
-    """``(status, what it means)`` for the answer to ``GET /metrics``."""
-    if code == 200:
-        text = body.decode("utf-8", "replace")
-        if "sluis_" not in text:
-            return "up", "answers, but not with Sluis's metrics: is another program on this port?"
-        stale = sum(1 for v in _metric(text, "sluis_crl_stale") if v >= 1)
-        unreadable = sum(_metric(text, "sluis_expiry_read_errors"))
-        if stale:
-            return "degraded", (
-                f"running, but {stale} CRL{'s are' if stale != 1 else ' is'} stale: handshakes "
-                "with that CA's peers fail (sluis pki fetch-crl)"
+    """``(status, what it means)`` for the answer to ``GET /health/ready``."""
+    if code in (200, 503):
+        try:
+            answer = json.loads(body)
+            checks = answer["checks"]
+            failed = {name: str(c["detail"]) for name, c in checks.items() if not c["ok"]}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return ("up" if code == 200 else "degraded"), (
+                f"answers HTTP {code}, but not with Sluis's readiness: is another program on "
+                "this port?"
             )
-        if unreadable:
-            return "degraded", "running, but it cannot read some of its certificate or CRL files"
-        return "up", "running; its certificates and CRLs are readable and current"
+        if code == 200 and not failed:
+            return "up", f"running and ready ({', '.join(sorted(checks))} pass)"
+        return "degraded", "not ready: " + "; ".join(
+            f"{name}: {detail}" for name, detail in sorted(failed.items())
+        )
     if code >= 500:
         return "degraded", f"answers, but with an error (HTTP {code}): see its log"
     return "up", (

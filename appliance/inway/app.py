@@ -57,6 +57,7 @@ from appliance.inway.proxy import InwayForwarder
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
 from appliance.metrics import mount_metrics
+from appliance.metrics.health import Readiness, gateway_checks
 from appliance.metrics.registry import enabled as metrics_enabled
 from appliance.serving.app import PeerIdentityMiddleware
 from appliance.serving.fsc_errors import ErrorDomain, serialize_error
@@ -239,5 +240,8 @@ def create_app() -> InwayApp:
         ", ".join(f"{name} -> {b.url}" for name, b in runtime.services.items()) or "none",
     )
     app = create_inway_app(runtime, certificates, writer)
-    mount_metrics(app, config.tls)
+    checks = gateway_checks(
+        config, log_spec=settings.transaction_log, failing=lambda: _LOG_WRITES.failing
+    )
+    mount_metrics(app, config.tls, Readiness(checks))
     return app

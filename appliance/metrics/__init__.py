@@ -18,7 +18,8 @@ Series (one per certificate of the live chain and the trust anchors, one per CRL
     sluis_crl_stale{issuer,crl_number}                       1: peers of that CA are refused
     sluis_expiry_read_errors                                 files that could not be read
 
-The endpoint answers ``GET /metrics`` only for requests that carry neither ``Fsc-Authorization``
+The health endpoints (:mod:`.health`) are answered the same way. The endpoints answer only
+for requests that carry neither ``Fsc-Authorization``
 nor ``Fsc-Grant-Hash``: a request meant for a Service (through the inway or the outway) is
 proxied as before, whatever its path. On the inway and the Manager only peers of the Group
 reach it (mutual TLS); it shows nothing that their certificates do not already show.
@@ -33,12 +34,21 @@ import falcon
 import falcon.asgi
 
 from appliance.config import TlsSettings
+from appliance.metrics.health import (
+    LIVE_PATH,
+    READY_PATH,
+    Readiness,
+    live_body,
+    ready_body,
+    tls_checks,
+)
 from appliance.metrics.registry import exposition
 from appliance.pki.expiry import ExpiryItem, collect
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ROUTING_HEADERS = ("FSC-AUTHORIZATION", "FSC-GRANT-HASH")
+_PATHS = frozenset({PATH, LIVE_PATH, READY_PATH})
 
 
 def _label(value: str) -> str:
@@ -113,21 +123,34 @@ def render(tls: TlsSettings, now: datetime | None = None) -> str:
 
 
 class MetricsMiddleware:
-    """Answers ``GET /metrics`` before routing (the gateways route every path to their sink)."""
+    """Answers ``GET /metrics``, ``/health/live`` and ``/health/ready`` before routing (the
+    gateways route every path to their sink)."""
 
-    def __init__(self, tls: TlsSettings) -> None:
+    def __init__(self, tls: TlsSettings, readiness: Readiness) -> None:
         self._tls = tls
+        self._readiness = readiness
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        if req.path != PATH or req.method not in ("GET", "HEAD"):
+        path = req.path
+        if path not in _PATHS or req.method not in ("GET", "HEAD"):
             return
         if any(req.get_header(name) is not None for name in _ROUTING_HEADERS):
             return
-        resp.content_type = CONTENT_TYPE
-        resp.data = render(self._tls).encode("utf-8") + exposition()
+        if path == PATH:
+            resp.content_type = CONTENT_TYPE
+            resp.data = render(self._tls).encode("utf-8") + exposition()
+        elif path == LIVE_PATH:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = live_body()
+        else:
+            ready, body = await self._readiness.report()
+            resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = ready_body(body)
         resp.complete = True
 
 
-def mount_metrics(app: Any, tls: TlsSettings) -> None:
-    """Add ``/metrics`` to a Falcon ASGI app (before its first request)."""
-    app.add_middleware(MetricsMiddleware(tls))
+def mount_metrics(app: Any, tls: TlsSettings, readiness: Readiness | None = None) -> None:
+    """Add ``/metrics`` and the health endpoints to a Falcon ASGI app (before its first
+    request); ``readiness``: the component's checks (default: its certificates and CRLs)."""
+    app.add_middleware(MetricsMiddleware(tls, readiness or Readiness(tls_checks(tls))))

@@ -30,6 +30,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import falcon
 import falcon.asgi
@@ -53,6 +54,7 @@ from appliance.forwarding.proxy import ClientDisconnected, ForwardedResponse
 from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
 from appliance.metrics.datapath import TOKEN_FETCHES, TOKEN_LOOKUPS
+from appliance.metrics.health import Readiness, gateway_checks, reachable_check
 from appliance.metrics.registry import enabled as metrics_enabled
 from appliance.outway.departure import departure
 from appliance.outway.errors import OutwayError, OutwayErrorCode
@@ -426,5 +428,13 @@ def create_app() -> OutwayApp:
         pseudonymiser=load_pseudonymiser(config),
         closers=tuple(closers),
     )
-    mount_metrics(app, config.tls)
+    checks = gateway_checks(
+        config, log_spec=settings.transaction_log, failing=lambda: _LOG_WRITES.failing
+    )
+    own = urlsplit(manager.address)
+    host, port = resolve.get(
+        f"{own.hostname}:{own.port or 443}", (own.hostname or "", own.port or 443)
+    )
+    checks.append(reachable_check("manager", host, port))
+    mount_metrics(app, config.tls, Readiness(checks))
     return app

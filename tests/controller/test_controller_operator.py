@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,7 +30,6 @@ from appliance.controller.roles import DEFAULT_ROLE, Role
 from appliance.demo.gateways import configure_gateways
 from appliance.demo.group import MemberPlan
 from appliance.manager.proposals import connection_content, publication_content
-from appliance.metrics import render as metrics
 from appliance.pki.identity import OrganisationIdentity
 
 
@@ -85,37 +85,42 @@ def http(status: str, body: str = "") -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
 
 
-GOOD_METRICS = """# HELP sluis_crl_stale 1: the CRL's next update has passed; its peers are refused.
-# TYPE sluis_crl_stale gauge
-sluis_crl_stale{issuer="CN=Demo CA, O=Sluis",crl_number="1f"} 0
-# TYPE sluis_expiry_read_errors gauge
-sluis_expiry_read_errors 0
-"""
+READY = json.dumps(
+    {"status": "ready", "checks": {"crls": {"ok": True, "detail": "none past its next update"}}}
+)
+NOT_READY = json.dumps(
+    {
+        "status": "not ready",
+        "checks": {
+            "crls": {"ok": False, "detail": "stale (peers of that CA are refused): CN=Demo CA"},
+            "hsm": {"ok": True, "detail": "token present, logged in"},
+        },
+    }
+)
 
 
-def test_health_reads_the_metrics_and_says_what_an_answer_means(env: Env) -> None:
-    up = probe(http("200 OK", GOOD_METRICS))
-    assert (up["status"], up["http_status"], up["check"]) == ("up", 200, "GET /metrics")
-    assert "certificates and CRLs are readable and current" in up["meaning"]
+def test_health_reads_the_readiness_and_says_what_an_answer_means(env: Env) -> None:
+    up = probe(http("200 OK", READY))
+    assert (up["status"], up["http_status"], up["check"]) == ("up", 200, "GET /health/ready")
+    assert up["meaning"] == "running and ready (crls pass)"
 
-    degraded = probe(http("200 OK", GOOD_METRICS.replace('"1f"} 0', '"1f"} 1')))
+    degraded = probe(http("503 Service Unavailable", NOT_READY))
     assert degraded["status"] == "degraded"
-    assert "1 CRL is stale" in degraded["meaning"]
-    # What the appliance's own /metrics says of the test's (old) CRLs, read the same way.
-    real = metrics(env.controller.config.tls, now=NOW)
-    assert interpret(200, real.encode())[0] == "up"
+    assert (
+        degraded["meaning"] == "not ready: crls: stale (peers of that CA are refused): CN=Demo CA"
+    )
 
-    # What the old probe got from the Manager and the inway: not errors, but not the check.
+    # A version without the endpoint, or another program: not errors, but not the check.
     for status in ("404 Not Found", "401 Unauthorized"):
         other = probe(http(status))
         assert other["status"] == "up"
         assert "not to its health check" in other["meaning"]
-    assert probe(http("503 Service Unavailable"))["status"] == "degraded"
+    assert probe(http("500 Internal Server Error"))["status"] == "degraded"
 
     refused = probe(None)
     assert refused["status"] == "down"
     assert "nothing listens at http://127.0.0.1:" in refused["meaning"]
-    assert interpret(200, b"hello")[1].startswith("answers, but not with Sluis's metrics")
+    assert interpret(200, b"hello")[1].startswith("answers HTTP 200, but not with Sluis's")
 
 
 def test_health_page_shows_the_meaning(env: Env) -> None:

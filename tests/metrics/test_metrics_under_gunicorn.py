@@ -10,6 +10,7 @@ in it; the inway's is the master's own.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from gateway.chaintest import echo_group, group_plans, publish_and_connect
 
 from appliance.demo.group import start_managers, stop_managers
 from appliance.demo.processes import Component, start_component
+from appliance.metrics.health import CACHE_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +77,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "outway": components[1],
             "samples": samples,
             "service_peer": OINS[2],
+            "manager": members["a"].manager,
         }
     finally:
         for component in components:
@@ -183,3 +186,26 @@ def test_a_killed_workers_counts_stay_and_its_connections_go(chain: dict[str, An
         assert after[key] == before[key]
     for conn in held:
         conn.close()
+
+
+def test_live_and_ready_then_not_ready_without_its_manager(chain: dict[str, Any]) -> None:
+    """Last in this module: it stops a's Manager."""
+    port = chain["port"]
+    status, body = _get(port, "/health/live", {})
+    assert status == 200
+    assert json.loads(body)["status"] == "live"
+    status, body = _get(port, "/health/ready", {})
+    answer = json.loads(body)
+    assert status == 200, answer
+    assert answer["checks"].keys() == {"certificate", "crls", "hsm", "transaction_log", "manager"}
+    assert all(check["ok"] for check in answer["checks"].values())
+
+    chain["manager"].stop()
+    time.sleep(CACHE_SECONDS + 0.5)
+    for _ in range(4):  # whichever worker answers
+        status, body = _get(port, "/health/ready", {})
+        answer = json.loads(body)
+        assert status == 503
+        assert answer["status"] == "not ready"
+        assert answer["checks"]["manager"]["ok"] is False
+        assert answer["checks"]["hsm"]["ok"] is True
