@@ -112,13 +112,19 @@ def _write_public_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _other_pin(env: str, pin_file: Path | None, what: str, option: str) -> str:
+    """The SO PIN or a new PIN: from ``env``, else from the root-only ``pin_file``."""
+    pin = os.environ.get(env)
+    if pin:
+        return pin
+    if pin_file is None:
+        raise ConfigurationError(f"no {what}: set {env} or give {option} FILE")
+    return read_pin_file(pin_file)
+
+
 def _init_token(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    so_pin = os.environ.get(ENV_SO_PIN)
-    if not so_pin:
-        if args.so_pin_file is None:
-            raise ConfigurationError(f"no SO PIN: set {ENV_SO_PIN} or give --so-pin-file FILE")
-        so_pin = read_pin_file(args.so_pin_file)
+    so_pin = _other_pin(ENV_SO_PIN, args.so_pin_file, "SO PIN", "--so-pin-file")
     init_softhsm_token(
         settings.token_label,
         so_pin,
@@ -341,11 +347,7 @@ def _change_pin(args: argparse.Namespace) -> int:
     from appliance.hsm.token import change_pin
 
     settings = settings_from_args(args)
-    new_pin = os.environ.get(ENV_NEW_PIN)
-    if not new_pin:
-        if args.new_pin_file is None:
-            raise ConfigurationError(f"no new PIN: set {ENV_NEW_PIN} or give --new-pin-file FILE")
-        new_pin = read_pin_file(args.new_pin_file)
+    new_pin = _other_pin(ENV_NEW_PIN, args.new_pin_file, "new PIN", "--new-pin-file")
     change_pin(settings, new_pin)
     print(
         f"changed the user PIN of token {settings.token_label!r}; now replace the PIN file or "

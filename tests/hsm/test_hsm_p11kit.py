@@ -22,17 +22,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hosttools import require
+from provisioned import provision_on_module
 
 from appliance.config import SluisConfig
 from appliance.demo.processes import run_with_identity
-from appliance.demo.provision import Organisation, provision_with_token
 from appliance.hsm.keys import public_key
-from appliance.hsm.pin import write_pin_file
 from appliance.hsm.settings import SOFTHSM_MODULE
 from appliance.hsm.signer import Pkcs11Signer, raw_to_der
 from appliance.hsm.softhsm import init_softhsm_token
-from appliance.pki.ca import DemoCA
-from appliance.pki.identity import OrganisationIdentity
 
 P11KIT = "p11-kit"
 CLIENT_MODULE = Path("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
@@ -81,23 +78,15 @@ def remote(softhsm_env: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("P11_KIT_SERVER_ADDRESS", address)
         # The appliance: only [hsm] module differs from a SoftHSM2 appliance.
-        appliance = root / "appliance"
-        appliance.mkdir()
-        write_pin_file(appliance / "hsm.pin", user_pin)
-        identity = OrganisationIdentity(
-            name="Gemeente Netwerk", oin="00000001000000000923", fqdns=("remote.sluis.test",)
-        )
-        ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-        config = provision_with_token(
-            ca,
-            Organisation(identity, TOKEN),
-            appliance,
+        config = provision_on_module(
+            root,
             module=CLIENT_MODULE,
+            token_label=TOKEN,
+            user_pin=user_pin,
             login_lock=lock,
-            init_token=False,
+            oin="00000001000000000923",
         )
-        assert config.source is not None
-        yield RemoteHsm(config, config.source, server, address)
+        yield RemoteHsm(config, config.source or Path(), server, address)
     server.terminate()
     server.wait(timeout=10)
 

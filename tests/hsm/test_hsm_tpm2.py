@@ -17,17 +17,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hosttools import require
+from provisioned import provision_on_module
 
 from appliance.config import SluisConfig
 from appliance.demo.processes import run_with_identity
-from appliance.demo.provision import Organisation, provision_with_token
 from appliance.hsm.keys import generate_key, list_objects, require_protected_key
-from appliance.hsm.pin import write_pin_file
 from appliance.hsm.signer import Pkcs11Signer, raw_to_der
 from appliance.hsm.swtpm import TOOLS, TPM2_PKCS11_MODULE, SoftwareTpm, start_software_tpm
 from appliance.hsm.token import mechanisms
-from appliance.pki.ca import DemoCA
-from appliance.pki.identity import OrganisationIdentity
 
 TOKEN = "tpm-org"
 
@@ -53,23 +50,15 @@ def tpm_appliance(
         with pytest.MonkeyPatch.context() as mp:
             for name, value in tpm.environment.items():
                 mp.setenv(name, value)
-            appliance = root / "appliance"
-            appliance.mkdir()
-            write_pin_file(appliance / "hsm.pin", user_pin)
-            identity = OrganisationIdentity(
-                name="Gemeente Kastje", oin="00000001000000000924", fqdns=("tpm.sluis.test",)
-            )
-            ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
-            config = provision_with_token(
-                ca,
-                Organisation(identity, TOKEN, "ec-p256"),
-                appliance,
+            config = provision_on_module(
+                root,
                 module=TPM2_PKCS11_MODULE,
+                token_label=TOKEN,
+                user_pin=user_pin,
                 login_lock=root / "hsm.lock",
-                init_token=False,
+                oin="00000001000000000924",
             )
-            assert config.source is not None
-            yield TpmAppliance(tpm, config, config.source)
+            yield TpmAppliance(tpm, config, config.source or Path())
     finally:
         tpm.stop()
 
