@@ -136,3 +136,40 @@ def test_several_logs_on_one_database_share_each_stream(store_url: str) -> None:
     assert errors == []
     seqs = check_chain(store_url)
     assert len(seqs["DIRECTION_OUTGOING"]) == 240
+
+
+def test_an_existing_log_starts_its_chain_at_the_first_new_record(store_url: str) -> None:
+    """Records from before revision 0002 are not backfilled: counted, not vouched for."""
+    from appliance.txlog.database import migrate
+    from appliance.txlog.store import _row
+
+    engine = create_engine(store_url)
+    try:
+        migrate(engine, "0001")
+        old = [_row(item) for item in records_at(3)]
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO txlog_records (transaction_id, direction, grant_hash, "
+                    "service_name, source_outway_peer_id, destination_service_peer_id, "
+                    "created_at) VALUES (:transaction_id, :direction, :grant_hash, "
+                    ":service_name, :source_outway_peer_id, :destination_service_peer_id, "
+                    ":created_at)"
+                ),
+                old,
+            )
+    finally:
+        engine.dispose()
+    with TransactionLog.open(store_url) as log:  # upgrades to 0002
+        assert run(write_all(log, records_at(4))) == [None] * 4
+    rows = typed(store_url)
+    assert [row["chain_seq"] for row in rows] == [None, None, None, 1, 2, 3, 4]
+    assert rows[3]["chain_prev"] == GENESIS
+    engine = create_engine(store_url)
+    try:
+        result = verify_engine(engine)
+    finally:
+        engine.dispose()
+    assert result.ok
+    assert result.unchained == 3
+    assert result.records == 4
