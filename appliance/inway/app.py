@@ -41,7 +41,12 @@ from appliance.forwarding.asgi import (
 from appliance.forwarding.deadline import TIMEOUT_HEADER, answer_deadline
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
 from appliance.forwarding.limits import Shares
-from appliance.forwarding.observe import ObserveMiddleware, routed, upstream
+from appliance.forwarding.observe import (
+    ObserveMiddleware,
+    request_log_enabled,
+    routed,
+    upstream,
+)
 from appliance.forwarding.proxy import ClientDisconnected
 from appliance.inway.certificates import SigningCertificates
 from appliance.inway.errors import InwayError, InwayErrorCode
@@ -114,6 +119,7 @@ class InwayProxy:
             authorization = req.get_header(AUTHORIZATION_HEADER)
             token = self._verifier.verify(authorization, peer)
             transaction = transaction_id(req.get_header(TRANSACTION_ID_HEADER))
+            req.context.transaction_id = transaction
             backend = self._services[token.service]
             routed(req, peer=peer.peer_id, service=token.service)
             path = backend_path(backend.path, raw_path(req.scope))
@@ -206,11 +212,11 @@ def create_inway_app(
         services=runtime.services.keys(),
         clock_skew=runtime.clock_skew,
     )
-    observe = [ObserveMiddleware("inway")] if metrics_enabled() else []
+    observe = ObserveMiddleware("inway", metrics=metrics_enabled(), lines=request_log_enabled())
     app = InwayApp(
         request_type=GatewayRequest,
         middleware=[
-            *observe,  # first: it sees every answer, the peer middleware's refusals too
+            observe,  # first: it sees every answer, the peer middleware's refusals too
             PeerIdentityMiddleware(ErrorDomain.INWAY),
             ForwarderLifecycle(forwarder),
         ],

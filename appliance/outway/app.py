@@ -48,7 +48,12 @@ from appliance.forwarding.asgi import raw_path as request_raw_path
 from appliance.forwarding.deadline import timeout_header
 from appliance.forwarding.headers import AUTHORIZATION_HEADER, request_headers
 from appliance.forwarding.limits import Shares, Slot
-from appliance.forwarding.observe import ObserveMiddleware, routed, upstream
+from appliance.forwarding.observe import (
+    ObserveMiddleware,
+    request_log_enabled,
+    routed,
+    upstream,
+)
 from appliance.forwarding.paths import PathRefused, checked_path
 from appliance.forwarding.proxy import ClientDisconnected, ForwardedResponse
 from appliance.forwarding.settings import SERVICE_NAME
@@ -344,7 +349,7 @@ def create_outway_app(
     app = OutwayApp(
         request_type=GatewayRequest,
         middleware=[
-            *([ObserveMiddleware("outway")] if observe else []),
+            ObserveMiddleware("outway", metrics=observe, lines=request_log_enabled()),
             TransactionIdMiddleware(),
             ForwarderLifecycle(forwarder),
             Closers(*closers),
