@@ -216,8 +216,8 @@ class Contracts(Resource):
             raise bad_request(str(exc)) from None
         names = self.c.manager.names_of(page)
         resp.media = {
-            # Keyset paging: a filtered page looks at the next WINDOW contracts, so it may be
-            # short (even empty) while next_cursor still says where to go on.
+            # Keyset paging: a page filtered by a kind looks at the next WINDOW contracts, so
+            # it may be short (even empty) while next_cursor still says where to go on.
             "contracts": [contract.as_api(names) for contract in page],
             "next_cursor": following,
         }

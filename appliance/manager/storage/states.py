@@ -31,6 +31,8 @@ from sqlalchemy.engine import Connection
 from appliance.manager.storage import schema as t
 
 STATES = ("proposed", "accepted", "valid", "rejected", "revoked", "expired")
+# The columns of contracts that a state needs (for a subquery that carries them).
+STATE_COLUMNS = ("decision", "not_after", "not_before", "accepted_until")
 
 c = t.contracts.c
 
@@ -101,8 +103,10 @@ def refresh(conn: Connection, content_hashes: Sequence[str]) -> None:
     )
 
 
-def proposed_at(now: datetime, table: sa.Table = t.contracts) -> sa.ColumnElement[bool]:
-    """Neither decided nor expired, and some peer's accept is missing or no longer counts."""
+def proposed_at(now: datetime, table: sa.FromClause = t.contracts) -> sa.ColumnElement[bool]:
+    """Neither decided nor expired, and some peer's accept is missing or no longer counts.
+
+    ``table``: ``contracts``, or a subquery with its state columns (the same names)."""
     k = table.c
     return sa.and_(
         k.decision.is_(None),
@@ -111,7 +115,9 @@ def proposed_at(now: datetime, table: sa.Table = t.contracts) -> sa.ColumnElemen
     )
 
 
-def state_is(state: str, now: datetime, table: sa.Table = t.contracts) -> sa.ColumnElement[bool]:
+def state_is(
+    state: str, now: datetime, table: sa.FromClause = t.contracts
+) -> sa.ColumnElement[bool]:
     """Contracts in ``state`` at ``now``, with ``contract_state``'s precedence: revoked,
     rejected, expired, then proposed until every peer accepted, accepted until not_before."""
     k = table.c
@@ -130,7 +136,7 @@ def state_is(state: str, now: datetime, table: sa.Table = t.contracts) -> sa.Col
     raise ValueError(f"unknown state {state!r}")
 
 
-def state_column(now: datetime, table: sa.Table = t.contracts) -> sa.ColumnElement[str]:
+def state_column(now: datetime, table: sa.FromClause = t.contracts) -> sa.ColumnElement[str]:
     k = table.c
     second = _second(now)
     return sa.case(
