@@ -47,9 +47,7 @@ def register(subparsers: Any) -> None:
         help="append the records not exported yet to a JSON-lines file",
         description=plain((__doc__ or "").split("\n\n")[1]),
     )
-    source = export.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")
-    source.add_argument("--database", metavar="URL", help="the transaction log's database URL")
+    _database_arguments(export)
     export.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
     export.add_argument(
         "--state",
@@ -86,9 +84,7 @@ def register(subparsers: Any) -> None:
         help="check the hash chain of a store or an exported file",
         description=plain((__doc__ or "").split("\n\n")[2]),
     )
-    what = verify.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")
-    what.add_argument("--database", metavar="URL", help="the transaction log's database URL")
+    what = _database_arguments(verify)
     what.add_argument("--bundle", type=Path, metavar="FILE", help="an export-jsonl file")
     verify.add_argument(
         "--head",
@@ -99,6 +95,14 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=_verify)
+
+
+def _database_arguments(parser: argparse.ArgumentParser) -> Any:
+    """``--config`` or ``--database``, one of them required (the group, for more choices)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")
+    source.add_argument("--database", metavar="URL", help="the transaction log's database URL")
+    return source
 
 
 def _database(args: argparse.Namespace) -> str:
