@@ -144,15 +144,17 @@ def test_migration_0002_backfills_existing_contracts(store: ManagerStore) -> Non
     far = START + timedelta(days=1000)
     _certificate(store, A, far)
     _certificate(store, B, START + timedelta(days=30))
-    valid, rejected, waiting = (
+    valid, rejected, waiting, revoked = (
         make_contract([connection_grant(A, B)], created_at=START - timedelta(seconds=n))
-        for n in range(3)
+        for n in range(4)
     )
-    for contract in (valid, rejected, waiting):
+    for contract in (valid, rejected, waiting, revoked):
         store.put_contract(**contract.kwargs())
         _sign(store, contract, A, "accept")
     _sign(store, valid, B, "accept")
     _sign(store, rejected, B, "reject")
+    _sign(store, revoked, B, "reject")
+    _sign(store, revoked, A, "revoke")  # revoked before rejected
     columns = sa.select(
         t.contracts.c.content_hash, t.contracts.c.decision, t.contracts.c.accepted_until
     ).order_by(t.contracts.c.content_hash)
@@ -162,7 +164,7 @@ def test_migration_0002_backfills_existing_contracts(store: ManagerStore) -> Non
     with store.engine.connect() as conn:
         before = (conn.execute(columns).all(), conn.execute(peers).all())
     counts = store.contract_counts_by_state(LATER)
-    assert counts["valid"] == counts["rejected"] == counts["proposed"] == 1
+    assert counts["valid"] == counts["rejected"] == counts["proposed"] == counts["revoked"] == 1
 
     with store.engine.begin() as connection:
         command.downgrade(alembic_config(connection=connection), "0001")

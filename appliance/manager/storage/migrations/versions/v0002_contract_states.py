@@ -20,20 +20,14 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _BACKFILL_CONTRACTS = """UPDATE contracts SET
-  decision = CASE
-    WHEN EXISTS (SELECT 1 FROM signatures s
-                   JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
-                   JOIN contract_peers cp
-                     ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
-                   WHERE s.contract_hash = contracts.content_hash
-                     AND s.signature_type = 'revoke') THEN 'revoked'
-    WHEN EXISTS (SELECT 1 FROM signatures s
-                   JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
-                   JOIN contract_peers cp
-                     ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
-                   WHERE s.contract_hash = contracts.content_hash
-                     AND s.signature_type = 'reject') THEN 'rejected'
-  END,
+  decision = (SELECT CASE max(CASE s.signature_type WHEN 'revoke' THEN 2 ELSE 1 END)
+                      WHEN 2 THEN 'revoked' WHEN 1 THEN 'rejected' END
+              FROM signatures s
+              JOIN certificates ce ON ce.thumbprint = s.certificate_thumbprint
+              JOIN contract_peers cp
+                ON cp.contract_hash = s.contract_hash AND cp.peer_id = s.peer_id
+              WHERE s.contract_hash = contracts.content_hash
+                AND s.signature_type IN ('revoke', 'reject')),
   accepted_until = CASE
     WHEN EXISTS (SELECT 1 FROM contract_peers cp
                  WHERE cp.contract_hash = contracts.content_hash AND NOT EXISTS (
