@@ -60,6 +60,7 @@ __all__ = [
     "mechanisms",
     "open_persistent_session",
     "open_session",
+    "reinitialize_module",
     "softhsm_conf_at_load",
     "token_mechanisms",
 ]
@@ -269,6 +270,32 @@ def logout(settings: HsmSettings) -> None:
         login = _LOGINS.pop(key, None)
         if login is not None:
             _close_login(login)
+
+
+def reinitialize_module(module: Path) -> None:
+    """C_Finalize and C_Initialize ``module`` again, ending every login of this process on it.
+
+    A module that lost its token (a network HSM's server gone, SoftHSM's token store moved)
+    keeps failing after the token is back; only a new C_Initialize finds it again. Every
+    session of the process on that module ends, pkcs11-provider's included.
+    """
+    key = str(module)
+    with PKCS11_LOCK:
+        for login_key in [k for k in _LOGINS if k[0] == key]:
+            _close_login(_LOGINS.pop(login_key))
+        lib = _LIBS.get(key)
+        if lib is None:
+            return
+        # After a failed C_Initialize (the token store still missing) the module is finalized
+        # already; the next attempt only initialises.
+        with suppress(p11e.PKCS11Error):
+            lib.finalize()
+        try:
+            lib.initialize()
+        except p11e.PKCS11Error as exc:
+            raise Pkcs11ModuleError(
+                f"PKCS#11 module {module} cannot be re-initialised ({type(exc).__name__})"
+            ) from exc
 
 
 def logout_all() -> None:

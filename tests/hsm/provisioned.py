@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from appliance.config import SluisConfig
 from appliance.demo.provision import Organisation, provision_with_token
 from appliance.hsm.pin import write_pin_file
@@ -33,3 +35,10 @@ def provision_on_module(
     )
     assert config.source is not None
     return config
+
+
+def p11kit_socket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one p11-kit server socket of the test session: p11-kit-client.so reads
+    P11_KIT_SERVER_ADDRESS once, when the process loads it, so every server of the session
+    listens at the same address (as a key box does)."""
+    return tmp_path_factory.getbasetemp() / "p11-kit.sock"

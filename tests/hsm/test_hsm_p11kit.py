@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hosttools import require
-from provisioned import provision_on_module
+from provisioned import p11kit_socket, provision_on_module
 
 from appliance.config import SluisConfig
 from appliance.demo.processes import run_with_identity
@@ -45,6 +45,7 @@ class RemoteHsm:
 
 
 def _start_server(socket: Path, softhsm_conf: Path) -> subprocess.Popen[bytes]:
+    socket.unlink(missing_ok=True)  # the session's one address (provisioned.p11kit_socket)
     server = subprocess.Popen(
         [P11KIT, "server", "-f", "--provider", str(SOFTHSM_MODULE), "--name", str(socket),
          f"pkcs11:token={TOKEN}"],
@@ -72,7 +73,7 @@ def remote(softhsm_env: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
     user_pin = secrets.token_hex(8)
     # The key box: a SoftHSM2 token (a vendor's HSM partition), served over a socket.
     init_softhsm_token(TOKEN, secrets.token_hex(8), user_pin, login_lock=lock)
-    socket = root / "p11-kit.sock"
+    socket = p11kit_socket(tmp_path_factory)
     server = _start_server(socket, conf)
     address = f"unix:path={socket}"
     with pytest.MonkeyPatch.context() as mp:
