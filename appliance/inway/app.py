@@ -62,6 +62,7 @@ from appliance.inway.proxy import InwayForwarder
 from appliance.inway.settings import Backend, InwayRuntime, inway_settings, resolve_runtime
 from appliance.inway.tokens import TokenVerifier
 from appliance.metrics import mount_metrics
+from appliance.metrics.collectors import gateway_collectors
 from appliance.metrics.health import Readiness, gateway_checks
 from appliance.metrics.registry import enabled as metrics_enabled
 from appliance.serving.app import PeerIdentityMiddleware
@@ -249,5 +250,5 @@ def create_app() -> InwayApp:
     checks = gateway_checks(
         config, log_spec=settings.transaction_log, failing=lambda: _LOG_WRITES.failing
     )
-    mount_metrics(app, config.tls, Readiness(checks))
+    mount_metrics(app, config.tls, Readiness(checks), gateway_collectors(config, writer, app))
     return app

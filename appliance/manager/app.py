@@ -21,6 +21,7 @@ from appliance.manager.peer_client import PeerClient
 from appliance.manager.service import ManagerService
 from appliance.manager.setup import build_service, manager_settings, parse_resolve
 from appliance.metrics import mount_metrics
+from appliance.metrics.collectors import ContractsCollector, HostCollector
 from appliance.metrics.health import Readiness, component_checks
 from appliance.serving.app import AsgiApp, create_base_app
 from appliance.serving.fsc_errors import ErrorDomain
@@ -73,7 +74,12 @@ def create_app() -> AsgiApp:
     )
     service = build_service(config, client=client)
     app = create_base_app(ErrorDomain.MANAGER)
-    mount_metrics(app, config.tls, Readiness(component_checks(config)))
+    mount_metrics(
+        app,
+        config.tls,
+        Readiness(component_checks(config)),
+        [ContractsCollector(service.store.contract_counts_by_state), HostCollector([])],
+    )
     app.add_middleware(DeliveryLifecycle(service, settings.delivery_interval_seconds))
     add_routes(app, service)
     if config.txlog is not None:

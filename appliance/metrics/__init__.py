@@ -27,8 +27,9 @@ reach it (mutual TLS); it shows nothing that their certificates do not already s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -44,6 +45,9 @@ from appliance.metrics.health import (
 )
 from appliance.metrics.registry import exposition
 from appliance.pki.expiry import ExpiryItem, collect
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -126,9 +130,12 @@ class MetricsMiddleware:
     """Answers ``GET /metrics``, ``/health/live`` and ``/health/ready`` before routing (the
     gateways route every path to their sink)."""
 
-    def __init__(self, tls: TlsSettings, readiness: Readiness) -> None:
+    def __init__(
+        self, tls: TlsSettings, readiness: Readiness, collectors: Sequence[Collector] = ()
+    ) -> None:
         self._tls = tls
         self._readiness = readiness
+        self._collectors = tuple(collectors)
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         path = req.path
@@ -138,7 +145,7 @@ class MetricsMiddleware:
             return
         if path == PATH:
             resp.content_type = CONTENT_TYPE
-            resp.data = render(self._tls).encode("utf-8") + exposition()
+            resp.data = render(self._tls).encode("utf-8") + exposition(self._collectors)
         elif path == LIVE_PATH:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = live_body()
@@ -150,7 +157,14 @@ class MetricsMiddleware:
         resp.complete = True
 
 
-def mount_metrics(app: Any, tls: TlsSettings, readiness: Readiness | None = None) -> None:
+def mount_metrics(
+    app: Any,
+    tls: TlsSettings,
+    readiness: Readiness | None = None,
+    collectors: Sequence[Collector] = (),
+) -> None:
     """Add ``/metrics`` and the health endpoints to a Falcon ASGI app (before its first
-    request); ``readiness``: the component's checks (default: its certificates and CRLs)."""
-    app.add_middleware(MetricsMiddleware(tls, readiness or Readiness(tls_checks(tls))))
+    request); ``readiness``: the component's checks (default: its certificates and CRLs);
+    ``collectors``: figures read at each scrape (:mod:`.collectors`)."""
+    readiness = readiness or Readiness(tls_checks(tls))
+    app.add_middleware(MetricsMiddleware(tls, readiness, collectors))

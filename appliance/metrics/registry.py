@@ -20,7 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SWITCH_ENV = "SLUIS_METRICS"
@@ -66,14 +71,22 @@ def master_exiting() -> None:
         shutil.rmtree(own, ignore_errors=True)
 
 
-def exposition() -> bytes:
-    """The samples of every worker (multiprocess), else of this process, in the text format."""
+def exposition(collectors: Sequence[Collector] = ()) -> bytes:
+    """The samples of every worker (multiprocess), else of this process, in the text format,
+    and those ``collectors`` read now."""
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     directory = os.environ.get(MULTIPROC_ENV)
     if not directory:
-        return generate_latest(REGISTRY)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+        text = generate_latest(REGISTRY)
+    else:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        text = generate_latest(registry)
+    if collectors:
+        now = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            now.register(collector)
+        text += generate_latest(now)
+    return text

@@ -58,6 +58,7 @@ from appliance.forwarding.paths import PathRefused, checked_path
 from appliance.forwarding.proxy import ClientDisconnected, ForwardedResponse
 from appliance.forwarding.settings import SERVICE_NAME
 from appliance.metrics import mount_metrics
+from appliance.metrics.collectors import gateway_collectors
 from appliance.metrics.datapath import TOKEN_FETCHES, TOKEN_LOOKUPS
 from appliance.metrics.health import Readiness, gateway_checks, reachable_check
 from appliance.metrics.registry import enabled as metrics_enabled
@@ -441,5 +442,5 @@ def create_app() -> OutwayApp:
         f"{own.hostname}:{own.port or 443}", (own.hostname or "", own.port or 443)
     )
     checks.append(reachable_check("manager", host, port))
-    mount_metrics(app, config.tls, Readiness(checks))
+    mount_metrics(app, config.tls, Readiness(checks), gateway_collectors(config, writer, app))
     return app

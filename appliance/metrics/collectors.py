@@ -1,0 +1,155 @@
+"""Figures read when scraped (by the worker that answers), not counted per request.
+
+- :class:`HostCollector`: what the appliance cares about of its host, through psutil: the
+  free space under the transaction log, the open files and the memory of the component's
+  processes (the gunicorn master and all its workers, found from the answering worker).
+- :class:`ContractsCollector`: the Manager's contracts by state, from its store.
+- :class:`TxlogStats`: the durable log's writer figures (:class:`appliance.txlog.store.
+  WriterStats`), copied into counters every few seconds by each worker, so that they add up
+  over the workers like the data path's.
+
+Series::
+
+    sluis_disk_free_bytes{path}                     free space for the component's data
+    sluis_open_files                                 open file descriptors, master and workers
+    sluis_workers                                    gunicorn workers running
+    sluis_worker_resident_memory_bytes{stat}         max and sum over the workers
+    sluis_manager_contracts{state}                   proposed, accepted, valid, rejected, ...
+    sluis_txlog_records_total                        records the writer committed or tried
+    sluis_txlog_batches_total                        commits (a batch of records each)
+    sluis_txlog_failed_records_total                 records whose commit failed (refused)
+    sluis_txlog_failed_batches_total
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("sluis.metrics")
+
+SAMPLE_SECONDS = 5.0
+
+
+class HostCollector(Collector):
+    def __init__(self, disk_paths: Sequence[Path]) -> None:
+        self._paths = tuple(disk_paths)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        disk = GaugeMetricFamily(
+            "sluis_disk_free_bytes", "Free bytes for the component's data.", labels=["path"]
+        )
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                disk.add_metric([str(path)], float(shutil.disk_usage(path).free))
+        yield disk
+        me = psutil.Process()
+        # Under gunicorn the master is the parent; alone (tests), this process is all there is.
+        master = me.parent() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+        workers = master.children() if master is not None else [me]
+        files = 0.0
+        rss: list[float] = []
+        for process in ([master] if master is not None else []) + workers:
+            with contextlib.suppress(psutil.Error):
+                files += process.num_fds()
+                if process is not master:
+                    rss.append(float(process.memory_info().rss))
+        yield GaugeMetricFamily(
+            "sluis_open_files", "Open file descriptors of the master and workers.", value=files
+        )
+        yield GaugeMetricFamily("sluis_workers", "gunicorn workers running.", value=len(rss))
+        memory = GaugeMetricFamily(
+            "sluis_worker_resident_memory_bytes",
+            "Resident memory of the workers: the largest, and all together.",
+            labels=["stat"],
+        )
+        memory.add_metric(["max"], max(rss, default=0.0))
+        memory.add_metric(["sum"], sum(rss))
+        yield memory
+
+
+class ContractsCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sluis_manager_contracts",
+            "Contracts in the Manager's store by state.",
+            labels=["state"],
+        )
+        try:
+            counts = self._counts()
+        except Exception as exc:  # the store is down: the series go missing, not the scrape
+            log.warning("contract counts not read for the metrics: %s", exc)
+            return
+        for state, count in sorted(counts.items()):
+            family.add_metric([state], float(count))
+        yield family
+
+
+_TXLOG = {
+    "records": Counter("sluis_txlog_records", "Transaction log records the writer handled."),
+    "batches": Counter("sluis_txlog_batches", "Transaction log commits (batches)."),
+    "failed_records": Counter(
+        "sluis_txlog_failed_records", "Records whose commit failed: their requests refused."
+    ),
+    "failed_batches": Counter("sluis_txlog_failed_batches", "Commits that failed."),
+}
+
+
+class TxlogStats:
+    """Falcon lifespan middleware: copies ``stats()`` into the counters every few seconds."""
+
+    def __init__(self, stats: Callable[[], Any], interval: float = SAMPLE_SECONDS) -> None:
+        self._stats = stats
+        self._interval = interval
+        self._seen = dict.fromkeys(_TXLOG, 0)
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        stats = self._stats()
+        for name, counter in _TXLOG.items():
+            value = int(getattr(stats, name))
+            if value > self._seen[name]:
+                counter.inc(value - self._seen[name])
+            self._seen[name] = value
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self.sample()
+
+    async def process_startup(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sample()
+
+
+def gateway_collectors(config: Any, writer: Any, app: Any) -> list[Collector]:
+    """A gateway's: the host figures (the free space under a SQLite log), and the durable
+    log's writer counters (``writer``: the log, or the inway's adapter of it) sampled by a
+    lifespan task added to ``app``."""
+    from appliance.metrics.health import sqlite_file
+
+    database = sqlite_file(config.txlog.database) if config.txlog is not None else None
+    log_store = getattr(writer, "_log", writer)  # the inway's DurableLogWriter wraps the log
+    if hasattr(log_store, "stats"):
+        app.add_middleware(TxlogStats(lambda: log_store.stats))
+    return [HostCollector([database.parent] if database is not None else [])]

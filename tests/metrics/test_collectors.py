@@ -1,0 +1,53 @@
+"""The figures read at scrape time, and the transaction log's counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+
+from appliance.metrics.collectors import ContractsCollector, HostCollector, TxlogStats
+from appliance.metrics.registry import exposition
+
+
+def test_host_figures(tmp_path: Path) -> None:
+    text = exposition([HostCollector([tmp_path])]).decode()
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert float(lines[f'sluis_disk_free_bytes{{path="{tmp_path}"}}']) > 0
+    assert float(lines["sluis_open_files"]) > 3
+    assert float(lines["sluis_workers"]) == 1
+    assert float(lines['sluis_worker_resident_memory_bytes{stat="max"}']) > 1e6
+
+
+def test_contracts_by_state_and_a_store_that_is_down() -> None:
+    text = exposition([ContractsCollector(lambda: {"valid": 3, "proposed": 1})]).decode()
+    assert 'sluis_manager_contracts{state="valid"} 3.0' in text
+
+    def down() -> dict[str, int]:
+        raise OSError("connection refused")
+
+    assert "sluis_manager_contracts{" not in exposition([ContractsCollector(down)]).decode()
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    batches: int = 0
+    failed_records: int = 0
+    failed_batches: int = 0
+
+
+def test_the_writer_figures_become_counters() -> None:
+    def total(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    before = total("sluis_txlog_records_total"), total("sluis_txlog_failed_records_total")
+    stats = Stats(records=10, batches=4)
+    sampler = TxlogStats(lambda: stats)
+    sampler.sample()
+    stats.records, stats.failed_records = 15, 2
+    sampler.sample()
+    sampler.sample()  # nothing new: nothing added
+    assert total("sluis_txlog_records_total") - before[0] == 15
+    assert total("sluis_txlog_failed_records_total") - before[1] == 2
