@@ -10,7 +10,8 @@ database comes from ``--database`` or the ``[txlog]`` section of ``--config``. S
 exported JSON-lines file (``--bundle``), offline: every record and every link of both streams.
 It prints each stream's head, reports the first broken place of each stream (which record,
 what is wrong) and exits 1 when there is one. ``--head STREAM=SEQ:HASH`` (from an earlier run
-or the collector's copy) also finds a cut tail or a recomputed chain.
+or the collector's copy) also finds a cut tail or a recomputed chain; ``--start
+STREAM=SEQ:HASH`` accepts a purge of the records up to that head.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def register(subparsers: Any) -> None:
         metavar="STREAM=SEQ:HASH",
         help="a head known from elsewhere, which the stream must contain (repeatable)",
     )
+    verify.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="STREAM=SEQ:HASH",
+        help="where records were purged: the last deleted seq and its hash (repeatable)",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=_verify)
 
@@ -138,23 +146,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _heads(option: str, values: list[str]) -> dict[str, tuple[int, str]]:
     heads: dict[str, tuple[int, str]] = {}
-    for text in args.head:
+    for text in values:
         match = _HEAD.fullmatch(text)
         if match is None:
-            raise ConfigurationError(f"--head {text!r}: give STREAM=SEQ:HASH (64 hex digits)")
+            raise ConfigurationError(f"{option} {text!r}: give STREAM=SEQ:HASH (64 hex digits)")
         heads[match.group(1)] = (int(match.group(2)), match.group(3))
+    return heads
+
+
+def _verify(args: argparse.Namespace) -> int:
+    heads = _heads("--head", args.head)
+    starts = _heads("--start", args.start)
     if args.bundle is not None:
         try:
-            result = verify_jsonl(args.bundle, heads=heads)
+            result = verify_jsonl(args.bundle, heads=heads, starts=starts)
         except (OSError, BundleError) as exc:
             print(f"cannot verify: {exc}", file=sys.stderr)
             return 2
     else:
         engine = create_engine(_database(args))
         try:
-            result = verify_engine(engine, heads=heads)
+            result = verify_engine(engine, heads=heads, starts=starts)
         finally:
             engine.dispose()
     _report(result, as_json=args.json)

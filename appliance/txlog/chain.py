@@ -241,10 +241,17 @@ def _check(
     before = f"seq {state.last_seq} (log_id {state.last_log_id})"
     if state.first_seq is None:
         state.first_seq = seq
-        if seq != 1:
-            return broken(f"the stream starts here: seq 1..{seq - 1} are missing (deleted)")
-        if prev != GENESIS:
-            return broken("the first record does not start from the genesis hash")
+        first = state.last_seq + 1  # 1, or where an acknowledged purge cut the stream
+        if seq > first:
+            return broken(f"the stream starts here: seq {first}..{seq - 1} are missing (deleted)")
+        if seq < first:
+            return broken(f"the stream was to start at seq {first} (the given start)")
+        if prev != state.last_hash:
+            return broken(
+                "the first record does not start from the genesis hash"
+                if first == 1
+                else "the first record does not follow the given start's hash"
+            )
     elif seq == state.last_seq:
         return broken(
             f"a second record with seq {seq} (inserted; the other is log_id {state.last_log_id})"
@@ -282,6 +289,7 @@ def verify(
     chained: Iterable[Mapping[Any, Any]],
     *,
     heads: Mapping[str, _Head] | None = None,
+    starts: Mapping[str, _Head] | None = None,
     unchained_ids: Sequence[int] = (),
 ) -> Verification:
     """Check records given per stream in ``chain_seq`` order (streams one after the other).
@@ -289,11 +297,15 @@ def verify(
     Each row: the column values (``id`` or ``log_id``), ``chain_seq``, ``chain_prev`` and,
     when the purpose fields are absent, ``purpose_digest``. ``heads``: heads known from
     elsewhere (an earlier run, the collector's copy, a checkpoint): each stream must hold that
-    seq with that hash (a cut tail or a recomputed chain is found). ``unchained_ids``: the ids
+    seq with that hash (a cut tail or a recomputed chain is found). ``starts``: where a purge
+    cut a stream, ``(seq, hash)`` of the last record deleted: the stream must continue exactly
+    there. ``unchained_ids``: the ids
     of records without a seq; any of them stored after a chained one was inserted.
     """
     known = dict(heads or {})
     result = Verification()
+    for stream, (seq, digest) in (starts or {}).items():
+        result.streams[stream] = StreamResult(last_seq=seq, last_hash=digest)
     first_chained_id: int | None = None
     for row in chained:
         stream = str(row["direction"])
@@ -338,7 +350,12 @@ def verify(
     return result
 
 
-def verify_engine(engine: Engine, *, heads: Mapping[str, _Head] | None = None) -> Verification:
+def verify_engine(
+    engine: Engine,
+    *,
+    heads: Mapping[str, _Head] | None = None,
+    starts: Mapping[str, _Head] | None = None,
+) -> Verification:
     """Verify the store behind ``engine`` (read only; one pass over the records)."""
     c = schema.records.c
     with reading(engine).connect() as connection:
@@ -353,14 +370,21 @@ def verify_engine(engine: Engine, *, heads: Mapping[str, _Head] | None = None) -
             .where(c.chain_seq.is_not(None))
             .order_by(c.direction, c.chain_seq)
         )
-        return verify((row._mapping for row in rows), heads=heads, unchained_ids=unchained)
+        return verify(
+            (row._mapping for row in rows), heads=heads, starts=starts, unchained_ids=unchained
+        )
 
 
 class BundleError(ValueError):
     """A line of a bundle is not an exported record."""
 
 
-def verify_jsonl(path: Path, *, heads: Mapping[str, _Head] | None = None) -> Verification:
+def verify_jsonl(
+    path: Path,
+    *,
+    heads: Mapping[str, _Head] | None = None,
+    starts: Mapping[str, _Head] | None = None,
+) -> Verification:
     """Verify the records of an export (``sluis txlog export-jsonl``'s lines), offline."""
     chained: list[dict[str, Any]] = []
     unchained: list[int] = []
@@ -383,4 +407,4 @@ def verify_jsonl(path: Path, *, heads: Mapping[str, _Head] | None = None) -> Ver
                 raise BundleError(f"{path} line {number}: not an exported record ({exc})") from None
             chained.append(document)
     chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
-    return verify(chained, heads=heads, unchained_ids=sorted(unchained))
+    return verify(chained, heads=heads, starts=starts, unchained_ids=sorted(unchained))

@@ -333,3 +333,31 @@ def test_a_foreign_line_is_refused(bundle: Path, capsys: Capsys) -> None:
         out.write('{"hello": 1}\n')
     assert main(["txlog", "verify", "--bundle", str(bundle)]) == 2
     assert "line 26: not an exported record" in capsys.readouterr().err
+
+
+def test_a_purge_verifies_from_the_acknowledged_start(filled: str, capsys: Capsys) -> None:
+    seqs = ids(filled)
+    c = schema.records.c
+    engine = create_engine(filled)
+    try:
+        with engine.connect() as connection:
+            cut_hash = connection.execute(
+                sa.select(c.chain_prev).where(c.direction == OUT, c.chain_seq == 9)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    tamper(filled, sql("DELETE FROM txlog_records WHERE direction = :d AND chain_seq <= 8", d=OUT))
+    code, report = verify(capsys, "--database", filled)
+    assert code == 1
+    problem = only_problem(report)
+    assert (problem["seq"], problem["log_id"]) == (9, seqs[9])
+    assert "seq 1..8 are missing (deleted)" in problem["problem"]
+    code, report = verify(capsys, "--database", filled, "--start", f"{OUT}=8:{cut_hash}")
+    assert code == 0
+    assert report["streams"][OUT]["records"] == 12
+    code, report = verify(capsys, "--database", filled, "--start", f"{OUT}=8:{'0' * 64}")
+    assert code == 1
+    assert "does not follow the given start's hash" in only_problem(report)["problem"]
+    code, report = verify(capsys, "--database", filled, "--start", f"{OUT}=6:{cut_hash}")
+    assert code == 1
+    assert "seq 7..8 are missing" in only_problem(report)["problem"]
