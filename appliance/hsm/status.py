@@ -1,17 +1,18 @@
 """Is the organisation key usable now? For readiness endpoints, and recovery when the token
 comes back.
 
-:func:`token_status` opens a session on the token and finds the private key: no signature, no
-change. PKCS#11 modules do not reconnect by themselves: once the token went away (a network
-HSM's server stopped, SoftHSM2's token store moved or unreadable, the TPM's resource manager
-gone) the module keeps failing even after the token is back. So when the check fails for a
-reason other than a wrong PIN or a missing key, :func:`token_status` ends
-this process's logins on the module and initialises it again (C_Finalize, C_Initialize), at
-most once per ``retry_seconds``; the check after that, and the signer's next signature (it
-re-opens its session by itself), find the token again.
+:func:`token_status` opens a session on the token, finds the private key and draws random
+bytes from the token (a round trip to the device): no signature, no change. PKCS#11 modules
+do not reconnect by themselves: once the token went away (a network HSM's server stopped,
+SoftHSM2's token store moved or unreadable, the TPM or its resource manager gone) the module
+keeps failing even after the token is back. So when the check fails for a reason other than a
+wrong PIN or a missing key, :func:`token_status` ends this process's logins on the module and
+initialises it again (C_Finalize, C_Initialize), at most once per ``retry_seconds``; the check
+after that, and the signer's next signature (it re-opens its session by itself), find the
+token again.
 
-Each change of state is logged once (a warning with the reason; info when the key is usable
-again), never once per check.
+Logged once per kind of failure in an outage (a warning naming the kind, i.e. the PKCS#11 error,
+and the reason) and once when the key is usable again, never once per check.
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ class TokenStatus:
 
 
 _STATE_LOCK = threading.Lock()
-_LAST: dict[tuple[str, str, str], str | None] = {}  # last reason logged (None: usable)
+# The kinds of failure logged in the current outage of each key (absent: usable).
+_OUTAGES: dict[tuple[str, str, str], set[str]] = {}
 _LAST_REINIT: dict[str, float] = {}
 
 
 def _check(settings: HsmSettings) -> None:
     with open_session(settings) as session:
         find_private_key(session, settings)
+        # A round trip to the device: tpm2-pkcs11 finds objects in its store without the TPM.
+        session.generate_random(64)
 
 
 def token_status(
@@ -61,12 +65,13 @@ def token_status(
     second.
     """
     reason: str | None = None
+    kind = ""
     try:
         _check(settings)
     except (WrongPinError, KeyNotFoundError) as exc:
-        reason = str(exc)  # a setting or the key itself: re-initialising does not help
+        reason, kind = str(exc), _kind(exc)  # a setting or the key: re-initialising won't help
     except (HsmError, p11e.PKCS11Error) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason, kind = str(exc) or type(exc).__name__, _kind(exc)
         logout(settings)
         if recover and _may_reinitialize(settings, retry_seconds):
             try:
@@ -74,9 +79,15 @@ def token_status(
                 _check(settings)
                 reason = None
             except (HsmError, p11e.PKCS11Error) as again:
-                reason = str(again) or type(again).__name__
-    _log_change(settings, reason)
+                reason, kind = str(again) or type(again).__name__, _kind(again)
+    _log_change(settings, reason, kind)
     return TokenStatus(reason is None, reason, settings.token_label, settings.key_label)
+
+
+def _kind(exc: BaseException) -> str:
+    """``WrongPinError``, ``HsmError/GeneralError``: Sluis's error and the PKCS#11 one."""
+    cause = exc.__cause__
+    return type(exc).__name__ + (f"/{type(cause).__name__}" if cause is not None else "")
 
 
 def _may_reinitialize(settings: HsmSettings, retry_seconds: float) -> bool:
@@ -89,16 +100,20 @@ def _may_reinitialize(settings: HsmSettings, retry_seconds: float) -> bool:
         return True
 
 
-def _log_change(settings: HsmSettings, reason: str | None) -> None:
+def _log_change(settings: HsmSettings, reason: str | None, kind: str) -> None:
     key = (str(settings.module), settings.token_label, settings.key_label)
     with _STATE_LOCK:
-        before = _LAST.get(key)
-        _LAST[key] = reason
-    if reason == before:
-        return
-    if reason is None:
+        if reason is None:
+            was_down = _OUTAGES.pop(key, None) is not None
+            new_kind = False
+        else:
+            kinds = _OUTAGES.setdefault(key, set())
+            new_kind = kind not in kinds
+            kinds.add(kind)
+            was_down = False
+    if was_down:
         log.info(
             "organisation key %r in token %r usable again", settings.key_label, settings.token_label
         )
-    else:
-        log.warning("organisation key %r not usable: %s", settings.key_label, reason)
+    elif new_kind:
+        log.warning("organisation key %r not usable (%s): %s", settings.key_label, kind, reason)

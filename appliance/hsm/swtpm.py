@@ -32,7 +32,7 @@ from appliance.hsm.errors import HsmError
 TPM2_PKCS11_MODULE = (
     Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH")) / "pkcs11/libtpm2_pkcs11.so"
 )
-TOOLS = ("swtpm", "dbus-daemon", "tpm2-abrmd", "tpm2_ptool")
+TOOLS = ("swtpm", "dbus-daemon", "tpm2-abrmd", "tpm2_ptool", "tpm2_getrandom")
 
 
 @dataclass
@@ -40,11 +40,48 @@ class SoftwareTpm:
     root: Path
     token_label: str
     environment: dict[str, str]
+    port: int = 0
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _dbus_pid: int | None = None
 
-    def stop(self) -> None:
-        """Stop the resource manager, the TPM and the bus (in that order)."""
+    def start_tpm(self) -> None:
+        """Start swtpm (its state kept in ``root/state``) and tpm2-abrmd; wait until they answer."""
+        swtpm = [
+            "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.root / 'state'}",
+            "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+            "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+            "--flags", "not-need-init,startup-clear",
+        ]  # fmt: skip
+        self._processes.append(
+            subprocess.Popen(swtpm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        _wait_for_port(self.port, self._processes[0])
+        abrmd = [
+            "tpm2-abrmd",
+            "--session",
+            "--allow-root",
+            f"--tcti=swtpm:host=127.0.0.1,port={self.port}",
+        ]
+        abrmd_log = self.root / "tpm2-abrmd.log"
+        with abrmd_log.open("wb") as log:
+            self._processes.append(
+                subprocess.Popen(abrmd, env=self._env(), stdout=subprocess.DEVNULL, stderr=log)
+            )
+        deadline = time.monotonic() + 30
+        while True:  # until tpm2-abrmd has claimed its bus name and reached the TPM
+            try:
+                _run(["tpm2_getrandom", "--hex", "4"], self._env(), "tpm2_getrandom")
+                return
+            except HsmError:
+                if time.monotonic() > deadline:
+                    raise
+                if self._processes[1].poll() is not None:
+                    log_tail = abrmd_log.read_text(errors="replace")[-500:]
+                    raise HsmError(f"tpm2-abrmd stopped: {log_tail}") from None
+                time.sleep(0.2)
+
+    def stop_tpm(self) -> None:
+        """Stop tpm2-abrmd and swtpm (the bus stays): the TPM is gone until :meth:`start_tpm`."""
         for process in reversed(self._processes):
             if process.poll() is None:
                 process.terminate()
@@ -54,10 +91,17 @@ class SoftwareTpm:
                     process.kill()
                     process.wait()
         self._processes.clear()
+
+    def stop(self) -> None:
+        """Stop the resource manager, the TPM and the bus (in that order)."""
+        self.stop_tpm()
         if self._dbus_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._dbus_pid, signal.SIGTERM)
             self._dbus_pid = None
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.environment}
 
 
 def _free_port_pair() -> int:
@@ -101,36 +145,13 @@ def start_software_tpm(root: Path, token_label: str, user_pin: str, so_pin: str)
     (root / "store").mkdir(exist_ok=True)
     tpm = SoftwareTpm(root=root, token_label=token_label, environment={})
     try:
-        port = _free_port_pair()
-        ctrl = port + 1
-        swtpm = [
-            "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={root / 'state'}",
-            "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-            "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
-            "--flags", "not-need-init,startup-clear",
-        ]  # fmt: skip
-        tpm._processes.append(
-            subprocess.Popen(swtpm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-        _wait_for_port(port, tpm._processes[0])
+        tpm.port = _free_port_pair()
         bus = _run(
             ["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
             dict(os.environ),
             "dbus-daemon",
         ).split()
         address, tpm._dbus_pid = bus[0], int(bus[1])
-        env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address}
-        abrmd = [
-            "tpm2-abrmd",
-            "--session",
-            "--allow-root",
-            f"--tcti=swtpm:host=127.0.0.1,port={port}",
-        ]
-        abrmd_log = root / "tpm2-abrmd.log"
-        with abrmd_log.open("wb") as log:
-            tpm._processes.append(
-                subprocess.Popen(abrmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
-            )
         tpm.environment = {
             "DBUS_SESSION_BUS_ADDRESS": address,
             "TPM2_PKCS11_TCTI": "tabrmd:bus_type=session",
@@ -139,24 +160,13 @@ def start_software_tpm(root: Path, token_label: str, user_pin: str, so_pin: str)
             # tpm2-pkcs11 logs errors to stderr by default; Sluis reports them itself.
             "TPM2_PKCS11_LOG_LEVEL": "0",
         }
-        env.update(tpm.environment)
+        tpm.start_tpm()
         store = str(root / "store")
-        deadline = time.monotonic() + 30
-        while True:  # until tpm2-abrmd has claimed its bus name and reached the TPM
-            try:
-                _run(["tpm2_ptool", "init", "--path", store], env, "tpm2_ptool init")
-                break
-            except HsmError:
-                if time.monotonic() > deadline:
-                    raise
-                if tpm._processes[1].poll() is not None:
-                    log_tail = abrmd_log.read_text(errors="replace")[-500:]
-                    raise HsmError(f"tpm2-abrmd stopped: {log_tail}") from None
-                time.sleep(0.2)
+        _run(["tpm2_ptool", "init", "--path", store], tpm._env(), "tpm2_ptool init")
         _run(
             ["tpm2_ptool", "addtoken", "--pid=1", f"--label={token_label}",
              f"--userpin={user_pin}", f"--sopin={so_pin}", "--path", store],
-            env,
+            tpm._env(),
             "tpm2_ptool addtoken",
         )  # fmt: skip
     except BaseException:

@@ -8,6 +8,7 @@ the TPM. appliance/hsm/swtpm.py starts the software TPM, its resource manager an
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hosttools import require
 from provisioned import provision_on_module
+from test_hsm_token_status import assert_recovered, report, run_outage
 
 from appliance.config import SluisConfig
 from appliance.demo.processes import run_with_identity
@@ -95,3 +97,14 @@ def test_p384_in_the_tpm(tpm_appliance: TpmAppliance) -> None:
         public = signer.public_key()
         assert isinstance(public, ec.EllipticCurvePublicKey)
         public.verify(raw_to_der(signer.sign(b"x")), b"x", ec.ECDSA(hashes.SHA384()))
+
+
+def test_the_tpm_goes_away_and_comes_back(
+    tpm_appliance: TpmAppliance, caplog: pytest.LogCaptureFixture
+) -> None:
+    # swtpm and its resource manager stopped for a second, then started on the same state.
+    settings = tpm_appliance.config.hsm
+    caplog.set_level(logging.INFO, logger="appliance.hsm.status")
+    outage = run_outage(settings, tpm_appliance.tpm.stop_tpm, tpm_appliance.tpm.start_tpm)
+    report("swtpm stopped", outage)
+    assert_recovered(settings, outage, caplog)
