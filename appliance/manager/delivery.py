@@ -18,6 +18,7 @@ from appliance.errors import SluisError
 from appliance.manager.peer_client import PeerCallError
 from appliance.manager.service import ManagerService
 from appliance.manager.storage import OutboxRow
+from appliance.metrics.collectors import count_deliveries
 
 log = logging.getLogger("sluis.manager.delivery")
 
@@ -95,7 +96,9 @@ async def deliver_due(service: ManagerService, limit: int = 20) -> int:
     """Send every due row once; return how many arrived."""
     rows = service.store.due_deliveries(service.clock(), limit, lease=LEASE)
     results = await asyncio.gather(*(deliver_one(service, row) for row in rows))
-    return sum(results)
+    delivered = sum(results)
+    count_deliveries(delivered, len(results) - delivered)
+    return delivered
 
 
 async def announce_to_directory(service: ManagerService) -> bool:

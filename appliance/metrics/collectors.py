@@ -19,6 +19,7 @@ Series::
     sluis_txlog_batches_total                        commits (a batch of records each)
     sluis_txlog_failed_records_total                 records whose commit failed (refused)
     sluis_txlog_failed_batches_total
+    sluis_manager_deliveries_total{result}           outbox deliveries: delivered, failed
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ _TXLOG = {
     ),
     "failed_batches": Counter("sluis_txlog_failed_batches", "Commits that failed."),
 }
+
+
+_DELIVERIES = Counter(
+    "sluis_manager_deliveries",
+    "Outbox deliveries to peers' Managers (contracts, signatures) by result.",
+    ["result"],
+)
+
+
+def count_deliveries(delivered: int, failed: int) -> None:
+    """After a round of the Manager's outbox (``appliance.manager.delivery``)."""
+    if delivered:
+        _DELIVERIES.labels("delivered").inc(delivered)
+    if failed:
+        _DELIVERIES.labels("failed").inc(failed)
 
 
 class TxlogStats:

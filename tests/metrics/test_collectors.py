@@ -7,7 +7,12 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from appliance.metrics.collectors import ContractsCollector, HostCollector, TxlogStats
+from appliance.metrics.collectors import (
+    ContractsCollector,
+    HostCollector,
+    TxlogStats,
+    count_deliveries,
+)
 from appliance.metrics.registry import exposition
 
 
@@ -51,3 +56,13 @@ def test_the_writer_figures_become_counters() -> None:
     sampler.sample()  # nothing new: nothing added
     assert total("sluis_txlog_records_total") - before[0] == 15
     assert total("sluis_txlog_failed_records_total") - before[1] == 2
+
+
+def test_deliveries_by_result() -> None:
+    def total(result: str) -> float:
+        return REGISTRY.get_sample_value("sluis_manager_deliveries_total", {"result": result}) or 0
+
+    before = total("delivered"), total("failed")
+    count_deliveries(3, 1)
+    count_deliveries(0, 0)
+    assert (total("delivered") - before[0], total("failed") - before[1]) == (3, 1)
