@@ -17,6 +17,8 @@ Series (one per certificate of the live chain and the trust anchors, one per CRL
     sluis_crl_expiry_days{issuer,crl_number}                 negative once stale
     sluis_crl_stale{issuer,crl_number}                       1: peers of that CA are refused
     sluis_expiry_read_errors                                 files that could not be read
+    sluis_ready                                              1: /health/ready answers 200
+    sluis_ready_check{check}                                 1: that readiness check passes
 
 The health endpoints (:mod:`.health`) are answered the same way. The endpoints answer only
 for requests that carry neither ``Fsc-Authorization``
@@ -126,6 +128,22 @@ def render(tls: TlsSettings, now: datetime | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readiness_text(ready: bool, body: dict[str, Any]) -> bytes:
+    """``sluis_ready`` and ``sluis_ready_check{check}`` (1 or 0): /health/ready as series."""
+    lines = [
+        "# HELP sluis_ready 1 when GET /health/ready answers 200 (every check passes).",
+        "# TYPE sluis_ready gauge",
+        f"sluis_ready {int(ready)}",
+        "# HELP sluis_ready_check 1 when the readiness check passes (certificate, crls, hsm, ...).",
+        "# TYPE sluis_ready_check gauge",
+    ]
+    lines += [
+        f"sluis_ready_check{_labels(check=name)} {int(bool(check['ok']))}"
+        for name, check in sorted(body["checks"].items())
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 class MetricsMiddleware:
     """Answers ``GET /metrics``, ``/health/live`` and ``/health/ready`` before routing (the
     gateways route every path to their sink)."""
@@ -145,7 +163,12 @@ class MetricsMiddleware:
             return
         if path == PATH:
             resp.content_type = CONTENT_TYPE
-            resp.data = render(self._tls).encode("utf-8") + exposition(self._collectors)
+            ready, body = await self._readiness.report()
+            resp.data = (
+                render(self._tls).encode("utf-8")
+                + readiness_text(ready, body)
+                + exposition(self._collectors)
+            )
         elif path == LIVE_PATH:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = live_body()
