@@ -38,8 +38,10 @@ ROLE_PACKAGES=(openssh-server openssh-client nftables unattended-upgrades system
 ROLE_BACKPORTS_PACKAGES=(pkcs11-provider)
 # Only downloaded into /var/cache/apt/archives (installed by the role from there, no
 # download): PostgreSQL would create and start a cluster and ssl-cert a snakeoil key in
-# every instance.
-ROLE_CACHED_PACKAGES=(postgresql-15 postgresql-client-15 ssl-cert)
+# every instance; etcd-server starts a lone member (which can never join a cluster after),
+# keepalived would claim addresses.
+ROLE_CACHED_PACKAGES=(postgresql-15 postgresql-client-15 ssl-cert patroni etcd-server etcd-client
+    keepalived)
 # Timers that would start apt or disk jobs in the middle of a converge, and units that have
 # nothing to do in a container.
 MASK_UNITS=(apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer
