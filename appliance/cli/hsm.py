@@ -187,18 +187,26 @@ def _flags(info: ObjectInfo, sign: dict[tuple[str, str], bool | None]) -> str:
     if can_sign is not None:
         # A retired key shows no-sign; the live key must show sign.
         flags.append("sign" if can_sign else "no-sign")
-    # The history of the key: a lacking one in capitals (Sluis refuses to use such a key).
-    for name in ("always-sensitive", "never-extractable", "local"):
-        present = (info.protection or {}).get(name)
-        flags.append(name if present else f"NOT-{name.upper()}")
     return ",".join(flags)
+
+
+def _history(info: ObjectInfo) -> str:
+    """How the key came to be: a lacking protection in capitals (Sluis refuses such a key)."""
+    if info.kind != "private-key":
+        return "-"
+    names = ("always-sensitive", "never-extractable", "local")
+    return ",".join(
+        name if (info.protection or {}).get(name) else f"NOT-{name.upper()}" for name in names
+    )
 
 
 def format_table(
     infos: list[ObjectInfo], sign: dict[tuple[str, str], bool | None] | None = None
 ) -> str:
     """The ``list`` table: one row per object (``sign``: CKA_SIGN by label and id hex)."""
-    header = ("CLASS", "LABEL", "ID", "ALGORITHM", "FLAGS", "NOT AFTER", "DAYS", "SUBJECT")
+    header = (
+        "CLASS", "LABEL", "ID", "ALGORITHM", "FLAGS", "HISTORY", "NOT AFTER", "DAYS", "SUBJECT"
+    )  # fmt: skip
     rows = [header]
     for info in infos:
         rows.append(
@@ -208,6 +216,7 @@ def format_table(
                 info.id_hex or "-",
                 info.algorithm or "-",
                 _flags(info, sign or {}),
+                _history(info),
                 f"{info.not_after:%Y-%m-%d}" if info.not_after else "-",
                 str(info.days_to_expiry) if info.days_to_expiry is not None else "-",
                 info.subject or "-",
@@ -437,9 +446,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         allow_abbrev=False,
         help="list keys and certificates with protection flags and days to expiry",
         description=(
-            "FLAGS of a private key: sensitive, non-extractable, sign, always-sensitive, "
-            "never-extractable, local (generated in the token). A protection the key lacks is "
-            "shown in capitals (NOT-LOCAL, EXTRACTABLE); Sluis refuses to use such a key."
+            "FLAGS of a private key: sensitive, non-extractable, sign; HISTORY: "
+            "always-sensitive, never-extractable, local (generated in the token). A protection "
+            "the key lacks is shown in capitals (EXTRACTABLE, NOT-LOCAL); Sluis refuses to use "
+            "such a key."
         ),
     )
     lst.add_argument("--json", action="store_true", help="machine-readable output")
