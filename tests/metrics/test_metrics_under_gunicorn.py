@@ -151,6 +151,20 @@ def test_the_counts_of_both_workers_add_up(chain: dict[str, Any]) -> None:
         assert scraped['sluis_outway_token_fetches_total{result="ok"}'] >= 1
 
 
+def test_host_and_transaction_log_figures(chain: dict[str, Any]) -> None:
+    time.sleep(SAMPLE_SECONDS + 1)  # every worker has copied its writer's figures
+    # (before the next test kills one: a killed worker's last seconds of them are lost)
+    scraped = _scrape(chain["port"])
+    assert scraped["sluis_workers"] == 2
+    assert scraped["sluis_open_files"] > 10
+    assert scraped['sluis_worker_resident_memory_bytes{stat="max"}'] > 10e6
+    assert any(k.startswith("sluis_disk_free_bytes{") and v > 0 for k, v in scraped.items())
+    # Every forwarded request was logged first; refused ones were not.
+    assert scraped["sluis_txlog_records_total"] >= OK_REQUESTS
+    assert scraped["sluis_txlog_batches_total"] >= 1
+    assert scraped["sluis_txlog_failed_records_total"] == 0
+
+
 def _held_by(worker: psutil.Process, port: int) -> int:
     return sum(
         1
@@ -187,19 +201,6 @@ def test_a_killed_workers_counts_stay_and_its_connections_go(chain: dict[str, An
         assert after[key] == before[key]
     for conn in held:
         conn.close()
-
-
-def test_host_and_transaction_log_figures(chain: dict[str, Any]) -> None:
-    time.sleep(SAMPLE_SECONDS + 1)  # every worker has copied its writer's figures
-    scraped = _scrape(chain["port"])
-    assert scraped["sluis_workers"] == 2
-    assert scraped["sluis_open_files"] > 10
-    assert scraped['sluis_worker_resident_memory_bytes{stat="max"}'] > 10e6
-    assert any(k.startswith("sluis_disk_free_bytes{") and v > 0 for k, v in scraped.items())
-    # Every forwarded request was logged first; refused ones were not.
-    assert scraped["sluis_txlog_records_total"] >= OK_REQUESTS
-    assert scraped["sluis_txlog_batches_total"] >= 1
-    assert scraped["sluis_txlog_failed_records_total"] == 0
 
 
 def test_live_and_ready_then_not_ready_without_its_manager(chain: dict[str, Any]) -> None:
