@@ -17,7 +17,7 @@ fi
 # (scripts/host-requirements names each with its package). In this run a test that would skip
 # for a missing host tool fails instead (tests/hosttools.py).
 if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
-    ./scripts/preflight.sh base molecule
+    ./scripts/preflight.sh base molecule image
 else
     ./scripts/preflight.sh base
 fi
@@ -42,9 +42,11 @@ if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
     # on 2 cores the pair takes about 0.6 of the time of one after the other). The longest
     # first, so that the short ones fill the gaps. Each scenario's output goes to
     # var/molecule/<scenario>.log and is printed whole when it ends (no interleaving).
+    # `image` is one more job of the same pool: the appliance image built and booted with
+    # Secure Boot under QEMU (docs/image.md).
     # SLUIS_MOLECULE_SCENARIOS picks scenarios, SLUIS_MOLECULE_JOBS the parallelism.
     # docs/molecule.md has the timings.
-    scenarios=${SLUIS_MOLECULE_SCENARIOS:-appliance rotate pki sluis hsm hardening logship postgresql smoke}
+    scenarios=${SLUIS_MOLECULE_SCENARIOS:-rotate appliance image patroni ha pki sluis hsm hardening logship postgresql smoke}
     jobs_max=${SLUIS_MOLECULE_JOBS:-2}
     logdir=var/molecule
     mkdir -p "$logdir"
@@ -81,7 +83,12 @@ if [ "${SLUIS_MOLECULE:-1}" != 0 ]; then
         rm -f "$logdir/$scenario.rc"
         (
             rc=0
-            molecule test -s "$scenario" >"$logdir/$scenario.log" 2>&1 || rc=$?
+            if [ "$scenario" = image ]; then
+                { ./scripts/build-image.sh var/image && ./scripts/boot-image-test.sh var/image; } \
+                    >"$logdir/$scenario.log" 2>&1 || rc=$?
+            else
+                molecule test -s "$scenario" >"$logdir/$scenario.log" 2>&1 || rc=$?
+            fi
             echo "$rc" >"$logdir/$scenario.rc"
         ) &
         running+=("$scenario")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from appliance.config import TlsSettings
 from appliance.errors import ConfigurationError, SluisError
+from appliance.hsm.keys import require_protected_key
 from appliance.hsm.lock import login_lock
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import load_module
@@ -84,6 +85,9 @@ def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
 
 
 def _load_identity(ctx: ssl.SSLContext, tls: TlsSettings, hsm: HsmSettings) -> None:
+    # A key that could ever leave the token is refused before OpenSSL gets it (outside the
+    # login lock: the check opens its own session, which takes that lock).
+    require_protected_key(hsm)
     # The provider logs in to the token while loading the key: serialise with other logins.
     with _BUILD_LOCK, login_lock(hsm.login_lock):
         # python-pkcs11 (JWS signing) cannot initialise a module that the provider already
@@ -92,10 +96,13 @@ def _load_identity(ctx: ssl.SSLContext, tls: TlsSettings, hsm: HsmSettings) -> N
         load_module(hsm.module)
         try:
             ctx.load_cert_chain(str(tls.certificate_chain), str(tls.key_reference))
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, OSError) as exc:
+            # OSError: a module that cannot reach its token (a network HSM's client library
+            # without its server) leaves the socket's errno for Python to raise.
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else None
             raise TlsSetupError(
                 f"cannot use HSM key {hsm.pkcs11_uri()} with certificate "
-                f"{tls.certificate_chain}: {exc.reason or exc} (is the token present, the PIN "
+                f"{tls.certificate_chain}: {reason or exc} (is the token present, the PIN "
                 "file right, and the certificate issued for this key?)"
             ) from None
 
