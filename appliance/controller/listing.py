@@ -10,8 +10,9 @@ signatures and peer names take one statement each. The index a page walks:
 - a state: ``ix_contracts_state (decision, created_at, ...)``, which holds every column the
   state needs (one range for revoked or rejected; the undecided contracts for the others);
 - a peer: ``ix_contract_peers_listing (peer_id, created_at, contract_hash)``;
-- waiting for our approval: ``ix_contract_peers_unsigned (peer_id, signed, created_at, ...)``,
-  only the contracts we have not signed;
+- waiting for our approval: ``ix_contract_peers_unsigned (peer_id, signed, decided,
+  created_at, contract_hash, not_after)``, only the undecided contracts we have not signed,
+  with their end: counting them reads that index only (:func:`states.awaiting`);
 
 so counting those is exact at any size. A kind other than publication and "connections of a
 peer" have no index: they look at the newest :data:`WINDOW` contracts after the cursor only,
@@ -33,7 +34,13 @@ from sqlalchemy.engine import Connection, Engine
 from appliance.database import beyond, reading
 from appliance.errors import SluisError
 from appliance.manager.storage import schema as t
-from appliance.manager.storage.states import STATE_COLUMNS, proposed_at, state_column, state_is
+from appliance.manager.storage.states import (
+    STATE_COLUMNS,
+    awaiting,
+    proposed_at,
+    state_column,
+    state_is,
+)
 
 PUBLICATION_TYPES = (
     "GRANT_TYPE_SERVICE_PUBLICATION",
@@ -119,7 +126,7 @@ class ContractListing:
         )
         return sa.and_(unsigned, proposed_at(now, states_of))
 
-    def _driver(self, f: Filter) -> tuple[sa.FromClause, Any, Any, list[Any]]:
+    def _driver(self, f: Filter, now: datetime) -> tuple[sa.FromClause, Any, Any, list[Any]]:
         """The rows a page walks (FROM), its order columns (time, key), and the conditions
         that index answers. Waiting for our approval and a peer walk that peer's rows of
         ``contract_peers`` (their own created_at, index order); anything else ``contracts``."""
@@ -127,7 +134,7 @@ class ContractListing:
             return t.contracts, c.created_at, c.content_hash, []
         cp = t.contract_peers.alias("drv")
         if f.pending:
-            conditions = [cp.c.peer_id == self.own_peer_id, cp.c.signed == sa.false()]
+            conditions = awaiting(self.own_peer_id, now, cp)
         else:
             conditions = [cp.c.peer_id == f.peer_id]
         joined = cp.join(t.contracts, c.content_hash == cp.c.contract_hash)
@@ -178,9 +185,8 @@ class ContractListing:
             query = query.where(kind_is(f.kind))
         if f.state is not None:
             query = query.where(state_is(f.state, now, states_of))
-        if f.pending is True and driven:
-            query = query.where(proposed_at(now))  # the driver gave "ours, unsigned"
-        elif f.pending is not None:
+        # When driven, the driver's conditions are "waiting for our approval" entirely.
+        if f.pending is not None and not (f.pending is True and driven):
             pending = self._pending(now, states_of)
             query = query.where(pending if f.pending else ~pending)
         return query
@@ -215,7 +221,7 @@ class ContractListing:
         """
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
-        source, time_column, key_column, conditions = self._driver(f)
+        source, time_column, key_column, conditions = self._driver(f, now)
         order = (time_column.desc(), key_column.desc())
         with self._engine.connect() as conn:
             pivot = self._pivot(conn, cursor)
@@ -261,10 +267,15 @@ class ContractListing:
         (:attr:`Filter.windowed` is false), so the count walks that index's range."""
         if f.windowed:
             raise ValueError("a filter without an index is not counted")
-        source, _, _, conditions = self._driver(f)
-        query = self._where(
-            sa.select(sa.func.count()).select_from(source).where(*conditions), f, now
-        )
+        if f == Filter(pending=True):
+            # The driver's conditions are the whole filter: its index range, no contracts row.
+            cp = t.contract_peers.alias("drv")
+            query = sa.select(sa.func.count()).where(*awaiting(self.own_peer_id, now, cp))
+        else:
+            source, _, _, conditions = self._driver(f, now)
+            query = self._where(
+                sa.select(sa.func.count()).select_from(source).where(*conditions), f, now
+            )
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 

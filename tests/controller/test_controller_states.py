@@ -4,12 +4,14 @@ exact however many contracts there are (it once looked at the newest 500 only)."
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from apitest import address_of, sign
 from bulk import add_copies, copy_tables
 from contracttest import NOW, OIN_A, Group
-from controllertest import SERVICE, Env, controller_env
+from controllertest import SERVICE, Env, controller_env, identity
 from cryptography import x509
 
 from appliance.controller.listing import WINDOW, ContractListing, Filter
@@ -26,6 +28,20 @@ def _listed(env: Env, where: Filter, now: datetime = NOW) -> set[str]:
 def _overview_count(env: Env) -> int:
     body = env.client.simulate_get("/api/v1/overview", **env.as_role(Role.AUDITOR, csrf=False)).json
     return int(body["pending_approvals"])
+
+
+def _revoked_by_a(env: Env, content_hash: str) -> None:
+    content = env.service.get(content_hash).content
+    asyncio.run(
+        env.service.receive_signature(
+            content_hash,
+            SignatureType.REVOKE,
+            content,
+            sign(content, env.group[OIN_A], "revoke"),
+            identity(env.group, OIN_A),
+            address_of(OIN_A),
+        )
+    )
 
 
 def test_accept_reject_revoke_and_expiry_change_what_the_filters_find(
@@ -64,6 +80,14 @@ def test_accept_reject_revoke_and_expiry_change_what_the_filters_find(
         counts = env.service.store.contract_counts_by_state(later)
         assert counts["expired"] == 2  # the publication (30 days) and the unanswered one
         assert (counts["revoked"], counts["rejected"], counts["proposed"]) == (1, 1, 0)
+        assert env.controller.manager.listing.count(Filter(pending=True), later) == 0
+
+        # A withdraws its proposal before we answer: it no longer waits for us.
+        assert _overview_count(env) == 1
+        _revoked_by_a(env, waiting)
+        assert _listed(env, Filter(pending=True)) == set()
+        assert _overview_count(env) == 0
+        assert _listed(env, Filter(state="revoked")) == {accepted, waiting}
 
 
 def test_the_count_waiting_for_approval_is_exact_above_the_window(

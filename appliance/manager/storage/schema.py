@@ -102,13 +102,26 @@ contract_peers = sa.Table(
         primary_key=True,
     ),
     sa.Column("peer_id", sa.String(PEER_ID_LENGTH), primary_key=True),
-    # Copies for the listings (storage/states.py): the contract's creation time, and whether
-    # this peer signed it (accept, reject or revoke).
+    # Copies for the listings (storage/states.py): the contract's creation time, whether
+    # this peer signed it (accept, reject or revoke), whether the contract is decided (revoked
+    # or rejected) and its end, so that "waiting for our approval" is read from
+    # ix_contract_peers_unsigned alone. A boolean, not a copy of the decision: PostgreSQL
+    # keeps the index order after a boolean equality but not after IS NULL.
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("decided", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("not_after", UtcDateTime(), nullable=False),
     sa.Index(None, "peer_id", "contract_hash"),
     sa.Index("ix_contract_peers_listing", "peer_id", "created_at", "contract_hash"),
-    sa.Index("ix_contract_peers_unsigned", "peer_id", "signed", "created_at", "contract_hash"),
+    sa.Index(
+        "ix_contract_peers_unsigned",
+        "peer_id",
+        "signed",
+        "decided",
+        "created_at",
+        "contract_hash",
+        "not_after",
+    ),
 )
 
 signatures = sa.Table(

@@ -13,8 +13,11 @@ stored):
   the earliest end of those accepts' certificates; NULL while one is missing;
 - ``contract_peers.signed``: whether that peer signed the contract at all (accept, reject or
   revoke), for "waiting for our approval";
-- ``contract_peers.created_at``: the contract's, so that a peer's contracts are walked in
-  listing order on one index.
+- ``contract_peers.created_at`` and ``not_after`` (set when the contract is stored; a
+  contract never changes) and ``decided`` (``decision IS NOT NULL``, kept by :func:`refresh`):
+  the contract's, so that a peer's contracts are walked in listing order on one index and
+  "waiting for our approval" is counted on ``ix_contract_peers_unsigned`` alone
+  (:func:`awaiting`).
 
 What depends on the clock (``not_before``, ``not_after``, ``accepted_until`` against now) is
 compared in the query (:func:`state_is`, :func:`state_column`), so no state goes stale.
@@ -98,9 +101,27 @@ def refresh(conn: Connection, content_hashes: Sequence[str]) -> None:
     )
     cp, s = t.contract_peers.c, t.signatures.c
     signed = sa.exists().where(s.contract_hash == cp.contract_hash, s.peer_id == cp.peer_id)
+    decided = sa.exists().where(c.content_hash == cp.contract_hash, c.decision.is_not(None))
     conn.execute(
-        t.contract_peers.update().where(cp.contract_hash.in_(hashes)).values(signed=signed)
+        t.contract_peers.update()
+        .where(cp.contract_hash.in_(hashes))
+        .values(signed=signed, decided=decided)
     )
+
+
+def awaiting(peer_id: str, now: datetime, peers: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+    """Contracts proposed at ``now`` that ``peer_id`` has not signed, on ``peers`` (an alias
+    of ``contract_peers``) alone: a range of ``ix_contract_peers_unsigned`` that needs no row
+    of ``contracts``. It is :func:`proposed_at` without its ``accepted_until`` part, which
+    holds for every such row: a peer that signed nothing has no accept, so the contract's
+    ``accepted_until`` is NULL (tests/manager/storage/test_manager_states.py checks it)."""
+    k = peers.c
+    return [
+        k.peer_id == peer_id,
+        k.signed == sa.false(),
+        k.decided == sa.false(),
+        k.not_after >= _second(now),
+    ]
 
 
 def proposed_at(now: datetime, table: sa.FromClause = t.contracts) -> sa.ColumnElement[bool]:

@@ -169,7 +169,12 @@ class _StoreOperations(ABC):
                 conn.execute(
                     t.contract_peers.insert(),
                     [
-                        {"contract_hash": content_hash, "peer_id": peer, "created_at": created_at}
+                        {
+                            "contract_hash": content_hash,
+                            "peer_id": peer,
+                            "created_at": created_at,
+                            "not_after": not_after,
+                        }
                         for peer in peer_ids
                     ],
                 )

@@ -13,7 +13,7 @@ from appliance.manager.storage import ManagerStore, migrate
 from appliance.manager.storage import schema as t
 from appliance.manager.storage.database import alembic_config
 from appliance.manager.storage.rows import SignatureType
-from appliance.manager.storage.states import STATES, state_column, state_is
+from appliance.manager.storage.states import STATES, awaiting, state_column, state_is
 
 A, B, C = "00000001000000000001", "00000001000000000002", "00000001000000000003"
 LATER = START + timedelta(days=1)  # inside every contract's validity below
@@ -48,7 +48,29 @@ def _state(store: ManagerStore, contract: Contract, now: datetime) -> str:
             if conn.execute(sa.select(c.content_hash).where(where, state_is(name, now))).first()
         ]
     assert matching == [state]
+    _check_awaiting(store, now)
     return str(state)
+
+
+def _check_awaiting(store: ManagerStore, now: datetime) -> None:
+    """``awaiting`` (read from contract_peers alone) holds for exactly the peers that have
+    not signed a proposed contract: its decided and not_after follow the contract's,
+    and a peer that signed nothing leaves accepted_until NULL."""
+    cp = t.contract_peers.alias("cp")
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(cp.c.contract_hash, cp.c.peer_id, cp.c.signed, state_column(now)).join(
+                t.contracts, t.contracts.c.content_hash == cp.c.contract_hash
+            )
+        ).all()
+        assert rows
+        for row in rows:
+            found = conn.execute(
+                sa.select(sa.func.count()).where(
+                    cp.c.contract_hash == row.contract_hash, *awaiting(row.peer_id, now, cp)
+                )
+            ).scalar_one()
+            assert found == (row.state == "proposed" and not row.signed), row
 
 
 def _signed(store: ManagerStore, contract: Contract) -> dict[str, bool]:
@@ -134,10 +156,13 @@ def test_counts_by_state_are_exact(store: ManagerStore) -> None:
     _sign(store, made[5], A, "accept")  # proposed, as is made[6]
     expected = dict.fromkeys(STATES, 0) | {"valid": 3, "rejected": 1, "revoked": 1, "proposed": 2}
     assert store.contract_counts_by_state(LATER) == expected
+    # B's reject and A's revoke end the wait of the peer that has not signed.
+    _check_awaiting(store, LATER)
     # At the end of their validity the undecided ones are expired; the decided ones stay.
     after = START + timedelta(days=400)
     expected_after = dict.fromkeys(STATES, 0) | {"expired": 5, "rejected": 1, "revoked": 1}
     assert store.contract_counts_by_state(after) == expected_after
+    _check_awaiting(store, after)
 
 
 def test_migration_0002_backfills_existing_contracts(store: ManagerStore) -> None:
@@ -173,3 +198,4 @@ def test_migration_0002_backfills_existing_contracts(store: ManagerStore) -> Non
         after = (conn.execute(columns).all(), conn.execute(peers).all())
     assert after == before
     assert store.contract_counts_by_state(LATER) == counts
+    _check_awaiting(store, LATER)

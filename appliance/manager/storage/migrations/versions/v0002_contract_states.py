@@ -45,6 +45,11 @@ _BACKFILL_CONTRACTS = """UPDATE contracts SET
 _BACKFILL_PEERS = """UPDATE contract_peers SET
   created_at = (SELECT c.created_at FROM contracts c
                 WHERE c.content_hash = contract_peers.contract_hash),
+  not_after = (SELECT c.not_after FROM contracts c
+               WHERE c.content_hash = contract_peers.contract_hash),
+  decided = EXISTS (SELECT 1 FROM contracts c
+                    WHERE c.content_hash = contract_peers.contract_hash
+                      AND c.decision IS NOT NULL),
   signed = EXISTS (SELECT 1 FROM signatures s
                    WHERE s.contract_hash = contract_peers.contract_hash
                      AND s.peer_id = contract_peers.peer_id)"""
@@ -62,10 +67,18 @@ def upgrade() -> None:
         "contract_peers",
         sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
+    op.add_column(
+        "contract_peers",
+        sa.Column("decided", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.add_column(
+        "contract_peers", sa.Column("not_after", sa.DateTime(timezone=True), nullable=True)
+    )
     op.execute(_BACKFILL_CONTRACTS)
     op.execute(_BACKFILL_PEERS)
     with op.batch_alter_table("contract_peers") as batch:
         batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
+        batch.alter_column("not_after", existing_type=sa.DateTime(timezone=True), nullable=False)
     op.create_index(
         "ix_contracts_state",
         "contracts",
@@ -77,7 +90,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_contract_peers_unsigned",
         "contract_peers",
-        ["peer_id", "signed", "created_at", "contract_hash"],
+        ["peer_id", "signed", "decided", "created_at", "contract_hash", "not_after"],
     )
     op.create_index(
         op.f("ix_signatures_certificate_thumbprint"), "signatures", ["certificate_thumbprint"]
@@ -91,6 +104,8 @@ def downgrade() -> None:
     op.drop_index("ix_contracts_state", table_name="contracts")
     # Not batch_alter_table: on SQLite it copies the table and drops the old one, and dropping
     # contracts cascades to every table that refers to it. SQLite 3.35+ drops columns itself.
+    op.drop_column("contract_peers", "not_after")
+    op.drop_column("contract_peers", "decided")
     op.drop_column("contract_peers", "signed")
     op.drop_column("contract_peers", "created_at")
     op.drop_column("contracts", "accepted_until")
