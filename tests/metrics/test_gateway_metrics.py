@@ -34,31 +34,26 @@ def test_a_forwarded_and_a_refused_request_are_counted(echo: EchoBackend) -> Non
     refused = {"gateway": "inway", "service": "-", "peer": PEER_ID, "status": "4xx"}
     code = {"gateway": "inway", "code": "ERROR_CODE_ACCESS_TOKEN_MISSING"}
     per_service = {"gateway": "inway", "service": SERVICE}
-    before = (
-        value("sluis_gateway_requests_total", **ok),
-        value("sluis_gateway_requests_total", **refused),
-        value("sluis_gateway_fsc_errors_total", **code),
-        value("sluis_gateway_request_duration_seconds_count", **per_service),
-        value("sluis_gateway_upstream_duration_seconds_count", **per_service),
-        value("sluis_gateway_received_bytes_total", **per_service),
-        value("sluis_gateway_sent_bytes_total", **per_service),
-    )
+
+    def figures() -> list[float]:
+        return [
+            value("sluis_gateway_requests_total", **ok),
+            value("sluis_gateway_requests_total", **refused),
+            value("sluis_gateway_fsc_errors_total", **code),
+            value("sluis_gateway_request_duration_seconds_count", **per_service),
+            value("sluis_gateway_upstream_duration_seconds_count", **per_service),
+            value("sluis_gateway_received_bytes_total", **per_service),
+            value("sluis_gateway_sent_bytes_total", **per_service),
+        ]
+
+    before = figures()
     with inway({SERVICE: echo.url + "/api/"}) as gw:
         answered = gw.request("POST", "/echo", headers=fsc_headers(token()), body=b"x" * 1000)
         assert answered.status_code == 200, answered.text
         missing = gw.request("GET", "/persons/1", headers={"Fsc-Transaction-Id": TRANSACTION})
         assert missing.status_code == 401
         assert missing.headers["fsc-error-code"] == code["code"]
-    after = (
-        value("sluis_gateway_requests_total", **ok),
-        value("sluis_gateway_requests_total", **refused),
-        value("sluis_gateway_fsc_errors_total", **code),
-        value("sluis_gateway_request_duration_seconds_count", **per_service),
-        value("sluis_gateway_upstream_duration_seconds_count", **per_service),
-        value("sluis_gateway_received_bytes_total", **per_service),
-        value("sluis_gateway_sent_bytes_total", **per_service),
-    )
-    deltas = [a - b for a, b in zip(after, before, strict=True)]
+    deltas = [a - b for a, b in zip(figures(), before, strict=True)]
     assert deltas[:5] == [1, 1, 1, 1, 1]
     assert deltas[5] == 1000
     assert deltas[6] == len(answered.content) > 0
