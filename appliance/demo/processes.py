@@ -13,6 +13,7 @@ from pathlib import Path
 
 from appliance.config import load_config
 from appliance.errors import SluisError
+from appliance.forwarding.observe import is_request_line
 
 
 class ProcessError(SluisError):
@@ -27,8 +28,19 @@ class Component:
     port: int
     log_path: Path
 
-    def log(self) -> str:
+    def output(self) -> str:
+        """Everything the component wrote (stdout and stderr)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log(self) -> str:
+        """Its diagnostic log: the output without the gateways' request lines (one per
+        request by design, appliance.forwarding.observe), so that what a failure costs in log
+        lines can be counted apart from the traffic."""
+        lines = self.output().splitlines(keepends=True)
+        return "".join(line for line in lines if not is_request_line(line))
+
+    def request_lines(self) -> list[str]:
+        return [line for line in self.output().splitlines() if is_request_line(line)]
 
     def stop(self, timeout: float = 30) -> None:
         if self.process.poll() is None:

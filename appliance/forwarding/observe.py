@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,15 @@ from appliance.txlog.record import trace_id_from_traceparent
 _FSC_ERROR_CODE = "Fsc-Error-Code"
 LOG_SWITCH_ENV = "SLUIS_REQUEST_LOG"
 requests_log = logging.getLogger("sluis.requests")
+
+
+# The start every request line has (the keys in this order, compact JSON): how a reader of a
+# component's combined output tells the request lines from its diagnostic log.
+_REQUEST_LINE_START = re.compile(r'\{"ts":"[^"]*","gateway":"(?:inway|outway)",')
+
+
+def is_request_line(line: str) -> bool:
+    return _REQUEST_LINE_START.match(line) is not None
 
 
 def request_log_enabled() -> bool:
