@@ -19,7 +19,6 @@ from pathlib import Path
 
 from appliance.config import TlsSettings
 from appliance.errors import ConfigurationError, SluisError
-from appliance.hsm.keys import require_protected_key
 from appliance.hsm.lock import login_lock
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import load_module
@@ -85,9 +84,6 @@ def _base_context(*, server: bool, tls: TlsSettings) -> ssl.SSLContext:
 
 
 def _load_identity(ctx: ssl.SSLContext, tls: TlsSettings, hsm: HsmSettings) -> None:
-    # A key that could ever leave the token is refused before OpenSSL gets it (outside the
-    # login lock: the check opens its own session, which takes that lock).
-    require_protected_key(hsm)
     # The provider logs in to the token while loading the key: serialise with other logins.
     with _BUILD_LOCK, login_lock(hsm.login_lock):
         # python-pkcs11 (JWS signing) cannot initialise a module that the provider already
