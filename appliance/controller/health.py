@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.config import SluisConfig
+from appliance.errors import SluisError
 
 PROBE_PATH = "/health/ready"  # appliance.metrics.health.READY_PATH, served by every component
 MAX_ANSWER = 1 << 20  # a few hundred bytes of JSON
@@ -148,7 +149,9 @@ class HealthProber:
             result["status"], result["meaning"] = interpret(code, body)
         except TimeoutError:
             result["error"] = f"no answer within {self._timeout:g} s"
-        except (OSError, ValueError, RuntimeError, ssl.SSLError) as exc:
+        except (OSError, ValueError, RuntimeError, ssl.SSLError, SluisError) as exc:
+            # SluisError: the probes' own TLS identity cannot be built (the HSM token gone): the
+            # page says so for each component instead of failing as a whole.
             result["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)

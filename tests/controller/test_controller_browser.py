@@ -526,7 +526,7 @@ def test_health_certificates_services_and_tokens_at_1024_px(narrow: Any, world: 
     url = world.controller.url
     narrow.goto(url + "health")
     manager = narrow.locator("tr", has_text="manager")
-    expect(manager).to_contain_text("running; its certificates and CRLs are readable and current")
+    expect(manager).to_contain_text("running and ready (certificate, crls, hsm pass)")
     expect(manager).to_contain_text("HTTP 200")
 
     # The controller has made TLS handshakes with its key (the probes, this browser): the
