@@ -42,7 +42,7 @@ for folder in ("tests", "tests/controller", "tests/manager/contracts", "tests/ma
     sys.path.insert(0, str(ROOT / folder))
 
 from bulk import add_copies, copy_tables  # noqa: E402
-from contracttest import OIN_A, make_group  # noqa: E402
+from contracttest import OIN_A, Group, make_group  # noqa: E402
 from controllertest import SERVICE, Env, controller_env  # noqa: E402
 from postgres import POSTGRES_ENV, _private_cluster  # noqa: E402
 
@@ -140,6 +140,27 @@ def postgres() -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def scale_env(group: Group, backend: str) -> Iterator[tuple[Env, str]]:
+    """Peer B's controller on ``backend`` with its service published and one connection of
+    Peer A valid (the template for :func:`bulk.add_copies`): the environment and the
+    template's content hash. Also used by bench/growth.py."""
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        env = stack.enter_context(controller_env(group, group.ca.crls(), Path(tmp)))
+        env.published(SERVICE)
+        template = env.connection_from_a()
+        env.controller.manager.sign(template, SignatureType.ACCEPT)
+        assert env.service.get(template).state == "valid"
+        if backend == "postgresql":
+            target = stack.enter_context(ManagerStore.open(stack.enter_context(postgres())))
+            copy_tables(env.service.store.engine, target.engine)
+            env.service.store = target
+            manager = env.controller.manager
+            manager.listing = ContractListing(target.engine, manager.peer_id)
+        yield env, template
+
+
 def run(
     env: Env,
     backend: str,
@@ -200,19 +221,7 @@ def main() -> int:
     sizes = sorted(args.sizes)
     for backend in args.backends:
         figures: dict[str, dict[int, Any]] = {n: {} for n, _ in LISTINGS}
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            env = stack.enter_context(controller_env(group, group.ca.crls(), Path(tmp)))
-            env.published(SERVICE)
-            template = env.connection_from_a()
-            env.controller.manager.sign(template, SignatureType.ACCEPT)
-            assert env.service.get(template).state == "valid"
-            if backend == "postgresql":
-                target = stack.enter_context(ManagerStore.open(stack.enter_context(postgres())))
-                copy_tables(env.service.store.engine, target.engine)
-                env.service.store = target
-                manager = env.controller.manager
-                manager.listing = ContractListing(target.engine, manager.peer_id)
+        with scale_env(group, backend) as (env, template):
             run(env, backend, template, args, figures)
         table(backend, sizes, figures)
     return 0
