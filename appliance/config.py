@@ -145,6 +145,31 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class ManagementSettings:
+    """``[management]``: a plain-HTTP listener per component for ``/metrics`` and
+    ``/health/*`` only, on the management network (``appliance.serving.management``,
+    docs/monitoring.md). Without the section there is none."""
+
+    address: str = "127.0.0.1"  # the management network's address of this box
+    manager_port: int = 9181
+    inway_port: int = 9182
+    outway_port: int = 9183
+
+    def __post_init__(self) -> None:
+        ports = (self.manager_port, self.inway_port, self.outway_port)
+        if not all(0 < port < 65536 for port in ports) or len(set(ports)) != len(ports):
+            raise ConfigurationError("[management] ports must be distinct, 1 to 65535")
+
+    def bind(self, component: str) -> str | None:
+        """``host:port`` of ``component``'s management listener (None: it has none)."""
+        port = getattr(self, f"{component}_port", None)
+        if not isinstance(port, int):
+            return None
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
 class TxlogSettings:
     """The transaction log (``[txlog]``): where both gateways write, the Manager reads.
 
@@ -219,6 +244,7 @@ class SluisConfig:
     outway: OutwaySettings | None = None
     controller: ControllerSettings | None = None
     http: HttpSettings = HttpSettings()
+    management: ManagementSettings | None = None
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -269,7 +295,7 @@ def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
 
 # Tables inside a section: [controller.oidc].
 _NESTED: dict[str, type[Any]] = {"oidc": OidcSettings}
-_OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller", "http")
+_OPTIONAL_SECTIONS = ("manager", "inway", "txlog", "outway", "controller", "http", "management")
 
 
 def _optional(cls: type[Any], data: dict[str, Any], name: str, source: Path) -> Any:
@@ -294,6 +320,7 @@ def load_config(path: Path) -> SluisConfig:
     outway = _optional(OutwaySettings, data, "outway", path)
     controller = _optional(ControllerSettings, data, "controller", path)
     http = _optional(HttpSettings, data, "http", path) or HttpSettings()
+    management = _optional(ManagementSettings, data, "management", path)
     unknown = sorted(set(data) - {"hsm", "tls", *_OPTIONAL_SECTIONS})
     if unknown:
         raise ConfigurationError(f"{path}: unknown section(s) {', '.join(unknown)}")
@@ -307,4 +334,5 @@ def load_config(path: Path) -> SluisConfig:
         outway=outway,
         controller=controller,
         http=http,
+        management=management,
     )
