@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.groups import add_config, add_group
+from appliance.cli.groups import add_command, add_group
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.hsm.keys import public_key
@@ -35,10 +35,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="contract_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        add_config(p)
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
-        return p
+        return add_command(sub, name, help_text, config=True, json_output=True)
 
     pub = command("propose-publication", "publish one of our services in the Group's directory")
     pub.add_argument("--service", required=True, help="service name")

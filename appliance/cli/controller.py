@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from appliance.cli.groups import add_config, add_group
+from appliance.cli.groups import add_command, add_group
 from appliance.config import ControllerSettings, load_config
 from appliance.controller.auth import TOKEN_DAYS, Authenticator
 from appliance.controller.passwords import generate_password
@@ -28,10 +28,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="controller_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        add_config(p)
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
-        return p
+        return add_command(sub, name, help_text, config=True, json_output=True)
 
     roles = ", ".join(r.value for r in Role)
     user = command("create-user", "create a local account (password generated unless given)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,33 @@ def add_group(
         allow_abbrev=False,
         **kwargs,
     )
+
+
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    *,
+    description: str | None = None,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    config: bool = False,
+    json_output: bool = False,
+) -> argparse.ArgumentParser:
+    """Sub-command ``name`` of a group. No abbreviated options (a script's ``--user`` must not
+    start meaning ``--username-file`` after an upgrade); ``config`` adds ``--config FILE``,
+    ``json_output`` adds ``--json``."""
+    parser = commands.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        parents=list(parents),
+        allow_abbrev=False,
+    )
+    if config:
+        add_config(parser)
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
 
 
 def add_config(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

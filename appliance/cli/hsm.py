@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.groups import add_group
+from appliance.cli.groups import add_command, add_group
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
 from appliance.hsm.certs import import_certificate
@@ -382,11 +382,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = add_group(subparsers, "hsm")
     commands = parser.add_subparsers(dest="hsm_command", required=True, metavar="COMMAND")
 
-    init = commands.add_parser(
+    def command(
+        name: str, help_text: str, description: str | None = None, json_output: bool = False
+    ) -> argparse.ArgumentParser:
+        return add_command(
+            commands,
+            name,
+            help_text,
+            description=description,
+            parents=[common],
+            json_output=json_output,
+        )
+
+    init = command(
         "init-token",
-        parents=[common],
-        allow_abbrev=False,
-        help="initialise a SoftHSM2 development token (never a real HSM)",
+        "initialise a SoftHSM2 development token (never a real HSM)",
         description=(
             f"Initialise a free SoftHSM2 slot. SO PIN from {ENV_SO_PIN} or --so-pin-file, user "
             "PIN from SLUIS_HSM_PIN or --pin-file."
@@ -395,22 +405,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--so-pin-file", type=Path, metavar="FILE", help="root-only SO PIN file")
     init.set_defaults(func=_init_token)
 
-    gen = commands.add_parser(
+    gen = command(
         "generate-key",
-        parents=[common],
-        allow_abbrev=False,
-        help="generate the organisation key pair in the token",
+        "generate the organisation key pair in the token",
     )
     gen.add_argument(
         "--algorithm", choices=KEY_ALGORITHMS, default="ec-p256", help="default %(default)s"
     )
     gen.set_defaults(func=_generate_key)
 
-    csr = commands.add_parser(
+    csr = command(
         "csr",
-        parents=[common],
-        allow_abbrev=False,
-        help="write a certificate request signed in the token",
+        "write a certificate request signed in the token",
     )
     csr.add_argument("--organisation", required=True, metavar="NAME", help="organisation name")
     csr.add_argument("--oin", required=True, help="20-digit OIN (subject serialNumber)")
@@ -424,11 +430,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     csr.add_argument("--out", required=True, type=Path, metavar="FILE", help="PEM request file")
     csr.set_defaults(func=_csr)
 
-    imp = commands.add_parser(
+    imp = command(
         "import-cert",
-        parents=[common],
-        allow_abbrev=False,
-        help="store the organisation certificate in the token and the certificate directory",
+        "store the organisation certificate in the token and the certificate directory",
     )
     imp.add_argument("--chain", required=True, type=Path, metavar="FILE", help="PEM, leaf first")
     imp.add_argument(
@@ -440,49 +444,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     imp.set_defaults(func=_import_cert)
 
-    lst = commands.add_parser(
+    lst = command(
         "list",
-        parents=[common],
-        allow_abbrev=False,
-        help="list keys and certificates with protection flags and days to expiry",
+        "list keys and certificates with protection flags and days to expiry",
         description=(
             "FLAGS of a private key: sensitive, non-extractable, sign; HISTORY: "
             "always-sensitive, never-extractable, local (generated in the token). A protection "
             "the key lacks is shown in capitals (EXTRACTABLE, NOT-LOCAL); Sluis refuses to use "
             "such a key."
         ),
+        json_output=True,
     )
-    lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=_list)
 
-    retire = commands.add_parser(
+    retire = command(
         "retire-key",
-        parents=[common],
-        allow_abbrev=False,
-        help="retire an old organisation key after a re-key (signing off, relabelled)",
+        "retire an old organisation key after a re-key (signing off, relabelled)",
         description=(
             "Clear CKA_SIGN on the private key labelled OLD, then relabel its private key, "
             "public key and certificate OLD.retired-YYYYmmddTHHMMSSZ (UTC). Refuses the live "
             "key (the key label the settings name) and any key holding its public key. Running "
             "it again after a retirement changes nothing."
         ),
+        json_output=True,
     )
     retire.add_argument(
         "--retire-label", required=True, metavar="OLD", help="label of the key to retire"
     )
-    retire.add_argument("--json", action="store_true", help="machine-readable output")
     retire.set_defaults(func=_retire_key)
 
-    destroy = commands.add_parser(
+    destroy = command(
         "destroy-retired",
-        parents=[common],
-        allow_abbrev=False,
-        help="destroy keys retired at least --grace-days ago",
+        "destroy keys retired at least --grace-days ago",
         description=(
             "Destroy the private key, public key and certificate of every key labelled "
             "LABEL.retired-<time> whose retirement is at least N days old. Never destroys the "
             "live key or anything holding its public key or CKA_ID."
         ),
+        json_output=True,
     )
     destroy.add_argument(
         "--grace-days",
@@ -492,14 +491,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="destroy keys retired at least N days ago (0: all retired keys)",
     )
     destroy.add_argument("--dry-run", action="store_true", help="report only, change nothing")
-    destroy.add_argument("--json", action="store_true", help="machine-readable output")
     destroy.set_defaults(func=_destroy_retired)
 
-    pin = commands.add_parser(
+    pin = command(
         "change-pin",
-        parents=[common],
-        allow_abbrev=False,
-        help="change the user PIN of the token (C_SetPIN)",
+        "change the user PIN of the token (C_SetPIN)",
         description=(
             f"The current PIN from SLUIS_HSM_PIN, the credential or the PIN file; the new one "
             f"from {ENV_NEW_PIN} or --new-pin-file, never from the command line."
@@ -508,11 +504,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pin.add_argument("--new-pin-file", type=Path, metavar="FILE", help="root-only new PIN file")
     pin.set_defaults(func=_change_pin)
 
-    ref = commands.add_parser(
+    ref = command(
         "key-reference",
-        parents=[common],
-        allow_abbrev=False,
-        help="write the PEM URI file that lets OpenSSL use the key in the token",
+        "write the PEM URI file that lets OpenSSL use the key in the token",
     )
     ref.add_argument(
         "--out", required=True, type=Path, metavar="FILE", help="the key reference file to write"

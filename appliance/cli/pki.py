@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.cli.groups import add_config, add_group
+from appliance.cli.groups import add_command, add_group
 from appliance.config import SluisConfig as SluisConfigType
 from appliance.config import load_config
 from appliance.errors import ConfigurationError, SluisError
@@ -309,7 +309,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def ca_dir(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--ca-dir", type=Path, required=True, help="demo CA directory")
 
-    init = commands.add_parser("init", help="create the root and intermediate CA")
+    init = add_command(commands, "init", help_text="create the root and intermediate CA")
     ca_dir(init)
     init.add_argument("--name", default="Sluis Demo", help="CA name (O and CN prefix)")
     init.add_argument(
@@ -331,7 +331,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     init.set_defaults(func=_cmd_init)
 
-    issue = commands.add_parser("issue", help="issue an organisation certificate from a CSR")
+    issue = add_command(commands, "issue", help_text="issue an organisation certificate from a CSR")
     ca_dir(issue)
     issue.add_argument("--csr", type=Path, required=True, help="PEM CSR (made with the HSM key)")
     issue.add_argument("--out", type=Path, required=True, help="where to write the PEM chain")
@@ -340,7 +340,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     issue.set_defaults(func=_cmd_issue)
 
-    revoke = commands.add_parser("revoke", help="revoke a certificate and republish the CRLs")
+    revoke = add_command(
+        commands, "revoke", help_text="revoke a certificate and republish the CRLs"
+    )
     ca_dir(revoke)
     revoke.add_argument("--serial", type=_serial, required=True, help="serial number in hex")
     revoke.add_argument(
@@ -351,15 +353,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     revoke.set_defaults(func=_cmd_revoke)
 
-    crl = commands.add_parser("crl", help="republish fresh CRLs")
+    crl = add_command(commands, "crl", help_text="republish fresh CRLs")
     ca_dir(crl)
     crl.set_defaults(func=_cmd_crl)
 
-    listing = commands.add_parser("list", help="list issued certificates")
+    listing = add_command(commands, "list", help_text="list issued certificates")
     ca_dir(listing)
     listing.set_defaults(func=_cmd_list)
 
-    serve = commands.add_parser("serve", help="serve CA certificates and CRLs over HTTP")
+    serve = add_command(commands, "serve", help_text="serve CA certificates and CRLs over HTTP")
     ca_dir(serve)
     serve.add_argument(
         "--bind",
@@ -370,7 +372,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.set_defaults(func=_cmd_serve)
 
-    fetch = commands.add_parser("fetch-crl", help="download and verify CRLs into one PEM bundle")
+    fetch = add_command(
+        commands, "fetch-crl", help_text="download and verify CRLs into one PEM bundle"
+    )
     fetch.add_argument("--url", action="append", required=True, help="CRL URL (repeatable)")
     fetch.add_argument(
         "--issuer",
@@ -383,15 +387,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per download")
     fetch.set_defaults(func=_cmd_fetch_crl)
 
-    install = commands.add_parser(
+    install = add_command(
+        commands,
         "install-cert",
-        help="check a renewed certificate chain and make it live (keeps the previous one)",
+        help_text="check a renewed certificate chain and make it live (keeps the previous one)",
         description="Checks the chain (trust anchors, validity, CRLs, PeerID, public key of the "
         "key in the token), archives it, swaps the [tls] certificate_chain link in one rename, "
         "runs a TLS self-check with the HSM key and swaps back if that fails. Components use "
         "it after a graceful reload (HUP).",
+        config=True,
     )
-    add_config(install)
     install.add_argument("--chain", type=Path, required=True, help="PEM chain, leaf first")
     install.add_argument(
         "--key-label",
@@ -406,25 +411,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     install.add_argument("--json", action="store_true", help="machine-readable output")
     install.set_defaults(func=_cmd_install_cert)
 
-    rollback = commands.add_parser(
+    rollback = add_command(
+        commands,
         "rollback-cert",
-        help="make the previous certificate chain live again",
+        help_text="make the previous certificate chain live again",
         description="Swaps the live and the previous link after checking the previous chain "
         "(trust, validity, CRLs) and runs the TLS self-check; a second rollback undoes the first.",
+        config=True,
     )
-    add_config(rollback)
     rollback.add_argument("--no-tls-check", action="store_true", help="skip the TLS self-check")
     rollback.add_argument("--json", action="store_true", help="machine-readable output")
     rollback.set_defaults(func=_cmd_rollback_cert)
 
-    expiry = commands.add_parser(
+    expiry = add_command(
+        commands,
         "expiry",
-        help="list certificates and CRLs; exit 1 when one expires within N days",
+        help_text="list certificates and CRLs; exit 1 when one expires within N days",
         description="Reads the live organisation chain, the trust anchors and the CRL bundle "
         "of [tls]. Exit status 0: nothing expires within N days; 1: something does (or a file "
         "cannot be read), listed as DUE; 2: configuration error.",
+        config=True,
     )
-    add_config(expiry)
     expiry.add_argument(
         "--within-days",
         type=_positive,

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.cli.groups import add_config, add_group
+from appliance.cli.groups import add_command, add_group
 from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.tls.context import TlsSetupError, client_context, server_context
@@ -28,26 +28,31 @@ def register(subparsers: Any) -> None:
     parser = add_group(subparsers, "tls")
     sub = parser.add_subparsers(dest="tls_command", required=True, metavar="COMMAND")
 
-    conf = sub.add_parser(
+    conf = add_command(
+        sub,
         "openssl-config",
-        help="write the OpenSSL config (pkcs11 provider + NCSC policy) named in [tls] openssl_conf",
+        help_text="write the OpenSSL config (pkcs11 provider + NCSC policy) named in [tls] "
+        "openssl_conf",
+        config=True,
     )
-    add_config(conf)
     conf.set_defaults(func=_openssl_config)
 
-    check = sub.add_parser(
-        "check", help="build the server and client contexts and show the certificate identity"
+    check = add_command(
+        sub,
+        "check",
+        help_text="build the server and client contexts and show the certificate identity",
+        config=True,
     )
-    add_config(check)
     check.set_defaults(func=_check)
 
-    probe = sub.add_parser(
+    probe = add_command(
+        sub,
         "probe",
-        help="connect to a listener with this appliance's identity and GET a path",
+        help_text="connect to a listener with this appliance's identity and GET a path",
         description="Mutual TLS with the HSM key; prints the server identity and the response "
         "as JSON. With --count/--concurrency it is a handshake load generator.",
+        config=True,
     )
-    add_config(probe)
     probe.add_argument("--connect", required=True, help="host:port to connect to")
     probe.add_argument(
         "--server-name", required=True, help="FQDN the server certificate must carry"
