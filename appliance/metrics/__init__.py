@@ -189,5 +189,16 @@ def mount_metrics(
     """Add ``/metrics`` and the health endpoints to a Falcon ASGI app (before its first
     request); ``readiness``: the component's checks (default: its certificates and CRLs);
     ``collectors``: figures read at each scrape (:mod:`.collectors`)."""
+    global _mounted
     readiness = readiness or Readiness(tls_checks(tls))
-    app.add_middleware(MetricsMiddleware(tls, readiness, collectors))
+    _mounted = MetricsMiddleware(tls, readiness, collectors)
+    app.add_middleware(_mounted)
+
+
+# The one app of this worker process mounts it; the management listener answers with it too.
+_mounted: MetricsMiddleware | None = None
+
+
+def mounted() -> MetricsMiddleware | None:
+    """The endpoints :func:`mount_metrics` added to this process's app (None: not yet)."""
+    return _mounted

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from appliance.config import load_config
 from appliance.serving.gunicorn_main import MODULE as GUNICORN_MAIN
+from appliance.serving.management import MANAGEMENT_ENV, management_bind
+from appliance.serving.management import WORKER_CLASS as MANAGEMENT_WORKER
 from appliance.serving.worker import CONFIG_ENV, LISTENER_ENV
 
 
@@ -51,6 +53,11 @@ def gunicorn_command(
         }
     )
     argv = [sys.executable, "-m", GUNICORN_MAIN, "-c", "python:appliance.serving.gunicorn_conf"]
+    management = management_bind(sluis, options.proc_name)
+    if management is not None:  # [management]: /metrics and /health/* there too, plain HTTP
+        env["SLUIS_BIND"] = f"{options.bind},{management}"
+        env[MANAGEMENT_ENV] = management
+        argv += ["--worker-class", MANAGEMENT_WORKER]
     if options.pidfile is not None:
         argv += ["--pid", str(options.pidfile)]
     argv.append(options.app)
