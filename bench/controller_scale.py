@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,29 +96,27 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def statements(env: Env, path: str) -> list[tuple[str, Any]]:
-    """The SQL statements (with parameters) that one request of ``path`` runs on the
-    Manager's store."""
+def statements_of(engine: sa.Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The SELECT statements (with parameters) that ``action`` runs on ``engine``."""
     seen: list[tuple[str, Any]] = []
 
     def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
 
-    engine = env.service.store.engine
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
-        env.client.simulate_get(path, **env.as_role(Role.AUDITOR, csrf=False))
+        action()
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     return seen
 
 
-def explain(env: Env, path: str) -> None:
-    engine = env.service.store.engine
+def print_plans(engine: sa.Engine, statements: list[tuple[str, Any]]) -> None:
+    """Each statement's query plan on ``engine`` (SQLite's EXPLAIN QUERY PLAN, PostgreSQL's
+    EXPLAIN)."""
     prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    for statement, parameters in statements(env, path):
-        if not statement.lstrip().upper().startswith("SELECT"):
-            continue
+    for statement, parameters in statements:
         with engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             assert raw is not None
@@ -128,6 +126,13 @@ def explain(env: Env, path: str) -> None:
         print("      " + statement.split("FROM", 1)[0][:60].replace("\n", " ") + "...")
         for line in plan:
             print("        " + (line if len(line) < 150 else line[:147] + "..."))
+
+
+def explain(env: Env, path: str) -> None:
+    """The plans of the statements one request of ``path`` runs on the Manager's store."""
+    auth = env.as_role(Role.AUDITOR, csrf=False)
+    engine = env.service.store.engine
+    print_plans(engine, statements_of(engine, lambda: env.client.simulate_get(path, **auth)))
 
 
 @contextlib.contextmanager
