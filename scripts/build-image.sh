@@ -62,7 +62,7 @@ finish_tree() {
     echo "build-image: converging $root with playbooks/build-image.yml"
     ANSIBLE_CONFIG=$repo/ansible.cfg ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
         "$repo/.venv/bin/ansible-playbook" -i "$root," \
-        -e "sluis_wheelhouse_dir=$out/work/wheelhouse" -e sluis_build_enabled=false \
+        -e "sluis_wheelhouse_dir=$out/work/wheelhouse" \
         "$repo/playbooks/build-image.yml"
     if [ -n "$link" ]; then
         rm -f "$resolv"
