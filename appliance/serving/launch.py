@@ -53,8 +53,8 @@ def gunicorn_command(
         }
     )
     argv = [sys.executable, "-m", GUNICORN_MAIN, "-c", "python:appliance.serving.gunicorn_conf"]
-    management = management_bind(sluis, options.proc_name)
-    if management is not None:  # [management]: /metrics and /health/* there too, plain HTTP
+    management = management_bind(sluis, options.proc_name, env)
+    if management is not None:  # /metrics and /health/* there too, plain HTTP
         env["SLUIS_BIND"] = f"{options.bind},{management}"
         env[MANAGEMENT_ENV] = management
         argv += ["--worker-class", MANAGEMENT_WORKER]

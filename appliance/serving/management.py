@@ -17,6 +17,10 @@ monitoring role's nftables rule lets only that network's sources in (docs/monito
 The FSC listeners keep answering the endpoints as before: the controller's Health page and
 keepalived's checks read them there with the organisation's own certificate.
 
+``SLUIS_MANAGEMENT_ADDRESS`` in the component's environment has the same effect with the
+default ports (the monitoring role sets it in a systemd drop-in, so that the role which opens
+the port in the firewall also chooses the address).
+
 How: ``sluis serve`` (``appliance.serving.launch``) adds the management address to gunicorn's
 binds, names it in ``SLUIS_MANAGEMENT_BIND`` and selects :class:`ManagementWorker`. The master
 binds it like the others (a reload keeps it); each worker serves it beside the FSC listener,
@@ -28,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import falcon
@@ -35,21 +41,29 @@ import falcon.asgi
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from appliance.config import SluisConfig
+from appliance.config import ManagementSettings, SluisConfig
 from appliance.metrics import mounted
 from appliance.serving.worker import SluisWorker
 
 MANAGEMENT_ENV = "SLUIS_MANAGEMENT_BIND"
+ADDRESS_ENV = "SLUIS_MANAGEMENT_ADDRESS"
 WORKER_CLASS = "appliance.serving.management.ManagementWorker"
 
 
-def management_bind(config: SluisConfig, proc_name: str) -> str | None:
+def management_bind(config: SluisConfig, proc_name: str, env: Mapping[str, str]) -> str | None:
     """``host:port`` of the management listener of the component ``sluis serve`` runs as
-    ``proc_name`` (``sluis-<component>``), or None: no ``[management]``, or a component
-    without one (the controller)."""
-    if config.management is None or not proc_name.startswith("sluis-"):
+    ``proc_name`` (``sluis-<component>``), or None: neither ``[management]`` nor
+    ``SLUIS_MANAGEMENT_ADDRESS``, or a component without one (the controller).
+
+    ``SLUIS_MANAGEMENT_ADDRESS`` in the environment (the monitoring role's systemd drop-in)
+    sets the address, with the section's ports or the default ones."""
+    settings = config.management
+    address = env.get(ADDRESS_ENV, "").strip()
+    if address:
+        settings = replace(settings or ManagementSettings(), address=address)
+    if settings is None or not proc_name.startswith("sluis-"):
         return None
-    return config.management.bind(proc_name.removeprefix("sluis-"))
+    return settings.bind(proc_name.removeprefix("sluis-"))
 
 
 class _Endpoints:

@@ -116,3 +116,8 @@ def test_launch_adds_the_bind_only_with_the_section(manager: dict[str, Any]) -> 
         assert env["SLUIS_BIND"] == "127.0.0.1:8443"
         assert "--worker-class" not in argv
         assert "SLUIS_MANAGEMENT_BIND" not in env
+    # The monitoring role's drop-in: the address from the environment, the default port.
+    options = ServeOptions(without, "x:y()", "0.0.0.0:443", 1, proc_name="sluis-inway")
+    argv, env = gunicorn_command(options, {"SLUIS_MANAGEMENT_ADDRESS": "10.9.8.7"})
+    assert env["SLUIS_BIND"] == "0.0.0.0:443,10.9.8.7:9182"
+    assert env["SLUIS_MANAGEMENT_BIND"] == "10.9.8.7:9182"
