@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from appliance.config import ManagerSettings
 from appliance.errors import SluisError
@@ -527,7 +528,28 @@ class ManagerService:
         }
 
     def jwks(self) -> dict[str, Any]:
-        return jwks_document([self.own_chain])
+        """This node's chain first, then this Peer's other current certificates in the store.
+
+        The gateway nodes of one organisation (docs/ha.md) share one database, and each
+        node's Manager puts its own certificate there at start: so whichever node holds the
+        organisation's Manager address, a peer that checks a signature of any node finds that
+        node's certificate here. Only chains that lead to the Group's trust anchors and are
+        valid now: the store also files what other peers' JWKS claimed. Revocation is the
+        verifier's check (a removed node's certificate is revoked at the CA, docs/ha.md).
+        """
+        now = self.clock()
+        verifier = PolicyBuilder().store(Store(self.trust_anchors)).time(now)
+        chains = [self.own_chain]
+        for row in self.store.certificates_of(self.peer_id):
+            if row.thumbprint == self.identity.certificate_thumbprint or row.not_after <= now:
+                continue
+            chain = x509.load_pem_x509_certificates(row.chain_pem.encode())
+            try:
+                verifier.build_client_verifier().verify(chain[0], chain[1:])
+            except VerificationError:
+                continue
+            chains.append(chain)
+        return jwks_document(chains)
 
     async def manager_address(self, peer_id: str) -> str:
         """Where another peer's Manager is: remembered, or asked from the directory."""
