@@ -22,7 +22,7 @@ from appliance.manager.contracts.signatures import SignatureType
 from appliance.manager.contracts.tokens import TokenError
 from appliance.manager.errors import REQUEST_INVALID, bad_request, install_error_format, too_large
 from appliance.manager.service import ManagerError, ManagerService
-from appliance.manager.storage import ServiceRow, UnknownCursorError
+from appliance.manager.storage import PeerRow, ServiceRow, UnknownCursorError
 from appliance.serving.bodies import BodyTooLarge, read_body
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 from appliance.tls.peer import PeerIdentity
@@ -268,11 +268,16 @@ class Peers:
 
 
 class Services:
+    """The directory's service listing: one keyset page of the services table per request
+    (``ManagerStore.services_page``) and the page's peers in one query, so a page costs the
+    same at any number of published services."""
+
     def __init__(self, service: ManagerService) -> None:
         self._service = service
 
-    def _peer(self, peer_id: str) -> dict[str, str]:
-        peer = self._service.store.get_peer(peer_id)
+    @staticmethod
+    def _peer(peer_id: str, peers: dict[str, PeerRow]) -> dict[str, str]:
+        peer = peers.get(peer_id)
         return {
             "id": peer_id,
             # peerName needs 3+ characters: a peer known only by its address shows its OIN.
@@ -280,42 +285,54 @@ class Services:
             "manager_address": (peer.manager_address if peer else None) or "",
         }
 
-    def _listing(self, row: ServiceRow) -> dict[str, Any]:
+    def _listing(self, row: ServiceRow, peers: dict[str, PeerRow]) -> dict[str, Any]:
         data: dict[str, Any] = {
             "type": "SERVICE_TYPE_SERVICE",
-            "peer": self._peer(row.peer_id),
+            "peer": self._peer(row.peer_id, peers),
             "name": row.service_name,
             "protocol": row.protocol,
         }
         if row.delegator_peer_id:
-            delegator = self._peer(row.delegator_peer_id)
+            delegator = self._peer(row.delegator_peer_id, peers)
             data["type"] = "SERVICE_TYPE_DELEGATED_SERVICE"
             data["delegator"] = {"peer_id": delegator["id"], "peer_name": delegator["name"]}
         # manager.yaml's serviceListing requires ``type`` next to ``data``.
         return {"type": data["type"], "data": data}
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        peer_filter = req.get_param("peer_id")
-        name_filter = (req.get_param("service_name") or "").lower()
-        rows = sorted(
-            self._service.store.list_services(),
-            key=lambda r: (r.peer_id, r.service_name, r.contract_hash),
-            reverse=_descending(req),
-        )
-        # Either condition may match when both filters are given (manager.yaml).
-        if peer_filter is not None or name_filter:
-            rows = [
-                r
-                for r in rows
-                if r.peer_id == peer_filter
-                or (name_filter and name_filter in r.service_name.lower())
-            ]
-        keys = [f"{r.peer_id}/{r.service_name}/{r.contract_hash}" for r in rows]
-        start, stop, next_cursor = _page(req, keys)
-        page = rows[start:stop]
+        cursor = req.get_param("cursor") or None
+        after = None
+        if cursor is not None:
+            parts = cursor.split("/", 2)  # no part holds a "/": OIN, service name, $1$...
+            if len(parts) != 3:
+                raise bad_request(f"unknown cursor {cursor!r}")
+            after = (parts[0], parts[1], parts[2])
+        limit = _limit(req)
+        store = self._service.store
+        try:
+            # Either filter may match when both are given (manager.yaml).
+            rows = store.services_page(
+                peer_id=req.get_param("peer_id"),
+                name_contains=req.get_param("service_name") or None,
+                after=after,
+                limit=limit + 1,
+                descending=_descending(req),
+            )
+        except UnknownCursorError:
+            raise bad_request(f"unknown cursor {cursor!r}") from None
+        page = rows[:limit]
+        named = {r.peer_id for r in page} | {
+            r.delegator_peer_id for r in page if r.delegator_peer_id
+        }
+        peers = {p.peer_id: p for p in store.list_peers(sorted(named))} if named else {}
+        last = page[-1] if len(rows) > limit else None
         resp.media = {
-            "services": [self._listing(r) for r in page],
-            "pagination": {"next_cursor": next_cursor},
+            "services": [self._listing(r, peers) for r in page],
+            "pagination": {
+                "next_cursor": f"{last.peer_id}/{last.service_name}/{last.contract_hash}"
+                if last
+                else ""
+            },
         }
 
 

@@ -54,6 +54,8 @@ from appliance.manager.storage.rows import (
 
 MAX_PAGE = 1000  # manager.yaml: limit is at most 1000
 MAX_ERROR_LENGTH = 2000
+# A service's key in the listing order: (peer id, service name, contract hash).
+ServiceKey = tuple[str, str, str]
 
 
 def _now() -> datetime:
@@ -684,18 +686,51 @@ class _StoreOperations(ABC):
             query = sa.select(t.services).order_by(s.peer_id, s.service_name, s.contract_hash)
             if peer_id is not None:
                 query = query.where(s.peer_id == peer_id)
-            return [
-                ServiceRow(
-                    peer_id=row.peer_id,
-                    service_name=row.service_name,
-                    contract_hash=row.contract_hash,
-                    protocol=row.protocol,
-                    inway_address=row.inway_address,
-                    delegator_peer_id=row.delegator_peer_id,
-                    created_at=row.created_at,
+            return [_service_row(row) for row in conn.execute(query)]
+
+    def services_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        name_contains: str | None = None,
+        after: ServiceKey | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[ServiceRow]:
+        """At most ``limit`` published services in (peer, name, contract) order.
+
+        ``peer_id`` and ``name_contains`` (case-insensitive) filter; when both are given a
+        service matching either is listed (manager.yaml). ``after`` is the key of the last
+        service of the previous page, which must itself be listed under the same filters
+        (:class:`UnknownCursorError` otherwise). Keyset paging on the primary key: a page
+        reads its own rows and no others, at any number of services (docs/performance.md).
+        """
+        with self._begin(write=False) as tx:
+            conn = tx.connection
+            if not 1 <= limit <= MAX_PAGE + 1:  # one more than a page: is there a next?
+                raise ValueError(f"limit must be 1..{MAX_PAGE + 1}, got {limit}")
+            s = t.services.c
+            key = sa.tuple_(s.peer_id, s.service_name, s.contract_hash)
+            matches: list[sa.ColumnElement[bool]] = []
+            if peer_id is not None:
+                matches.append(s.peer_id == peer_id)
+            if name_contains:
+                # Service names are ASCII (contracts.validation), where lower() is exact.
+                matches.append(
+                    sa.func.lower(s.service_name).contains(name_contains.lower(), autoescape=True)
                 )
-                for row in conn.execute(query)
-            ]
+            query = sa.select(t.services)
+            if matches:
+                query = query.where(sa.or_(*matches))
+            if after is not None:
+                if conn.execute(query.where(key == sa.tuple_(*after)).limit(1)).first() is None:
+                    raise UnknownCursorError("/".join(after))
+                query = query.where(
+                    key < sa.tuple_(*after) if descending else key > sa.tuple_(*after)
+                )
+            columns = (s.peer_id, s.service_name, s.contract_hash)
+            order = [c.desc() for c in columns] if descending else list(columns)
+            return [_service_row(row) for row in conn.execute(query.order_by(*order).limit(limit))]
 
     def remove_services_of_contract(self, content_hash: str) -> int:
         """Unpublish what a (revoked or expired) contract published; returns how many."""
@@ -866,6 +901,18 @@ def _contract_row(row: Row[Any], grants: tuple[GrantRow, ...]) -> ContractRow:
         content_json=row.content_json,
         received_at=row.received_at,
         grants=grants,
+    )
+
+
+def _service_row(row: Row[Any]) -> ServiceRow:
+    return ServiceRow(
+        peer_id=row.peer_id,
+        service_name=row.service_name,
+        contract_hash=row.contract_hash,
+        protocol=row.protocol,
+        inway_address=row.inway_address,
+        delegator_peer_id=row.delegator_peer_id,
+        created_at=row.created_at,
     )
 
 
