@@ -159,6 +159,9 @@ def start_software_tpm(root: Path, token_label: str, user_pin: str, so_pin: str)
             "TPM2TOOLS_TCTI": "tabrmd:bus_type=session",
             # tpm2-pkcs11 logs errors to stderr by default; Sluis reports them itself.
             "TPM2_PKCS11_LOG_LEVEL": "0",
+            # The TSS libraries under it write a few lines to stderr for every failed command
+            # (every refused handshake while the TPM is gone); Sluis logs the failure once.
+            "TSS2_LOG": "all+none",
         }
         tpm.start_tpm()
         store = str(root / "store")

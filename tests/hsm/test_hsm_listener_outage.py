@@ -1,0 +1,318 @@
+"""The token goes away under load, behind a real listener: gunicorn with two workers whose TLS
+key pkcs11-provider holds, a client opening a new mutual-TLS connection every 20 ms from each
+of two threads (each a full handshake, so each needs the key), the token gone for two seconds.
+
+For each kind of token the test prints the requests, the failures by kind and the recovery
+time (from the token's return to the first request answered again), and asserts:
+
+- while the key cannot sign, new handshakes are refused in the handshake (a TLS alert or a
+  closed connection), never an HTTP 5xx;
+- the listener recovers by itself, within seconds, under the same gunicorn master (no
+  restart): the workers are replaced once a fresh process can use the token
+  (``appliance.hsm.watch``);
+- the log says so in one line per worker and kind of failure and one when it is back, never
+  one per request, and holds no traceback.
+
+SoftHSM2 keeps a token in memory once a process has loaded it: with its token store moved away
+the running workers go on signing, so nothing fails there (the case is kept to prove that).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hosttools import require
+from provisioned import p11kit_socket, provision_on_module
+from test_hsm_token_status import CLIENT_MODULE, KeyBox
+
+from appliance.config import SluisConfig
+from appliance.demo.processes import Component, start_component
+from appliance.demo.provision import Organisation, provision_organisation
+from appliance.hsm.softhsm import init_softhsm_token
+from appliance.hsm.swtpm import TOOLS, TPM2_PKCS11_MODULE, start_software_tpm
+from appliance.pki.ca import DemoCA
+from appliance.pki.identity import OrganisationIdentity
+
+pytestmark = pytest.mark.slow
+
+GONE_SECONDS = 2.0
+CLIENTS = 2
+PAUSE = 0.02
+
+
+@dataclass
+class Case:
+    name: str
+    config: SluisConfig
+    ca: DemoCA
+    take_away: Callable[[], object]
+    bring_back: Callable[[], object]
+    fqdn: str
+
+
+@dataclass
+class Run:
+    results: list[tuple[float, str]] = field(default_factory=list)
+    gone_at: float = 0.0
+    back_at: float = 0.0
+    recovered_at: float | None = None
+
+    def during(self, start: float, end: float) -> Counter[str]:
+        return Counter(outcome for t, outcome in self.results if start <= t < end)
+
+
+def client_context(ca: DemoCA, where: Path) -> ssl.SSLContext:
+    """A peer of the Group with a software key (the load client; its key file is removed as
+    soon as it is loaded: the session checks that no organisation key is left on disk)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Load client"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "00000001000000000099"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "client.sluis.test"),
+        ]
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("client.sluis.test")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    chain, key_file = where / "client.pem", where / "client.key"
+    chain.write_bytes(ca.chain_pem(ca.issue(csr.public_bytes(serialization.Encoding.PEM))))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(ca.trust_anchor_path))
+    try:
+        ctx.load_cert_chain(str(chain), str(key_file))
+    finally:
+        key_file.unlink()
+    return ctx
+
+
+def one_request(ctx: ssl.SSLContext, component: Component, fqdn: str) -> str:
+    """``HTTP 200``, ``HTTP 503``..., or the kind of TLS/connection failure."""
+    try:
+        with (
+            socket.create_connection((component.host, component.port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=fqdn) as tls,
+        ):
+            tls.sendall(
+                f"GET /whoami HTTP/1.1\r\nHost: {fqdn}\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    except ssl.SSLError as exc:
+        return f"{type(exc).__name__}: {exc.reason}"
+    except OSError as exc:
+        return type(exc).__name__
+    if not data.startswith(b"HTTP/1.1 "):
+        return "no HTTP answer"
+    return "HTTP " + data.split(b" ", 2)[1].decode()
+
+
+def run_under_load(case: Case, component: Component, ctx: ssl.SSLContext) -> Run:
+    run = Run()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            outcome = one_request(ctx, component, case.fqdn)
+            run.results.append((started, outcome))
+            back = run.back_at
+            if outcome == "HTTP 200" and back and started >= back and run.recovered_at is None:
+                run.recovered_at = started
+            time.sleep(PAUSE)
+
+    threads = [threading.Thread(target=load) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)
+        run.gone_at = time.monotonic()
+        case.take_away()
+        time.sleep(GONE_SECONDS)
+        case.bring_back()
+        run.back_at = time.monotonic()
+        deadline = run.back_at + 30
+        while time.monotonic() < deadline:
+            recent = [o for t, o in run.results[-10:] if t > run.back_at]
+            if len(recent) == 10 and all(o == "HTTP 200" for o in recent):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return run
+
+
+def check(case: Case, tmp_path: Path, *, expect_failures: bool) -> None:
+    ctx = client_context(case.ca, tmp_path)
+    component = start_component(
+        case.name, case.config.source or Path(), "whoami", workers=2, log_dir=tmp_path / "logs"
+    )
+    try:
+        master = psutil.Process(component.process.pid)
+        before = {p.pid for p in master.children()}
+        offset = len(component.log())
+        run = run_under_load(case, component, ctx)
+        lines = [line for line in component.log()[offset:].splitlines() if line.strip()]
+        after = {p.pid for p in master.children()}
+        assert component.process.poll() is None, "the master stopped"
+    finally:
+        component.stop()
+    failed = [(t, o) for t, o in run.results if o != "HTTP 200"]
+    recovery = run.recovered_at - run.back_at if run.recovered_at is not None else None
+    print(
+        f"\n{case.name}: {len(run.results)} requests (a new mutual-TLS connection each), "
+        f"{len(failed)} failed; token gone {GONE_SECONDS:g} s; "
+        f"recovery {f'{recovery:.2f} s' if recovery is not None else 'none'} after it came back"
+        f"; failures: {dict(Counter(o for _, o in failed))}; workers replaced: "
+        f"{len(before - after)}; log lines meanwhile: {len(lines)}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print("\n".join(lines))
+
+    # Before the token went away (a request under way at that moment may fail).
+    assert set(run.during(0, run.gone_at - 0.5)) == {"HTTP 200"}
+    assert run.recovered_at is not None, "the listener did not recover within 30 s"
+    assert recovery is not None
+    assert recovery < 10
+    # Never an HTTP error for a refused key: the handshake itself fails.
+    assert not [o for _, o in failed if o.startswith("HTTP")], failed
+    assert "Traceback" not in "\n".join(lines)
+    watch_down = [line for line in lines if "organisation key" in line and "failed (" in line]
+    watch_up = [line for line in lines if "usable again" in line]
+    if expect_failures:
+        assert failed, "the outage did not show: nothing failed"
+        assert before - after, "no worker was replaced"
+        # One line per worker and kind, one per worker when back: not one per request.
+        assert 1 <= len(watch_down) <= 2 * len(before), watch_down
+        assert 1 <= len(watch_up) <= len(before), watch_up
+        assert len(failed) > 4 * len(watch_down)
+        # The replaced workers' start and stop lines, the module's few: not one per request.
+        assert len(lines) < 60, lines
+        assert len(lines) < len(failed) / 2, lines
+    else:
+        assert not failed, failed
+        assert not watch_down, watch_down
+
+
+@pytest.fixture
+def softhsm_case(tmp_path: Path) -> Case:
+    ca = DemoCA.create(tmp_path / "ca", crl_base_url="http://127.0.0.1:1/crl")
+    identity = OrganisationIdentity("Organisation e", "00000001000000000231", ("e.sluis.test",))
+    config = provision_organisation(ca, Organisation(identity, "outage-softhsm"), tmp_path / "e")
+    assert config.hsm.softhsm_conf is not None
+    tokens = config.hsm.softhsm_conf.parent / "tokens"
+    away = tokens.with_name("tokens.away")
+    return Case(
+        "softhsm-store-moved",
+        config,
+        ca,
+        lambda: tokens.rename(away),
+        lambda: away.rename(tokens),
+        "e.sluis.test",
+    )
+
+
+@pytest.fixture
+def p11kit_case(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, softhsm_env: object
+) -> Iterator[Case]:
+    require("p11-kit")
+    require(str(CLIENT_MODULE))
+    user_pin = secrets.token_hex(8)
+    lock: Path = getattr(softhsm_env, "login_lock")  # noqa: B009 - SoftHsmEnv is conftest's
+    init_softhsm_token("outage-p11kit", secrets.token_hex(8), user_pin, login_lock=lock)
+    box = KeyBox(p11kit_socket(tmp_path_factory), "outage-p11kit")
+    box.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("P11_KIT_SERVER_ADDRESS", f"unix:path={box.socket}")
+            config = provision_on_module(
+                tmp_path,
+                module=CLIENT_MODULE,
+                token_label="outage-p11kit",
+                user_pin=user_pin,
+                login_lock=lock,
+                oin="00000001000000000232",
+            )
+            ca = DemoCA.open(tmp_path / "ca")
+            yield Case(
+                "p11-kit-server-stopped",
+                config,
+                ca,
+                box.stop,
+                box.start,
+                "outage-p11kit.sluis.test",
+            )
+    finally:
+        box.stop()
+
+
+@pytest.fixture
+def tpm_case(tmp_path: Path, softhsm_env: object) -> Iterator[Case]:
+    for tool in TOOLS:
+        require(tool)
+    require(str(TPM2_PKCS11_MODULE))
+    user_pin = secrets.token_hex(8)
+    tpm = start_software_tpm(tmp_path / "tpm", "outage-tpm", user_pin, secrets.token_hex(8))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in tpm.environment.items():
+                mp.setenv(name, value)
+            config = provision_on_module(
+                tmp_path,
+                module=TPM2_PKCS11_MODULE,
+                token_label="outage-tpm",
+                user_pin=user_pin,
+                login_lock=tmp_path / "hsm.lock",
+                oin="00000001000000000233",
+            )
+            ca = DemoCA.open(tmp_path / "ca")
+            yield Case(
+                "swtpm-stopped", config, ca, tpm.stop_tpm, tpm.start_tpm, "outage-tpm.sluis.test"
+            )
+    finally:
+        tpm.stop()
+
+
+def test_listener_with_the_network_hsm_gone(p11kit_case: Case, tmp_path: Path) -> None:
+    check(p11kit_case, tmp_path, expect_failures=True)
+
+
+def test_listener_with_the_tpm_gone(tpm_case: Case, tmp_path: Path) -> None:
+    check(tpm_case, tmp_path, expect_failures=True)
+
+
+def test_listener_with_the_softhsm_store_moved_away(softhsm_case: Case, tmp_path: Path) -> None:
+    check(softhsm_case, tmp_path, expect_failures=False)
