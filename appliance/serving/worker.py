@@ -39,6 +39,7 @@ from uvicorn.server import Server
 
 from appliance.config import load_config
 from appliance.errors import ConfigurationError
+from appliance.hsm import watch
 from appliance.hsm.errors import HsmError
 from appliance.hsm.token import find_token
 from appliance.serving.protocol import HeadLimits, PeerCertificateProtocol
@@ -156,7 +157,22 @@ class SluisWorker(Worker):  # type: ignore[misc]
                 raise _BootFailed(f"HSM token not found ({missing})") from exc
             raise
         self.log.info("worker %s: TLS context ready (key %s)", os.getpid(), sluis.hsm.pkcs11_uri())
+        # The token goes away: handshakes fail once the key cannot sign, and this process's
+        # module stays broken after the token is back; so the watch replaces the worker then.
+        watch.install(
+            watch.KeyWatch(
+                sluis.hsm,
+                watch.probe_in_fresh_process(Path(os.environ[CONFIG_ENV])),
+                self._replace_for_the_key,
+            )
+        )
         return ctx
+
+    def _replace_for_the_key(self) -> None:
+        # From the watch's thread: uvicorn's loop sees the flag within a tick, finishes the
+        # requests in flight and exits; the master starts a fresh worker at once.
+        if self._server is not None:
+            self._server.should_exit = True
 
     def init_signals(self) -> None:
         # uvicorn's Server installs its own handlers; keep gunicorn's USR1 (log reopen).
