@@ -27,7 +27,7 @@ from pathlib import Path
 from txlog_commit import Result, _record, _run
 
 from appliance.txlog import TransactionLog
-from appliance.txlog.chain import verify_engine, verify_jsonl
+from appliance.txlog.audit import verify_engine, verify_jsonl
 from appliance.txlog.database import create_engine
 from appliance.txlog.export import export_jsonl
 

@@ -11,28 +11,42 @@ exported JSON-lines file (``--bundle``), offline: every record and every link of
 It prints each stream's head, reports the first broken place of each stream (which record,
 what is wrong) and exits 1 when there is one. ``--head STREAM=SEQ:HASH`` (from an earlier run
 or the collector's copy) also finds a cut tail or a recomputed chain; ``--start
-STREAM=SEQ:HASH`` accepts a purge of the records up to that head.
+STREAM=SEQ:HASH`` accepts a purge of the records up to that head. Signed checkpoints are
+checked against the organisation's certificates (``--certificates``, or those of ``--config``):
+a bad checkpoint, a record that is not what a checkpoint signed and a tail cut below the last
+checkpoint are each reported.
+
+``sluis txlog checkpoint`` signs each stream's head in the HSM with the organisation key and
+stores the checkpoint with the records, after verifying the records since the last checkpoint.
+``--interval`` keeps it running (a service): a checkpoint every S seconds, and one when it is
+stopped (SIGTERM, reason ``shutdown``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from appliance.cli.groups import add_group, plain
-from appliance.config import load_config
+from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
-from appliance.txlog.chain import (
-    STREAMS,
-    BundleError,
-    Verification,
-    verify_engine,
-    verify_jsonl,
+from appliance.txlog.audit import BundleError, verify_engine, verify_jsonl
+from appliance.txlog.chain import STREAMS, Verification
+from appliance.txlog.checkpoint import (
+    REASONS,
+    Certificates,
+    Checkpointer,
+    CheckpointError,
+    organisation_certificates,
 )
 from appliance.txlog.database import create_engine
 from appliance.txlog.export import DEFAULT_BATCH, export_jsonl
@@ -101,8 +115,36 @@ def register(subparsers: Any) -> None:
         metavar="STREAM=SEQ:HASH",
         help="where records were purged: the last deleted seq and its hash (repeatable)",
     )
+    verify.add_argument(
+        "--certificates",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="PEM: the organisation's certificates (each that signed), intermediates and root "
+        "(repeatable; default with --config: its chain, archive and trust anchors)",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=_verify)
+
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="sign each stream's head in the HSM and store the checkpoint",
+        description=plain((__doc__ or "").split("\n\n")[3]),
+    )
+    checkpoint.add_argument("--config", type=Path, required=True, metavar="FILE")
+    checkpoint.add_argument(
+        "--reason", choices=[r for r in REASONS if r != "shutdown"], default="manual"
+    )
+    checkpoint.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep running: a checkpoint every S seconds, and one at shutdown",
+    )
+    checkpoint.add_argument("--json", action="store_true", help="print the result as JSON")
+    checkpoint.set_defaults(func=_checkpoint)
 
 
 def _database_arguments(parser: argparse.ArgumentParser) -> Any:
@@ -117,10 +159,22 @@ def _database(args: argparse.Namespace) -> str:
     if args.database:
         database: str = args.database
         return database
-    config = load_config(args.config)
+    return _txlog_database(load_config(args.config))
+
+
+def _txlog_database(config: SluisConfig) -> str:
     if config.txlog is None:
-        raise ConfigurationError(f"{args.config}: no [txlog] section")
+        raise ConfigurationError(f"{config.source}: no [txlog] section")
     return config.txlog.database
+
+
+def _certificates(args: argparse.Namespace) -> Certificates | None:
+    if args.certificates:
+        return Certificates.from_pem_files(args.certificates)
+    if getattr(args, "config", None):
+        config = load_config(args.config)
+        return organisation_certificates(config.tls.certificate_chain, config.tls.trust_anchors)
+    return None
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -159,16 +213,23 @@ def _heads(option: str, values: list[str]) -> dict[str, tuple[int, str]]:
 def _verify(args: argparse.Namespace) -> int:
     heads = _heads("--head", args.head)
     starts = _heads("--start", args.start)
+    try:
+        certificates = _certificates(args)
+    except CheckpointError as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return 2
     if args.bundle is not None:
         try:
-            result = verify_jsonl(args.bundle, heads=heads, starts=starts)
+            result = verify_jsonl(
+                args.bundle, heads=heads, starts=starts, certificates=certificates
+            )
         except (OSError, BundleError) as exc:
             print(f"cannot verify: {exc}", file=sys.stderr)
             return 2
     else:
         engine = create_engine(_database(args))
         try:
-            result = verify_engine(engine, heads=heads, starts=starts)
+            result = verify_engine(engine, heads=heads, starts=starts, certificates=certificates)
         finally:
             engine.dispose()
     _report(result, as_json=args.json)
@@ -181,11 +242,20 @@ def _report(result: Verification, *, as_json: bool) -> None:
             "ok": result.ok,
             "records": result.records,
             "unchained": result.unchained,
+            "checkpoints": result.checkpoints,
             "streams": {
                 stream: {
                     "records": state.records,
                     "head": {"seq": state.last_seq, "hash": state.last_hash}
                     if state.broken is None
+                    else None,
+                    "checkpoints": state.checkpoints,
+                    "last_checkpoint": {
+                        "seq": state.last_checkpoint.seq,
+                        "checkpoint": state.last_checkpoint.checkpoint,
+                        "label": state.last_checkpoint.label,
+                    }
+                    if state.last_checkpoint is not None
                     else None,
                 }
                 for stream, state in sorted(result.streams.items())
@@ -197,15 +267,67 @@ def _report(result: Verification, *, as_json: bool) -> None:
     for stream in STREAMS:
         state = result.streams[stream]
         if state.broken is None:
+            signed = (
+                f", last signed checkpoint at seq {state.last_checkpoint.seq}"
+                if state.last_checkpoint is not None
+                else ", no signed checkpoint"
+            )
             print(
                 f"{stream}: {state.records} records, "
-                f"head {stream}={state.last_seq}:{state.last_hash}"
+                f"head {stream}={state.last_seq}:{state.last_hash}{signed}"
             )
         else:
             print(f"{stream}: BROKEN at {state.broken.describe()}")
     for problem in result.problems:
-        if problem.stream not in STREAMS:
+        if problem.stream not in STREAMS or problem is not result.streams[problem.stream].broken:
             print(f"BROKEN: {problem.describe()}")
     if result.unchained:
         print(f"{result.unchained} records from before the chain began (not vouched for)")
     print("OK: every record and every link verified" if result.ok else "FAILED")
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    # A SoftHSM appliance names its own token store; the module reads it when first loaded.
+    os.environ.update(config.hsm.environment())
+    from appliance.hsm.signer import Pkcs11Signer  # loads the PKCS#11 module: only here
+
+    certificates = organisation_certificates(config.tls.certificate_chain, config.tls.trust_anchors)
+    engine = create_engine(_txlog_database(config))
+    stop = threading.Event()
+    try:
+        with Pkcs11Signer(config.hsm) as signer:
+            checkpointer = Checkpointer(engine, signer, certificates.all[0], certificates)
+            if args.interval is None:
+                return _sign(checkpointer, args.reason, as_json=args.json)
+
+            def stopping(_signal: int, _frame: FrameType | None) -> None:
+                stop.set()
+
+            signal.signal(signal.SIGTERM, stopping)
+            signal.signal(signal.SIGINT, stopping)
+            while not stop.wait(args.interval):
+                _sign(checkpointer, "interval", as_json=args.json)
+            return _sign(checkpointer, "shutdown", as_json=args.json)
+    finally:
+        engine.dispose()
+
+
+def _sign(checkpointer: Checkpointer, reason: str, *, as_json: bool) -> int:
+    try:
+        made = checkpointer.checkpoint(reason)
+    except CheckpointError as exc:
+        print(f"checkpoint FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    if as_json:
+        print(json.dumps([checkpoint.to_json() for checkpoint in made]), flush=True)
+    else:
+        for checkpoint in made:
+            print(
+                f"signed {checkpoint.describe()}: "
+                f"{checkpoint.stream}={checkpoint.seq}:{checkpoint.head}",
+                flush=True,
+            )
+        if not made:
+            print("nothing new to sign", flush=True)
+    return 0

@@ -28,19 +28,15 @@ export without the purpose fields still lets the chain be checked.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from appliance.jcs import canonicalize
-from appliance.txlog import schema
-from appliance.txlog.database import reading
 from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
 
 FORMAT = 1
@@ -170,9 +166,12 @@ class Break:
     log_id: int | None
     transaction_id: str | None
     problem: str
+    checkpoint: int | None = None  # the checkpoint (its id) that is wrong, not a record
 
     def describe(self) -> str:
         where = f"{self.stream} seq {self.seq}" if self.seq is not None else self.stream
+        if self.checkpoint is not None:
+            where += f" (checkpoint {self.checkpoint})"
         if self.log_id is not None:
             where += f" (log_id {self.log_id}"
             where += f", transaction {self.transaction_id})" if self.transaction_id else ")"
@@ -185,7 +184,24 @@ class Break:
             "log_id": self.log_id,
             "transaction_id": self.transaction_id,
             "problem": self.problem,
+            "checkpoint": self.checkpoint,
         }
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A head known from outside the database: given by the auditor (``--head``) or signed in a
+    checkpoint. The stream must hold a record at ``seq`` that hashes to ``hash``."""
+
+    stream: str
+    seq: int
+    hash: str
+    label: str = "the known head"  # how the reports name it
+    checkpoint: int | None = None  # the checkpoint's id, when it is one (None: not stored)
+    signed: bool = False  # a verified checkpoint (counted, shown as the last one)
+
+    def claim(self) -> str:
+        return f"{self.label} is seq {self.seq}"
 
 
 @dataclass
@@ -196,6 +212,8 @@ class StreamResult:
     last_hash: str = GENESIS
     last_log_id: int | None = None
     broken: Break | None = None
+    checkpoints: int = 0  # signed checkpoints that the records matched
+    last_checkpoint: Anchor | None = None
 
 
 @dataclass
@@ -204,6 +222,7 @@ class Verification:
 
     streams: dict[str, StreamResult] = field(default_factory=dict)
     unchained: int = 0  # records from before the chain began (not vouched for)
+    checkpoints: int = 0  # signed checkpoints read (valid or not)
     problems: list[Break] = field(default_factory=list)
 
     @property
@@ -228,9 +247,16 @@ def _ident(row: Mapping[Any, Any]) -> tuple[int | None, str | None]:
 
 
 def _check(
-    state: StreamResult, row: Mapping[Any, Any], known: _Head | None, stream: str
+    state: StreamResult,
+    row: Mapping[Any, Any],
+    anchors: Mapping[int, list[Anchor]],
+    stream: str,
+    started: bool,
 ) -> Break | None:
-    """The problem of ``row``, the next record of ``state``'s stream, or None (and advance)."""
+    """The problem of ``row``, the next record of ``state``'s stream, or None (and advance).
+
+    ``started``: the stream's start was given (a purge acknowledged with ``--start``).
+    """
     log_id, txid = _ident(row)
     seq = int(row["chain_seq"])
     prev = row["chain_prev"]
@@ -241,12 +267,17 @@ def _check(
     before = f"seq {state.last_seq} (log_id {state.last_log_id})"
     if state.first_seq is None:
         state.first_seq = seq
+        cut = anchors.get(seq - 1, []) if not started and seq > 1 else []
+        if cut:  # records were purged; a signed checkpoint at the cut vouches for the rest
+            state.last_seq, state.last_hash = seq - 1, cut[0].hash
         first = state.last_seq + 1  # 1, or where an acknowledged purge cut the stream
         if seq > first:
             return broken(f"the stream starts here: seq {first}..{seq - 1} are missing (deleted)")
         if seq < first:
             return broken(f"the stream was to start at seq {first} (the given start)")
         if prev != state.last_hash:
+            if cut:
+                return broken(f"the first record does not follow the head of {cut[0].label}")
             return broken(
                 "the first record does not start from the genesis hash"
                 if first == 1
@@ -277,11 +308,15 @@ def _check(
     state.last_seq = seq
     state.last_hash = record_hash(row, seq, prev, digest)
     state.last_log_id = log_id
-    if known is not None and known[0] == seq and known[1] != state.last_hash:
-        return broken(
-            "not the record of the known head at this seq: it, or a record before it, was "
-            "changed and the chain recomputed"
-        )
+    for anchor in anchors.get(seq, ()):
+        if anchor.hash != state.last_hash:
+            return broken(
+                f"not the record of {anchor.label} at this seq: it, or a record before it, was "
+                "changed and the chain recomputed"
+            )
+        if anchor.signed:
+            state.checkpoints += 1
+            state.last_checkpoint = anchor
     return None
 
 
@@ -291,21 +326,29 @@ def verify(
     heads: Mapping[str, _Head] | None = None,
     starts: Mapping[str, _Head] | None = None,
     unchained_ids: Sequence[int] = (),
+    anchors: Iterable[Anchor] = (),
 ) -> Verification:
     """Check records given per stream in ``chain_seq`` order (streams one after the other).
 
     Each row: the column values (``id`` or ``log_id``), ``chain_seq``, ``chain_prev`` and,
     when the purpose fields are absent, ``purpose_digest``. ``heads``: heads known from
-    elsewhere (an earlier run, the collector's copy, a checkpoint): each stream must hold that
-    seq with that hash (a cut tail or a recomputed chain is found). ``starts``: where a purge
-    cut a stream, ``(seq, hash)`` of the last record deleted: the stream must continue exactly
-    there. ``unchained_ids``: the ids
-    of records without a seq; any of them stored after a chained one was inserted.
+    elsewhere (an earlier run, the collector's copy): each stream must hold that seq with that
+    hash (a cut tail or a recomputed chain is found). ``anchors``: more such heads, the verified
+    checkpoints among them; a stream whose first records were purged may start right after
+    one. ``starts``: where a purge cut a stream, ``(seq, hash)`` of the last record deleted:
+    the stream must continue exactly there. ``unchained_ids``: the ids of records without a
+    seq; any of them stored after a chained one was inserted.
     """
-    known = dict(heads or {})
+    known: dict[str, dict[int, list[Anchor]]] = {}
+    for anchor in [
+        *(Anchor(stream, seq, digest) for stream, (seq, digest) in (heads or {}).items()),
+        *anchors,
+    ]:
+        known.setdefault(anchor.stream, {}).setdefault(anchor.seq, []).append(anchor)
     result = Verification()
     for stream, (seq, digest) in (starts or {}).items():
         result.streams[stream] = StreamResult(last_seq=seq, last_hash=digest)
+    started = set(starts or {})
     first_chained_id: int | None = None
     for row in chained:
         stream = str(row["direction"])
@@ -318,18 +361,25 @@ def verify(
         state = result.streams.setdefault(stream, StreamResult())
         state.records += 1
         if state.broken is None:
-            state.broken = _check(state, row, known.get(stream), stream)
+            state.broken = _check(state, row, known.get(stream, {}), stream, stream in started)
     for stream in STREAMS:
         state = result.streams.setdefault(stream, StreamResult())
-        head = known.get(stream)
-        if state.broken is None and head is not None and head[0] > state.last_seq:
+        beyond = [
+            anchor
+            for seq, found in known.get(stream, {}).items()
+            if seq > state.last_seq
+            for anchor in found
+        ]
+        if state.broken is None and beyond:
+            anchor = max(beyond, key=lambda a: a.seq)
             state.broken = Break(
                 stream,
                 state.last_seq + 1,
                 None,
                 None,
-                f"the tail was cut: the known head is seq {head[0]}, the last record is seq "
+                f"the tail was cut: {anchor.claim()}, the last record is seq "
                 f"{state.last_seq} (log_id {state.last_log_id})",
+                anchor.checkpoint,
             )
         if state.broken is not None:
             result.problems.append(state.broken)
@@ -348,63 +398,3 @@ def verify(
             )
     result.unchained = len(unchained_ids)
     return result
-
-
-def verify_engine(
-    engine: Engine,
-    *,
-    heads: Mapping[str, _Head] | None = None,
-    starts: Mapping[str, _Head] | None = None,
-) -> Verification:
-    """Verify the store behind ``engine`` (read only; one pass over the records)."""
-    c = schema.records.c
-    with reading(engine).connect() as connection:
-        unchained = [
-            int(log_id)
-            for (log_id,) in connection.execute(
-                sa.select(c.id).where(c.chain_seq.is_(None)).order_by(c.id)
-            )
-        ]
-        rows = connection.execution_options(yield_per=2000).execute(
-            sa.select(schema.records)
-            .where(c.chain_seq.is_not(None))
-            .order_by(c.direction, c.chain_seq)
-        )
-        return verify(
-            (row._mapping for row in rows), heads=heads, starts=starts, unchained_ids=unchained
-        )
-
-
-class BundleError(ValueError):
-    """A line of a bundle is not an exported record."""
-
-
-def verify_jsonl(
-    path: Path,
-    *,
-    heads: Mapping[str, _Head] | None = None,
-    starts: Mapping[str, _Head] | None = None,
-) -> Verification:
-    """Verify the records of an export (``sluis txlog export-jsonl``'s lines), offline."""
-    chained: list[dict[str, Any]] = []
-    unchained: list[int] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                document = json.loads(line)
-                if not isinstance(document, dict):
-                    raise TypeError("not an object")
-                if document.get("chain_seq") is None:
-                    unchained.append(int(document["log_id"]))
-                    continue
-                document["chain_seq"] = int(document["chain_seq"])
-                for name in (*FSC_FIELDS, "created_at", "chain_prev", "purpose_digest"):
-                    if name not in document:
-                        raise KeyError(name)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise BundleError(f"{path} line {number}: not an exported record ({exc})") from None
-            chained.append(document)
-    chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
-    return verify(chained, heads=heads, starts=starts, unchained_ids=sorted(unchained))

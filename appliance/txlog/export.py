@@ -21,6 +21,11 @@ purpose-binding fields (processing activity, trace id, data-subject pseudonym) a
 unless ``purpose=True``: they are meant for the organisation's own audits, not necessarily
 for a shared collector.
 
+The signed checkpoints (:mod:`appliance.txlog.checkpoint`) travel in the same file, one line
+each (``checkpoint_id``, ``stream``, ``seq``, ``head``, ``signed_at``, ``reason``, ``jws``),
+after the records they vouch for, so the collector's copy can be verified on its own. Their
+cursor is a second file beside the first (``<state>.checkpoints``), kept the same way.
+
 The database is only read (``SELECT``; on SQLite without a write lock). On PostgreSQL, ids are
 taken from a sequence before their transactions commit, so a record with a lower id may become
 visible after one with a higher id: there only records older than ``settle_seconds`` (by
@@ -45,6 +50,7 @@ from sqlalchemy.engine import Engine
 from appliance.errors import SluisError
 from appliance.txlog import schema
 from appliance.txlog.chain import purpose_digest
+from appliance.txlog.checkpoint import stored as stored_checkpoints
 from appliance.txlog.database import create_engine, reading
 from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
 
@@ -61,8 +67,9 @@ class ExportError(SluisError):
 
 @dataclass(frozen=True)
 class ExportResult:
-    exported: int  # lines appended in this run
+    exported: int  # record lines appended in this run
     cursor: int  # the id of the last record exported (0: none yet)
+    checkpoints: int = 0  # checkpoint lines appended in this run
 
 
 def line_for(row: sa.Row[Any], *, purpose: bool = False) -> str:
@@ -120,8 +127,18 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def checkpoint_state(state_file: Path) -> Path:
+    """The checkpoints' cursor file, beside the records' one."""
+    return state_file.with_name(f"{state_file.name}.checkpoints")
+
+
 def repair_tail(output: Path) -> int:
-    """Cut a torn last line off ``output`` and return the ``log_id`` of its last line (0: none).
+    """Cut a torn last line off ``output``; the ``log_id`` of its last record line (0: none)."""
+    return _repair(output)[0]
+
+
+def _repair(output: Path) -> tuple[int, int]:
+    """Cut a torn last line off ``output``; the last ``log_id`` and ``checkpoint_id`` in it.
 
     A line without its newline is what a crash in the middle of a write leaves; it was never
     counted (the cursor moves only after the fsync), so it is written again, whole.
@@ -129,11 +146,11 @@ def repair_tail(output: Path) -> int:
     try:
         fd = os.open(output, os.O_RDWR)
     except FileNotFoundError:
-        return 0
+        return 0, 0
     try:
         size = os.fstat(fd).st_size
         if size == 0:
-            return 0
+            return 0, 0
         start = max(0, size - _TAIL_BYTES)
         os.lseek(fd, start, os.SEEK_SET)
         tail = b""
@@ -150,16 +167,20 @@ def repair_tail(output: Path) -> int:
             os.ftruncate(fd, keep)
             os.fsync(fd)
             tail = tail[: cut + 1] if cut >= 0 else b""
-        lines = tail.splitlines()
-        if not lines:
-            return 0
-        try:
-            last = json.loads(lines[-1])
-            return int(last["log_id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ExportError(
-                f"{output}: its last line is not an exported record (log_id): {exc}"
-            ) from exc
+        log_id = checkpoint_id = 0
+        for line in reversed(tail.splitlines()[1 if start > 0 else 0 :]):
+            try:
+                last = json.loads(line)
+                if "checkpoint_id" in last:
+                    checkpoint_id = checkpoint_id or int(last["checkpoint_id"])
+                    continue
+                log_id = int(last["log_id"])
+                break
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ExportError(
+                    f"{output}: its last line is not an exported record (log_id): {exc}"
+                ) from exc
+        return log_id, checkpoint_id
     finally:
         os.close(fd)
 
@@ -198,26 +219,61 @@ def export_engine(
         raise ValueError("batch must be at least 1")
     if settle_seconds is None:
         settle_seconds = POSTGRESQL_SETTLE_SECONDS if engine.dialect.name == "postgresql" else 0.0
-    cursor = max(read_cursor(state_file), repair_tail(output))
+    in_file, checkpoint_in_file = _repair(output)
+    cursor = max(read_cursor(state_file), in_file)
     exported = 0
     fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         for rows in _rows(engine, cursor, batch=batch, settle_seconds=settle_seconds):
             data = "".join(line_for(row, purpose=purpose) + "\n" for row in rows).encode("ascii")
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            _write_all(fd, data)
             cursor = int(rows[-1]._mapping["id"])
             exported += len(rows)
             write_cursor(state_file, cursor)
+        checkpoints = _export_checkpoints(
+            engine, fd, checkpoint_state(state_file), checkpoint_in_file, settle_seconds
+        )
     finally:
         os.close(fd)
     # Record a cursor found only in the output file (a crash before the cursor write).
     if exported == 0 and read_cursor(state_file) != cursor:
         write_cursor(state_file, cursor)
-    return ExportResult(exported=exported, cursor=cursor)
+    return ExportResult(exported=exported, cursor=cursor, checkpoints=checkpoints)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fsync(fd)
+
+
+def _export_checkpoints(
+    engine: Engine, fd: int, state_file: Path, in_file: int, settle_seconds: float
+) -> int:
+    """Append the checkpoints after the cursor (signed before the records' horizon, so that
+    their records are in the file before them); how many."""
+    cursor = max(read_cursor(state_file), in_file)
+    horizon = datetime.now(UTC) - timedelta(seconds=settle_seconds)
+    fresh = [
+        checkpoint
+        for checkpoint in stored_checkpoints(engine)
+        if checkpoint.id is not None and checkpoint.id > cursor and checkpoint.signed_at <= horizon
+    ]
+    fresh.sort(key=lambda checkpoint: checkpoint.id or 0)
+    if fresh:
+        _write_all(
+            fd,
+            "".join(
+                json.dumps(c.to_json(), separators=(",", ":"), ensure_ascii=True) + "\n"
+                for c in fresh
+            ).encode("ascii"),
+        )
+        cursor = fresh[-1].id or cursor
+    if read_cursor(state_file) != cursor:
+        write_cursor(state_file, cursor)
+    return len(fresh)
 
 
 def export_jsonl(

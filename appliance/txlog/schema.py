@@ -10,6 +10,10 @@ no column for message content: the columns are the FSC fields and the three purp
 - ``(direction, chain_seq)`` is unique: one order per stream (the hash chain, ``chain.py``).
 - One index per peer column, for "records naming peer X" (the ``/logs`` filter), and one on
   ``data_subject_pseudonym`` for a privacy officer's search about one person.
+
+``txlog_checkpoints`` holds the signed checkpoints (``checkpoint.py``): a stream's head at a
+seq, signed in the HSM. ``stream``, ``seq`` and ``head`` repeat what the JWS says, for the
+index; verification trusts only the signed payload and reports a row that differs from it.
 """
 
 from __future__ import annotations
@@ -81,4 +85,25 @@ records = sa.Table(
     sa.Index(None, "destination_delegator_peer_id"),
     sa.Index(None, "data_subject_pseudonym"),
     sa.Index(None, "direction", "chain_seq", unique=True),
+)
+
+CHECKPOINT_REASON_LENGTH = 16
+
+checkpoints = sa.Table(
+    "txlog_checkpoints",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("stream", sa.String(DIRECTION_LENGTH), nullable=False),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("head", sa.String(CHAIN_HASH_LENGTH), nullable=False),
+    sa.Column("signed_at", UtcDateTime(), nullable=False),
+    sa.Column("reason", sa.String(CHECKPOINT_REASON_LENGTH), nullable=False),
+    sa.Column("jws", sa.Text(), nullable=False),
+    sa.CheckConstraint("stream IN ('DIRECTION_INCOMING', 'DIRECTION_OUTGOING')", name="stream"),
+    sa.Index(None, "stream", "seq"),
 )

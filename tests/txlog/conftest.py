@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from txlogtest import MakeToken, SigningOrganisation, provision_signing
 
+from appliance.pki.ca import DemoCA
 from appliance.txlog import Pseudonymiser, TransactionLog
 
 
@@ -30,3 +32,30 @@ def log(store_url: str) -> Iterator[TransactionLog]:
 @pytest.fixture
 def pseudonymiser() -> Pseudonymiser:
     return Pseudonymiser(b"k" * 32)
+
+
+def _fresh_organisation(
+    make_token: MakeToken, tmp_path_factory: pytest.TempPathFactory, name: str, oin: str
+) -> SigningOrganisation:
+    """An organisation under its own demo CA, its token labelled after ``name``."""
+    root = tmp_path_factory.mktemp(name)
+    ca = DemoCA.create(root / "ca", crl_base_url="http://127.0.0.1:1/crl")
+    return provision_signing(make_token, root / "appliance", ca, f"txlog-{name}", oin)
+
+
+@pytest.fixture(scope="module")
+def organisation(
+    make_token: MakeToken, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> SigningOrganisation:
+    """This appliance's organisation (its key signs the checkpoints)."""
+    name = request.module.__name__.rsplit("_", 1)[-1]
+    return _fresh_organisation(make_token, tmp_path_factory, name, "00000001000000000011")
+
+
+@pytest.fixture(scope="module")
+def other_organisation(
+    make_token: MakeToken, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> SigningOrganisation:
+    """Another organisation, under another CA: a key that must not be able to sign for us."""
+    name = "other-" + request.module.__name__.rsplit("_", 1)[-1]
+    return _fresh_organisation(make_token, tmp_path_factory, name, "00000001000000000012")

@@ -19,7 +19,8 @@ from appliance.txlog import (
     TransactionLog,
     schema,
 )
-from appliance.txlog.chain import GENESIS, record_hash, verify_engine
+from appliance.txlog.audit import verify_engine
+from appliance.txlog.chain import GENESIS, record_hash
 from appliance.txlog.database import create_engine
 
 

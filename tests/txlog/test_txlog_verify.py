@@ -3,24 +3,33 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from txlogtest import records_at, run, write_all
+from txlogtest import (
+    IN,
+    OUT,
+    Capsys,
+    edit,
+    ids,
+    only_problem,
+    recompute_after_change,
+    records_at,
+    run,
+    sql,
+    tamper,
+    verify,
+    write_all,
+)
 
 from appliance.cli.main import main
 from appliance.txlog import Direction, TransactionLog, schema
 from appliance.txlog.chain import record_hash
 from appliance.txlog.database import create_engine
 from appliance.txlog.export import export_jsonl
-
-OUT = "DIRECTION_OUTGOING"
-IN = "DIRECTION_INCOMING"
-Capsys = pytest.CaptureFixture[str]
 
 
 @pytest.fixture
@@ -30,44 +39,6 @@ def filled(store_url: str) -> str:
         items = records_at(20) + records_at(5, direction=Direction.INCOMING)
         assert run(write_all(log, items)) == [None] * 25
     return store_url
-
-
-def verify(capsys: Capsys, *argv: str) -> tuple[int, dict[str, Any]]:
-    code = main(["txlog", "verify", *argv, "--json"])
-    return code, json.loads(capsys.readouterr().out)
-
-
-def tamper(url: str, change: Callable[[sa.Connection], None]) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            change(connection)
-    finally:
-        engine.dispose()
-
-
-def ids(url: str, stream: str = OUT) -> dict[int, int]:
-    """seq -> log_id of a stream."""
-    c = schema.records.c
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(c.chain_seq, c.id).where(c.direction == stream, c.chain_seq.is_not(None))
-            )
-            return {int(seq): int(log_id) for seq, log_id in rows}
-    finally:
-        engine.dispose()
-
-
-def sql(statement: str, **params: Any) -> Callable[[sa.Connection], None]:
-    return lambda connection: connection.execute(sa.text(statement), params)
-
-
-def only_problem(report: dict[str, Any]) -> dict[str, Any]:
-    assert report["ok"] is False
-    (problem,) = report["problems"]
-    return dict(problem)
 
 
 def test_an_untouched_store_verifies(filled: str, capsys: Capsys) -> None:
@@ -208,26 +179,7 @@ def test_a_recomputed_chain_is_found_against_a_known_head(filled: str, capsys: C
     head = before["streams"][OUT]["head"]
     seqs = ids(filled)
 
-    def rewrite(connection: sa.Connection) -> None:
-        c = schema.records.c
-        connection.execute(
-            sa.update(schema.records)
-            .where(c.direction == OUT, c.chain_seq == 5)
-            .values(service_name="andere-dienst")
-        )
-        rows = connection.execute(
-            sa.select(schema.records)
-            .where(c.direction == OUT, c.chain_seq.is_not(None))
-            .order_by(c.chain_seq)
-        ).all()
-        prev = "0" * 64
-        for row in rows:  # the owner recomputes every link after the change
-            connection.execute(
-                sa.update(schema.records).where(c.id == row.id).values(chain_prev=prev)
-            )
-            prev = record_hash(row._mapping, row.chain_seq, prev)
-
-    tamper(filled, rewrite)
+    tamper(filled, recompute_after_change)
     assert verify(capsys, "--database", filled)[0] == 0
     code, report = verify(capsys, "--database", filled, "--head", f"{OUT}=20:{head['hash']}")
     assert code == 1
@@ -244,11 +196,6 @@ def bundle(filled: str, tmp_path: Path) -> Path:
     out = tmp_path / "export.jsonl"
     export_jsonl(filled, out, tmp_path / "cursor", settle_seconds=0)
     return out
-
-
-def edit(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    path.write_text("".join(json.dumps(line) + "\n" for line in change(lines)))
 
 
 def out_line(lines: list[dict[str, Any]], seq: int) -> dict[str, Any]:

@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
+import pytest
 import sqlalchemy as sa
 import yaml
 
+from appliance.cli.main import main
+from appliance.config import SluisConfig
+from appliance.demo.provision import Organisation, provision_with_token
+from appliance.hsm.settings import HsmSettings
+from appliance.pki.ca import DemoCA
+from appliance.pki.identity import OrganisationIdentity
 from appliance.txlog import (
     Destination,
     Direction,
@@ -22,8 +31,11 @@ from appliance.txlog import (
     Source,
     TransactionLog,
     new_transaction_id,
+    schema,
 )
 from appliance.txlog import store as store_module
+from appliance.txlog.chain import record_hash
+from appliance.txlog.database import create_engine
 
 # The FSC documents sit beside the repository (shared/fsc), as docs/manager.md refers to them.
 FSC = Path(__file__).resolve().parents[3] / "shared" / "fsc"
@@ -138,6 +150,111 @@ def counting_commits(log: TransactionLog) -> Iterator[Callable[[], int]]:
 
     with at_commit(log, count):
         yield lambda: commits[0]
+
+
+# -- verifying: the CLI's answer and tampering as the database's owner ----------------------------
+
+OUT = "DIRECTION_OUTGOING"
+IN = "DIRECTION_INCOMING"
+Capsys = pytest.CaptureFixture[str]
+
+
+def verify(capsys: Capsys, *argv: str) -> tuple[int, dict[str, Any]]:
+    code = main(["txlog", "verify", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def tamper(url: str, change: Callable[[sa.Connection], None]) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            change(connection)
+    finally:
+        engine.dispose()
+
+
+def ids(url: str, stream: str = OUT) -> dict[int, int]:
+    """seq -> log_id of a stream."""
+    c = schema.records.c
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(c.chain_seq, c.id).where(c.direction == stream, c.chain_seq.is_not(None))
+            )
+            return {int(seq): int(log_id) for seq, log_id in rows}
+    finally:
+        engine.dispose()
+
+
+def sql(statement: str, **params: Any) -> Callable[[sa.Connection], None]:
+    return lambda connection: connection.execute(sa.text(statement), params)
+
+
+def only_problem(report: dict[str, Any]) -> dict[str, Any]:
+    assert report["ok"] is False
+    (problem,) = report["problems"]
+    return dict(problem)
+
+
+def recompute_after_change(connection: sa.Connection) -> None:
+    """Change outgoing seq 5, then recompute every link after it, as the database's owner could."""
+    c = schema.records.c
+    connection.execute(
+        sa.update(schema.records)
+        .where(c.direction == OUT, c.chain_seq == 5)
+        .values(service_name="andere-dienst")
+    )
+    rows = connection.execute(
+        sa.select(schema.records)
+        .where(c.direction == OUT, c.chain_seq.is_not(None))
+        .order_by(c.chain_seq)
+    ).all()
+    prev = "0" * 64
+    for row in rows:
+        connection.execute(sa.update(schema.records).where(c.id == row.id).values(chain_prev=prev))
+        prev = record_hash(row._mapping, row.chain_seq, prev)
+
+
+def edit(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(line) + "\n" for line in change(lines)))
+
+
+# -- an organisation that signs (checkpoints) ------------------------------------------------------
+
+MakeToken = Callable[..., HsmSettings]
+
+
+@dataclass(frozen=True)
+class SigningOrganisation:
+    """A provisioned organisation in the session's SoftHSM: token, key, certificate from a demo
+    CA, and its ``sluis.toml`` (without a ``[txlog]`` section: :func:`with_txlog` adds one)."""
+
+    config: SluisConfig
+    root: Path
+
+    def with_txlog(self, database: str) -> Path:
+        path = self.root / f"sluis-{abs(hash(database))}.toml"
+        assert self.config.source is not None
+        text = self.config.source.read_text(encoding="utf-8")
+        path.write_text(f'{text}\n[txlog]\ndatabase = "{database}"\n', encoding="utf-8")
+        return path
+
+
+def provision_signing(
+    make_token: MakeToken, root: Path, ca: DemoCA, label: str, oin: str
+) -> SigningOrganisation:
+    settings = make_token(label, generate=False)
+    root.mkdir(parents=True)
+    assert settings.pin_file is not None
+    (root / "hsm.pin").write_bytes(settings.pin_file.read_bytes())
+    (root / "hsm.pin").chmod(0o600)
+    identity = OrganisationIdentity(name=f"Organisation {label}", oin=oin, fqdns=(f"{label}.test",))
+    config = provision_with_token(
+        ca, Organisation(identity, label), root, init_token=False, login_lock=settings.login_lock
+    )
+    return SigningOrganisation(config, root)
 
 
 # -- logging.yaml ---------------------------------------------------------------------------

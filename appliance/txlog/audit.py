@@ -1,0 +1,180 @@
+"""Verifying a whole log offline: the records' chain and the signed checkpoints together.
+
+The one place that reads a store (:func:`verify_engine`) or an export (:func:`verify_jsonl`,
+the lines of ``sluis txlog export-jsonl`` and of an auditor's bundle) and hands both to
+:func:`appliance.txlog.chain.verify`. Every checkpoint's signature is checked against the
+organisation's certificates (:mod:`appliance.txlog.checkpoint`); a checkpoint that does not
+verify is reported (where it is and why) and vouches for nothing; each valid one must match
+the record at its seq, and a stream shorter than its last checkpoint had its tail cut.
+Checkpoints without certificates to check them with are reported too: an auditor who forgot
+the certificates must not read "OK".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from appliance.txlog import chain, schema
+from appliance.txlog.chain import Anchor, Break, Verification
+from appliance.txlog.checkpoint import (
+    Certificates,
+    Checkpoint,
+    CheckpointError,
+    stored,
+    verify_checkpoint,
+)
+from appliance.txlog.database import reading
+from appliance.txlog.schema import FSC_FIELDS
+
+_Head = tuple[int, str]
+
+
+class BundleError(ValueError):
+    """A line of a bundle is neither an exported record nor a checkpoint."""
+
+
+def check_checkpoints(
+    checkpoints: Iterable[Checkpoint], certificates: Certificates | None
+) -> tuple[list[Anchor], list[Break]]:
+    """The anchors of the checkpoints that verify, and a problem for each one that does not."""
+    anchors: list[Anchor] = []
+    problems: list[Break] = []
+    unchecked: list[Checkpoint] = []
+    for checkpoint in checkpoints:
+        if certificates is None:
+            unchecked.append(checkpoint)
+            continue
+        try:
+            verify_checkpoint(checkpoint, certificates)
+        except CheckpointError as exc:
+            problems.append(
+                Break(checkpoint.stream, checkpoint.seq, None, None, str(exc), checkpoint.id)
+            )
+            continue
+        anchors.append(
+            Anchor(
+                checkpoint.stream,
+                checkpoint.seq,
+                checkpoint.head,
+                checkpoint.describe(),
+                checkpoint.id,
+                signed=True,
+            )
+        )
+    if unchecked:
+        first = unchecked[0]
+        problems.append(
+            Break(
+                first.stream,
+                first.seq,
+                None,
+                None,
+                f"{len(unchecked)} signed checkpoint(s) not checked: give the organisation's "
+                "certificates (--certificates, or --config)",
+                first.id,
+            )
+        )
+    return anchors, problems
+
+
+def _combine(
+    rows: Iterable[Mapping[Any, Any]],
+    checkpoints: list[Checkpoint],
+    certificates: Certificates | None,
+    *,
+    heads: Mapping[str, _Head] | None,
+    starts: Mapping[str, _Head] | None,
+    unchained: list[int],
+) -> Verification:
+    anchors, problems = check_checkpoints(checkpoints, certificates)
+    result = chain.verify(
+        rows, heads=heads, starts=starts, unchained_ids=unchained, anchors=anchors
+    )
+    result.problems[:0] = problems  # the checkpoints first: they decide what the rest means
+    result.checkpoints = len(checkpoints)
+    return result
+
+
+def verify_engine(
+    engine: Engine,
+    *,
+    heads: Mapping[str, _Head] | None = None,
+    starts: Mapping[str, _Head] | None = None,
+    certificates: Certificates | None = None,
+) -> Verification:
+    """Verify the store behind ``engine`` (read only; one pass over the records)."""
+    c = schema.records.c
+    checkpoints = stored(engine)
+    with reading(engine).connect() as connection:
+        unchained = [
+            int(log_id)
+            for (log_id,) in connection.execute(
+                sa.select(c.id).where(c.chain_seq.is_(None)).order_by(c.id)
+            )
+        ]
+        rows = connection.execution_options(yield_per=2000).execute(
+            sa.select(schema.records)
+            .where(c.chain_seq.is_not(None))
+            .order_by(c.direction, c.chain_seq)
+        )
+        return _combine(
+            (row._mapping for row in rows),
+            checkpoints,
+            certificates,
+            heads=heads,
+            starts=starts,
+            unchained=unchained,
+        )
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int], list[Checkpoint]]:
+    """An export's chained records (sorted per stream), unchained ids and checkpoints."""
+    chained: list[dict[str, Any]] = []
+    unchained: list[int] = []
+    checkpoints: list[Checkpoint] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                document = json.loads(line)
+                if not isinstance(document, dict):
+                    raise TypeError("not an object")
+                if "checkpoint_id" in document:
+                    checkpoints.append(Checkpoint.from_json(document))
+                    continue
+                if document.get("chain_seq") is None:
+                    unchained.append(int(document["log_id"]))
+                    continue
+                document["chain_seq"] = int(document["chain_seq"])
+                for name in (*FSC_FIELDS, "created_at", "chain_prev", "purpose_digest"):
+                    if name not in document:
+                        raise KeyError(name)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise BundleError(
+                    f"{path} line {number}: not an exported record or checkpoint ({exc})"
+                ) from None
+            chained.append(document)
+    chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
+    checkpoints.sort(key=lambda cp: (cp.stream, cp.seq))
+    return chained, sorted(unchained), checkpoints
+
+
+def verify_jsonl(
+    path: Path,
+    *,
+    heads: Mapping[str, _Head] | None = None,
+    starts: Mapping[str, _Head] | None = None,
+    certificates: Certificates | None = None,
+) -> Verification:
+    """Verify the records and checkpoints of an export, offline."""
+    chained, unchained, checkpoints = read_jsonl(path)
+    return _combine(
+        chained, checkpoints, certificates, heads=heads, starts=starts, unchained=unchained
+    )

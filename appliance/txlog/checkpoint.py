@@ -1,0 +1,403 @@
+"""Signed checkpoints: the head of each stream, signed in the HSM with the organisation key.
+
+The hash chain alone cannot show that the last records of a stream were deleted, or that the
+whole chain was recomputed after a change: whoever owns the database can do both. A
+checkpoint is the head of one stream (its last ``chain_seq`` and that record's hash) signed
+with the organisation key, which never leaves the HSM, so nobody can make one afterwards for
+a chain that was changed. :func:`verify` (``chain.py``) then holds every later state of the
+store to every valid checkpoint: the record at its seq must hash to its head, and a stream
+that ends before a checkpoint's seq had its tail cut.
+
+A checkpoint is a compact JWS (RFC 7515, :mod:`appliance.hsm.jws`, the contracts' signing)
+with the protected header ``{"alg", "x5t#S256"}`` (the thumbprint of the organisation
+certificate) over the JCS (RFC 8785) of::
+
+    {"v": 1, "type": "sluis-txlog-checkpoint", "stream": "DIRECTION_OUTGOING",
+     "seq": 1042, "head": "<64 hex digits>", "signed_at": "YYYY-MM-DDTHH:MM:SS.ffffffZ",
+     "reason": "interval" | "shutdown" | "rotation" | "purge" | "manual"}
+
+Before it signs, :class:`Checkpointer` verifies the records added since the stream's last
+checkpoint (from that checkpoint's head), so the appliance never vouches for a chain that is
+already broken. A stream without a record is not checkpointed; a head already checkpointed
+is not signed again.
+
+Verification (:func:`verify_checkpoint`) needs the organisation's certificates only: the
+certificate named by ``x5t#S256`` must be among them, chain to a root among them, be valid at
+``signed_at``, and its key must verify the signature. Nothing is fetched (no CRL: a
+checkpoint proves what the key signed then, and a revoked certificate is a question for the
+auditor, who sees which certificate signed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from sqlalchemy.engine import Engine
+
+from appliance.errors import SluisError
+from appliance.hsm.jws import SUPPORTED_ALGORITHMS, JwsError, parse_compact, sign_compact
+from appliance.hsm.jws import verify_signature as verify_jws
+from appliance.hsm.signer import Signer
+from appliance.jcs import JcsError, canonicalize, loads
+from appliance.tls.peer import certificate_thumbprint
+from appliance.txlog import chain, schema
+from appliance.txlog.database import reading
+
+log = logging.getLogger("sluis.txlog")
+
+FORMAT = 1
+TYPE = "sluis-txlog-checkpoint"
+REASONS = ("interval", "shutdown", "rotation", "purge", "manual")
+
+
+class CheckpointError(SluisError):
+    """A checkpoint that does not verify, or one that cannot be made."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One signed head. ``id``: the row (None before it is stored)."""
+
+    stream: str
+    seq: int
+    head: str
+    signed_at: datetime
+    reason: str
+    jws: str
+    id: int | None = None
+
+    def describe(self) -> str:
+        number = f" {self.id}" if self.id is not None else ""
+        return f"checkpoint{number} (signed {chain.timestamp(self.signed_at)}, {self.reason})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The export's line (``checkpoint_id`` marks it apart from a record's ``log_id``)."""
+        return {
+            "checkpoint_id": self.id,
+            "stream": self.stream,
+            "seq": self.seq,
+            "head": self.head,
+            "signed_at": chain.timestamp(self.signed_at),
+            "reason": self.reason,
+            "jws": self.jws,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Checkpoint:
+        """From an export's line; KeyError, TypeError or ValueError when it is not one."""
+        return cls(
+            stream=str(document["stream"]),
+            seq=int(document["seq"]),
+            head=str(document["head"]),
+            signed_at=datetime.fromisoformat(str(document["signed_at"]).replace("Z", "+00:00")),
+            reason=str(document["reason"]),
+            jws=str(document["jws"]),
+            id=int(document["checkpoint_id"]) if document["checkpoint_id"] is not None else None,
+        )
+
+
+def payload(stream: str, seq: int, head: str, signed_at: datetime, reason: str) -> bytes:
+    return canonicalize(
+        {
+            "v": FORMAT,
+            "type": TYPE,
+            "stream": stream,
+            "seq": seq,
+            "head": head,
+            "signed_at": chain.timestamp(signed_at),
+            "reason": reason,
+        }
+    )
+
+
+def sign(
+    signer: Signer,
+    certificate: x509.Certificate,
+    stream: str,
+    seq: int,
+    head: str,
+    reason: str,
+    signed_at: datetime | None = None,
+) -> Checkpoint:
+    """A checkpoint of ``stream`` at ``seq`` with ``head``, signed by ``signer`` (in the HSM)."""
+    if reason not in REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REASONS)}")
+    if certificate.public_key() != signer.public_key():
+        raise CheckpointError("the organisation certificate does not belong to the signing key")
+    moment = (signed_at or datetime.now(UTC)).astimezone(UTC)
+    header = {"x5t#S256": certificate_thumbprint(certificate.public_bytes(Encoding.DER))}
+    jws = sign_compact(signer, payload(stream, seq, head, moment, reason), header)
+    return Checkpoint(stream, seq, head, moment, reason, jws)
+
+
+# --- the organisation's certificates --------------------------------------------------------------
+
+
+class Certificates:
+    """The certificates an auditor trusts: organisation certificates (every one that signed,
+    after rotations), their intermediates and the root(s). Self-signed ones are the roots."""
+
+    def __init__(self, certificates: Iterable[x509.Certificate]) -> None:
+        self.all: list[x509.Certificate] = []
+        seen: set[str] = set()
+        for certificate in certificates:
+            thumbprint = certificate_thumbprint(certificate.public_bytes(Encoding.DER))
+            if thumbprint not in seen:
+                seen.add(thumbprint)
+                self.all.append(certificate)
+        self._by_thumbprint = {
+            certificate_thumbprint(c.public_bytes(Encoding.DER)): c for c in self.all
+        }
+        self.roots = [c for c in self.all if c.issuer == c.subject]
+        self.others = [c for c in self.all if c.issuer != c.subject]
+
+    @classmethod
+    def from_pem_files(cls, paths: Sequence[Path]) -> Certificates:
+        found: list[x509.Certificate] = []
+        for path in paths:
+            try:
+                found.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+            except ValueError:
+                raise CheckpointError(f"{path}: no readable PEM certificate") from None
+        return cls(found)
+
+    def by_thumbprint(self, thumbprint: str) -> x509.Certificate | None:
+        return self._by_thumbprint.get(thumbprint)
+
+    def pem(self) -> bytes:
+        return b"".join(c.public_bytes(Encoding.PEM) for c in self.all)
+
+
+def organisation_certificates(chain_file: Path, trust_anchors: Path | None) -> Certificates:
+    """The appliance's own: the live chain (its leaf first), every chain imported before it
+    (``archive/`` beside the live link, see :mod:`appliance.hsm.certs`) and the trust anchors."""
+    archive = sorted((chain_file.parent / "archive").glob("*.pem"))
+    files = [chain_file, *archive, *([trust_anchors] if trust_anchors is not None else [])]
+    return Certificates.from_pem_files(files)
+
+
+def verify_checkpoint(checkpoint: Checkpoint, certificates: Certificates) -> x509.Certificate:
+    """Check ``checkpoint``'s signature and that its stored fields are what was signed; the
+    certificate that signed it, or :class:`CheckpointError` saying what is wrong."""
+    try:
+        parsed = parse_compact(checkpoint.jws, algorithms=SUPPORTED_ALGORITHMS)
+    except JwsError as exc:
+        raise CheckpointError(f"not a signed checkpoint: {exc}") from None
+    thumbprint = parsed.header.get("x5t#S256")
+    leaf = certificates.by_thumbprint(thumbprint) if isinstance(thumbprint, str) else None
+    if leaf is None:
+        raise CheckpointError(
+            f"signed with a certificate that is not among the organisation's (x5t#S256 "
+            f"{thumbprint!r}): replaced, or signed with another key"
+        )
+    subject = leaf.subject.rfc4514_string()
+    try:
+        verify_jws(parsed, leaf.public_key())
+    except JwsError as exc:
+        raise CheckpointError(
+            f"the signature does not verify with certificate {subject} ({exc}): signed with "
+            "another key, or changed"
+        ) from None
+    try:
+        document = loads(parsed.payload)
+    except JcsError as exc:
+        raise CheckpointError(f"the signed payload is not JSON: {exc}") from None
+    signed = (
+        document.get("v"),
+        document.get("type"),
+        document.get("stream"),
+        document.get("seq"),
+        document.get("head"),
+        document.get("signed_at"),
+    )
+    stored = (
+        FORMAT,
+        TYPE,
+        checkpoint.stream,
+        checkpoint.seq,
+        checkpoint.head,
+        chain.timestamp(checkpoint.signed_at),
+    )
+    if signed != stored:
+        raise CheckpointError(
+            f"the stored checkpoint is not what was signed (signed: {document.get('stream')} "
+            f"seq {document.get('seq')} head {str(document.get('head'))[:16]}..., at "
+            f"{document.get('signed_at')}): changed"
+        )
+    if not certificates.roots:
+        raise CheckpointError("no root certificate among the organisation's certificates")
+    verifier = (
+        PolicyBuilder()
+        .store(Store(certificates.roots))
+        .time(checkpoint.signed_at.astimezone(UTC))
+        .build_client_verifier()
+    )
+    try:
+        verifier.verify(leaf, certificates.others)
+    except VerificationError as exc:
+        raise CheckpointError(
+            f"certificate {subject} does not chain to the organisation's root, or was not "
+            f"valid at {chain.timestamp(checkpoint.signed_at)}: {exc}"
+        ) from None
+    return leaf
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def stored(engine: Engine) -> list[Checkpoint]:
+    """Every checkpoint of the store, per stream in seq order."""
+    c = schema.checkpoints.c
+    with reading(engine).connect() as connection:
+        rows = connection.execute(
+            sa.select(schema.checkpoints).order_by(c.stream, c.seq, c.id)
+        ).all()
+    return [
+        Checkpoint(
+            stream=row.stream,
+            seq=int(row.seq),
+            head=row.head,
+            signed_at=row.signed_at,
+            reason=row.reason,
+            jws=row.jws,
+            id=int(row.id),
+        )
+        for row in rows
+    ]
+
+
+def _records(engine: Engine, stream: str, after: int, upto: int | None) -> list[dict[str, Any]]:
+    c = schema.records.c
+    query = sa.select(schema.records).where(c.direction == stream, c.chain_seq > after)
+    if upto is not None:
+        query = query.where(c.chain_seq <= upto)
+    with reading(engine).connect() as connection:
+        rows = connection.execute(query.order_by(c.chain_seq))
+        return [dict(row._mapping) for row in rows]
+
+
+class Checkpointer:
+    """Signs the heads of a store's streams with the organisation key (``sluis txlog
+    checkpoint``, its service mode, the purge).
+
+    ``certificates``: the organisation's (with every earlier certificate that signed, and the
+    root), to check the last checkpoint before building on it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Signer,
+        certificate: x509.Certificate,
+        certificates: Certificates,
+    ) -> None:
+        if certificate.public_key() != signer.public_key():
+            raise CheckpointError("the organisation certificate does not belong to the signing key")
+        self._engine = engine
+        self._signer = signer
+        self._certificate = certificate
+        self._certificates = Certificates([certificate, *certificates.all])
+
+    def last(self) -> dict[str, Checkpoint]:
+        """Each stream's last checkpoint (by seq), checked; CheckpointError if it is bad."""
+        last: dict[str, Checkpoint] = {}
+        for checkpoint in stored(self._engine):
+            if checkpoint.seq >= last.get(checkpoint.stream, checkpoint).seq:
+                last[checkpoint.stream] = checkpoint
+        for checkpoint in last.values():
+            try:
+                verify_checkpoint(checkpoint, self._certificates)
+            except CheckpointError as exc:
+                raise CheckpointError(
+                    f"not signed: the last {checkpoint.describe()} of {checkpoint.stream} does "
+                    f"not verify: {exc}"
+                ) from None
+        return last
+
+    def checkpoint(
+        self, reason: str, *, now: datetime | None = None, upto: dict[str, int] | None = None
+    ) -> list[Checkpoint]:
+        """Sign each stream's head (when it moved since its last checkpoint) and store it.
+
+        ``upto``: sign the record at this seq instead of the head (the purge's cut). Raises
+        :class:`CheckpointError`, signing nothing for that stream, when the records since the
+        last checkpoint do not verify from it.
+        """
+        last = self.last()
+        made: list[Checkpoint] = []
+        problems: list[str] = []
+        for stream in chain.STREAMS:
+            previous = last.get(stream)
+            start = (previous.seq, previous.head) if previous is not None else None
+            limit = (upto or {}).get(stream)
+            rows = _records(self._engine, stream, start[0] if start else 0, limit)
+            if not rows:
+                continue
+            result = chain.verify(rows, starts={stream: start} if start else None)
+            state = result.streams[stream]
+            if state.broken is not None:
+                problems.append(state.broken.describe())
+                continue
+            made.append(
+                sign(
+                    self._signer,
+                    self._certificate,
+                    stream,
+                    state.last_seq,
+                    state.last_hash,
+                    reason,
+                    now,
+                )
+            )
+        stored_checkpoints = self._store(made)
+        for checkpoint in stored_checkpoints:
+            log.info(
+                "transaction log checkpoint %s: %s=%d:%s",
+                checkpoint.reason,
+                checkpoint.stream,
+                checkpoint.seq,
+                checkpoint.head,
+            )
+        if problems:
+            raise CheckpointError(
+                "not signed, the chain is broken since the last checkpoint: " + "; ".join(problems)
+            )
+        return stored_checkpoints
+
+    def _store(self, made: list[Checkpoint]) -> list[Checkpoint]:
+        result = []
+        with self._engine.begin() as connection:
+            for checkpoint in made:
+                row_id = connection.execute(
+                    sa.insert(schema.checkpoints)
+                    .values(
+                        stream=checkpoint.stream,
+                        seq=checkpoint.seq,
+                        head=checkpoint.head,
+                        signed_at=checkpoint.signed_at,
+                        reason=checkpoint.reason,
+                        jws=checkpoint.jws,
+                    )
+                    .returning(schema.checkpoints.c.id)
+                ).scalar_one()
+                result.append(
+                    Checkpoint(
+                        checkpoint.stream,
+                        checkpoint.seq,
+                        checkpoint.head,
+                        checkpoint.signed_at,
+                        checkpoint.reason,
+                        checkpoint.jws,
+                        int(row_id),
+                    )
+                )
+        return result
