@@ -35,6 +35,28 @@ def test_contracts_by_state_and_a_store_that_is_down() -> None:
     assert "sluis_manager_contracts{" not in exposition([ContractsCollector(down)]).decode()
 
 
+def test_contract_counts_are_counted_once_per_max_age() -> None:
+    """A scrape every 15 s must not count 100,000 contracts each time."""
+    now = [1000.0]
+    calls: list[float] = []
+
+    def counts() -> dict[str, int]:
+        calls.append(now[0])
+        return {"valid": len(calls)}
+
+    collector = ContractsCollector(counts, max_age=60, clock=lambda: now[0])
+
+    def scraped() -> str:
+        return exposition([collector]).decode()
+
+    assert 'sluis_manager_contracts{state="valid"} 1.0' in scraped()
+    now[0] += 59
+    assert 'sluis_manager_contracts{state="valid"} 1.0' in scraped()  # the cached count
+    now[0] += 1
+    assert 'sluis_manager_contracts{state="valid"} 2.0' in scraped()  # counted again
+    assert calls == [1000.0, 1060.0]
+
+
 @dataclass
 class Stats:
     records: int = 0
