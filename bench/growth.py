@@ -78,7 +78,13 @@ from appliance.tls.peer import PeerIdentity
 from appliance.txlog import schema as txs
 from appliance.txlog.api import add_log_routes
 from appliance.txlog.export import export_engine, write_cursor
-from appliance.txlog.record import Destination, Direction, LogRecord, Source
+from appliance.txlog.record import (
+    Destination,
+    Direction,
+    LogRecord,
+    Source,
+    new_transaction_id,
+)
 from appliance.txlog.store import TransactionLog
 
 Figure = tuple[float, float] | None  # (value, load average) or not measured
@@ -396,7 +402,7 @@ def write_under_load(
         while time.perf_counter() < until:
             sequence += 1
             record = LogRecord(
-                transaction_id=str(uuid.uuid4()),
+                transaction_id=new_transaction_id(),  # UUIDv7, as the gateways write
                 direction=Direction.OUTGOING,
                 grant_hash="$1$4$grant-load",
                 service_name="kadaster",
