@@ -23,6 +23,7 @@ from appliance.manager.contracts.tokens import TokenError
 from appliance.manager.errors import REQUEST_INVALID, bad_request, install_error_format, too_large
 from appliance.manager.service import ManagerError, ManagerService
 from appliance.manager.storage import PeerRow, ServiceRow, UnknownCursorError
+from appliance.metrics.collectors import count_token
 from appliance.serving.bodies import BodyTooLarge, read_body
 from appliance.serving.fsc_errors import ErrorDomain, FscError
 from appliance.tls.peer import PeerIdentity
@@ -200,12 +201,14 @@ class Token:
         except TokenError as exc:
             return self._error(resp, exc.oauth_error, exc.description)
         resp.media = {"access_token": token, "token_type": "bearer"}
+        count_token("issued")
         return None
 
     @staticmethod
     def _error(resp: falcon.asgi.Response, error: str, description: str) -> None:
         # manager.yaml gives /token only 400; a 401 would need WWW-Authenticate (RFC 9110),
         # and the client authenticates with its TLS certificate, not an HTTP scheme.
+        count_token(error)
         resp.status = falcon.HTTP_400
         resp.media = {"error": error, "error_description": description}
 

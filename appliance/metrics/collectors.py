@@ -21,6 +21,7 @@ Series::
     sluis_txlog_failed_records_total                 records whose commit failed (refused)
     sluis_txlog_failed_batches_total
     sluis_manager_deliveries_total{result}           outbox deliveries: delivered, failed
+    sluis_manager_tokens_total{result}               token requests: issued, or the OAuth error
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def count_deliveries(delivered: int, failed: int) -> None:
         _DELIVERIES.labels("delivered").inc(delivered)
     if failed:
         _DELIVERIES.labels("failed").inc(failed)
+
+
+_TOKENS = Counter(
+    "sluis_manager_tokens",
+    "Access tokens the Manager was asked for, by result: issued, or the OAuth error it answered.",
+    ["result"],
+)
+# RFC 6749's error codes the token endpoint answers (appliance.manager.api): a bounded label.
+TOKEN_RESULTS = frozenset(
+    {"issued", "invalid_request", "invalid_client", "invalid_grant", "unsupported_grant_type"}
+)
+
+
+def count_token(result: str) -> None:
+    """After an answer of the Manager's token endpoint: ``issued`` or the OAuth error."""
+    _TOKENS.labels(result if result in TOKEN_RESULTS else "other").inc()
 
 
 class TxlogStats:
