@@ -6,7 +6,7 @@ bytes from the token (a round trip to the device): no signature, no change. PKCS
 do not reconnect by themselves: once the token went away (a network HSM's server stopped,
 SoftHSM2's token store moved or unreadable, the TPM or its resource manager gone) the module
 keeps failing even after the token is back. So when the check fails for a reason other than a
-wrong PIN or a missing key, :func:`token_status` ends this process's logins on the module and
+wrong PIN, :func:`token_status` ends this process's logins on the module and
 initialises it again (C_Finalize, C_Initialize), at most once per ``retry_seconds``; the check
 after that, and the signer's next signature (it re-opens its session by itself), find the
 token again.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pkcs11.exceptions as p11e
 
-from appliance.hsm.errors import HsmError, KeyNotFoundError, WrongPinError
+from appliance.hsm.errors import HsmError, WrongPinError
 from appliance.hsm.keys import find_private_key
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import logout, open_session, reinitialize_module
@@ -68,9 +68,12 @@ def token_status(
     kind = ""
     try:
         _check(settings)
-    except (WrongPinError, KeyNotFoundError) as exc:
-        reason, kind = str(exc), _kind(exc)  # a setting or the key: re-initialising won't help
+    except WrongPinError as exc:
+        # Logging in again would count failed logins towards the token's lock-out.
+        reason, kind = str(exc), _kind(exc)
     except (HsmError, p11e.PKCS11Error) as exc:
+        # A missing key too: SoftHSM2 whose store went away answers "no such key" from then
+        # on, until the module is initialised again.
         reason, kind = str(exc) or type(exc).__name__, _kind(exc)
         logout(settings)
         if recover and _may_reinitialize(settings, retry_seconds):

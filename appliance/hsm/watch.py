@@ -22,11 +22,11 @@ So :class:`KeyWatch` (one per process, :func:`install`):
    stops gracefully; its master starts a fresh one, which builds its TLS context with the
    token back).
 
-While the outage lasts :attr:`KeyWatch.problem` says why (readiness answers it) and
-:func:`refusing` is true: a listener then refuses new handshakes before they reach the module
-(``appliance.tls.alerts``), so a dead token costs neither a call that fails nor the module's
-own error lines per call (tpm2-pkcs11 writes several to stderr for each, and cannot be told
-not to).
+While the outage lasts :attr:`KeyWatch.problem` says why (readiness answers it). Once a TLS
+handshake failed on the key, :func:`refusing` is true: the listener then refuses new handshakes
+before they reach the module (``appliance.tls.alerts``), so a dead token costs neither a call
+that fails nor the module's own error lines per call (tpm2-pkcs11 writes one or more to stderr
+for each, and cannot be told not to).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ FIRST_CHECK = 0.25
 LONGEST_WAIT = 1.0
 PROBE_TIMEOUT = 20.0
 PROBE_MODULE = "appliance.hsm.probe"
+# The kind of failure after which a listener refuses new handshakes (appliance.tls.alerts).
+TLS_HANDSHAKE = "TLS handshake"
 
 Probe = Callable[[], str | None]
 
@@ -179,9 +181,10 @@ def current() -> KeyWatch | None:
 
 
 def refusing() -> bool:
-    """Whether this process's key failed and is not back: new handshakes are refused."""
+    """Whether this process's TLS key failed (and the process is not replaced yet): new
+    handshakes are refused. Other failures (a readiness check) leave the listener alone."""
     watch = _WATCH
-    return watch is not None and watch.problem is not None
+    return watch is not None and TLS_HANDSHAKE in watch.failures()
 
 
 def report(kind: str, detail: str) -> None:

@@ -11,7 +11,8 @@ Checks, each answering within :data:`CHECK_TIMEOUT` seconds or failing:
 
 - ``certificate``: the live chain and trust anchors are readable and none has expired;
 - ``crls``: no CRL is past its nextUpdate (its CA's peers are refused, fail closed);
-- ``hsm``: the token is present and this worker is logged in (a PKCS#11 session opens);
+- ``hsm``: the organisation key is usable (a session, the key, random bytes from the token);
+  ``HSM token gone: ...`` when not, until the key watch has replaced the worker;
 - ``transaction_log`` (gateways): the last write of this worker did not fail, and a SQLite
   file (if that is the store) is writable;
 - ``manager`` (outway): the Manager that issues its access tokens accepts connections.
@@ -126,17 +127,31 @@ def tls_checks(tls: TlsSettings) -> list[Check]:
 
 
 def hsm_check(config: SluisConfig) -> Check:
-    """``hsm``: a session on the organisation's token opens (logged in as user)."""
+    """``hsm``: the organisation key can be used now (``appliance.hsm.status.token_status``:
+    a session, the key, random bytes from the device); when it cannot, the detail starts with
+    ``HSM token gone``.
 
-    def open_and_close() -> None:
-        from appliance.hsm.token import open_session
+    In a worker with a key watch (``appliance.hsm.watch``) the module is never re-initialised
+    here: under pkcs11-provider that broke the listener's TLS contexts (measured, docs/keys.md).
+    The failure goes to the watch instead, which replaces the worker once a fresh process can
+    use the token; until then the check fails with the watch's reason.
+    """
 
-        with open_session(config.hsm):
-            pass
+    def check() -> str | None:
+        from appliance.hsm import watch
+        from appliance.hsm.status import token_status
+
+        keys = watch.current()
+        if keys is not None and keys.problem is not None:
+            return f"HSM token gone: {keys.problem}"
+        status = token_status(config.hsm, recover=keys is None)
+        if status.usable:
+            return None
+        watch.report("readiness check", status.reason or "key not usable")
+        return f"HSM token gone: {status.reason}"
 
     async def hsm() -> str | None:
-        await asyncio.to_thread(open_and_close)
-        return None
+        return await asyncio.to_thread(check)
 
     return Check("hsm", hsm, "token present, logged in")
 

@@ -61,7 +61,7 @@ class AlertingSSLObject(revocation.WatchedSSLObject):
             raise
         except ssl.SSLError as exc:
             if key_failed(exc):
-                watch.report("TLS handshake", str(exc))
+                watch.report(watch.TLS_HANDSHAKE, str(exc))
             if self._sluis_outgoing is None or not self._sluis_outgoing.pending:
                 raise  # no alert to send (a plain HTTP request, say): close at once
             # The alert is in the outgoing BIO: "want read" makes the protocol send it.

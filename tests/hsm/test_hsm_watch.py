@@ -42,7 +42,7 @@ def test_one_line_per_kind_probes_with_back_off_and_recovers_once(
     assert not watch.refusing()
     started = time.monotonic()
     for _ in range(50):
-        watch.report("TLS handshake", "[SSL] EVP lib")
+        watch.report(watch.TLS_HANDSHAKE, "[SSL] EVP lib")
     watch.report("readiness", "session failed")
     assert watch.refusing()
     assert keys.problem is not None
