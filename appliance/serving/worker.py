@@ -157,15 +157,6 @@ class SluisWorker(Worker):  # type: ignore[misc]
                 raise _BootFailed(f"HSM token not found ({missing})") from exc
             raise
         self.log.info("worker %s: TLS context ready (key %s)", os.getpid(), sluis.hsm.pkcs11_uri())
-        # The token goes away: handshakes fail once the key cannot sign, and this process's
-        # module stays broken after the token is back; so the watch replaces the worker then.
-        watch.install(
-            watch.KeyWatch(
-                sluis.hsm,
-                watch.probe_in_fresh_process(Path(os.environ[CONFIG_ENV])),
-                self._replace_for_the_key,
-            )
-        )
         return ctx
 
     def _replace_for_the_key(self) -> None:
@@ -201,6 +192,15 @@ class SluisWorker(Worker):  # type: ignore[misc]
             sys.exit(WORKER_BOOT_RETRY)
 
     async def _serve(self) -> None:
+        # The token goes away: handshakes and readiness checks fail, and this process's module
+        # stays broken after the token is back; the watch replaces the worker then.
+        watch.install(
+            watch.KeyWatch(
+                load_config(Path(os.environ[CONFIG_ENV])).hsm,
+                watch.probe_in_fresh_process(Path(os.environ[CONFIG_ENV])),
+                self._replace_for_the_key,
+            )
+        )
         self.config.app = self.wsgi
         server = self._server = _Server(
             config=self.config,
