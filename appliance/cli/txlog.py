@@ -20,11 +20,16 @@ checkpoint are each reported.
 stores the checkpoint with the records, after verifying the records since the last checkpoint.
 ``--interval`` keeps it running (a service): a checkpoint every S seconds, and one when it is
 stopped (SIGTERM, reason ``shutdown``).
+
+``sluis txlog purge --before DATE`` deletes the records created before DATE (run it as the
+database's owner): per stream it first signs a checkpoint at the cut (the last record deleted),
+so that the rest still verifies; the newest record of a stream is always kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -32,9 +37,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from appliance.cli.groups import add_group, plain
 from appliance.config import SluisConfig, load_config
@@ -50,6 +59,7 @@ from appliance.txlog.checkpoint import (
 )
 from appliance.txlog.database import create_engine
 from appliance.txlog.export import DEFAULT_BATCH, export_jsonl
+from appliance.txlog.retention import purge
 
 _HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
 
@@ -145,6 +155,22 @@ def register(subparsers: Any) -> None:
     )
     checkpoint.add_argument("--json", action="store_true", help="print the result as JSON")
     checkpoint.set_defaults(func=_checkpoint)
+
+    purging = commands.add_parser(
+        "purge",
+        help="delete records older than a date, with a signed checkpoint at each cut",
+        description=plain((__doc__ or "").split("\n\n")[4]),
+    )
+    purging.add_argument("--config", type=Path, required=True, metavar="FILE")
+    purging.add_argument(
+        "--before",
+        required=True,
+        type=_moment,
+        metavar="DATE",
+        help="ISO 8601, e.g. 2026-06-01 or 2026-06-01T00:00:00+02:00 (UTC when no zone)",
+    )
+    purging.add_argument("--json", action="store_true", help="print the result as JSON")
+    purging.set_defaults(func=_purge)
 
 
 def _database_arguments(parser: argparse.ArgumentParser) -> Any:
@@ -286,31 +312,64 @@ def _report(result: Verification, *, as_json: bool) -> None:
     print("OK: every record and every link verified" if result.ok else "FAILED")
 
 
-def _checkpoint(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+@contextlib.contextmanager
+def _checkpointer(config: SluisConfig) -> Iterator[tuple[Engine, Checkpointer]]:
+    """The store of ``config`` and a checkpointer signing with its organisation key."""
     # A SoftHSM appliance names its own token store; the module reads it when first loaded.
     os.environ.update(config.hsm.environment())
     from appliance.hsm.signer import Pkcs11Signer  # loads the PKCS#11 module: only here
 
     certificates = organisation_certificates(config.tls.certificate_chain, config.tls.trust_anchors)
     engine = create_engine(_txlog_database(config))
-    stop = threading.Event()
     try:
         with Pkcs11Signer(config.hsm) as signer:
-            checkpointer = Checkpointer(engine, signer, certificates.all[0], certificates)
-            if args.interval is None:
-                return _sign(checkpointer, args.reason, as_json=args.json)
-
-            def stopping(_signal: int, _frame: FrameType | None) -> None:
-                stop.set()
-
-            signal.signal(signal.SIGTERM, stopping)
-            signal.signal(signal.SIGINT, stopping)
-            while not stop.wait(args.interval):
-                _sign(checkpointer, "interval", as_json=args.json)
-            return _sign(checkpointer, "shutdown", as_json=args.json)
+            yield engine, Checkpointer(engine, signer, certificates.all[0], certificates)
     finally:
         engine.dispose()
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    with _checkpointer(load_config(args.config)) as (_, checkpointer):
+        if args.interval is None:
+            return _sign(checkpointer, args.reason, as_json=args.json)
+
+        def stopping(_signal: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, stopping)
+        signal.signal(signal.SIGINT, stopping)
+        while not stop.wait(args.interval):
+            _sign(checkpointer, "interval", as_json=args.json)
+        return _sign(checkpointer, "shutdown", as_json=args.json)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    with _checkpointer(load_config(args.config)) as (engine, checkpointer):
+        try:
+            result = purge(engine, checkpointer, args.before)
+        except CheckpointError as exc:
+            print(f"nothing purged: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        document = {
+            "deleted": result.deleted,
+            "cuts": result.cuts,
+            "checkpoints": [checkpoint.to_json() for checkpoint in result.checkpoints],
+        }
+        print(json.dumps(document))
+    else:
+        cut = ", ".join(f"{stream} up to seq {seq}" for stream, seq in sorted(result.cuts.items()))
+        print(f"deleted {result.deleted} record(s){': ' + cut if cut else ''}")
+    return 0
 
 
 def _sign(checkpointer: Checkpointer, reason: str, *, as_json: bool) -> int:

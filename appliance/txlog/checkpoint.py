@@ -307,71 +307,90 @@ class Checkpointer:
         self._certificate = certificate
         self._certificates = Certificates([certificate, *certificates.all])
 
-    def last(self) -> dict[str, Checkpoint]:
-        """Each stream's last checkpoint (by seq), checked; CheckpointError if it is bad."""
-        last: dict[str, Checkpoint] = {}
-        for checkpoint in stored(self._engine):
-            if checkpoint.seq >= last.get(checkpoint.stream, checkpoint).seq:
-                last[checkpoint.stream] = checkpoint
-        for checkpoint in last.values():
-            try:
-                verify_checkpoint(checkpoint, self._certificates)
-            except CheckpointError as exc:
-                raise CheckpointError(
-                    f"not signed: the last {checkpoint.describe()} of {checkpoint.stream} does "
-                    f"not verify: {exc}"
-                ) from None
-        return last
+    def _base(self, stream: str, seq: int) -> Checkpoint | None:
+        """The stream's last checkpoint at or below ``seq``, checked (CheckpointError if bad)."""
+        c = schema.checkpoints.c
+        with reading(self._engine).connect() as connection:
+            row = connection.execute(
+                sa.select(schema.checkpoints)
+                .where(c.stream == stream, c.seq <= seq)
+                .order_by(c.seq.desc(), c.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        base = Checkpoint(
+            row.stream, int(row.seq), row.head, row.signed_at, row.reason, row.jws, int(row.id)
+        )
+        try:
+            verify_checkpoint(base, self._certificates)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"not signed: the last {base.describe()} of {stream} does not verify: {exc}"
+            ) from None
+        return base
 
-    def checkpoint(
-        self, reason: str, *, now: datetime | None = None, upto: dict[str, int] | None = None
-    ) -> list[Checkpoint]:
-        """Sign each stream's head (when it moved since its last checkpoint) and store it.
+    def heads(self) -> dict[str, int]:
+        """Each stream's last ``chain_seq`` (streams without a record left out)."""
+        c = schema.records.c
+        with reading(self._engine).connect() as connection:
+            rows = connection.execute(
+                sa.select(c.direction, sa.func.max(c.chain_seq))
+                .where(c.chain_seq.is_not(None))
+                .group_by(c.direction)
+            )
+            return {str(stream): int(seq) for stream, seq in rows if seq is not None}
 
-        ``upto``: sign the record at this seq instead of the head (the purge's cut). Raises
-        :class:`CheckpointError`, signing nothing for that stream, when the records since the
-        last checkpoint do not verify from it.
+    def sign_at(
+        self, stream: str, seq: int, reason: str, *, now: datetime | None = None
+    ) -> Checkpoint | None:
+        """Sign (and store) the record at ``seq`` of ``stream`` as a checkpoint, after checking
+        the records up to it from the last checkpoint below; None when one stands there
+        already. :class:`CheckpointError` when they do not verify (nothing is signed)."""
+        base = self._base(stream, seq)
+        if base is not None and base.seq == seq:
+            return None
+        start = (base.seq, base.head) if base is not None else None
+        rows = _records(self._engine, stream, start[0] if start else 0, seq)
+        result = chain.verify(rows, starts={stream: start} if start else None)
+        state = result.streams[stream]
+        if state.broken is not None:
+            raise CheckpointError(
+                f"not signed, the chain is broken since the last checkpoint: "
+                f"{state.broken.describe()}"
+            )
+        if state.last_seq != seq:
+            raise CheckpointError(f"not signed: {stream} has no record at seq {seq}")
+        made = sign(self._signer, self._certificate, stream, seq, state.last_hash, reason, now)
+        (stored_checkpoint,) = self._store([made])
+        log.info(
+            "transaction log checkpoint (%s): %s=%d:%s",
+            reason,
+            stream,
+            seq,
+            stored_checkpoint.head,
+        )
+        return stored_checkpoint
+
+    def checkpoint(self, reason: str, *, now: datetime | None = None) -> list[Checkpoint]:
+        """Sign each stream's head, when it moved since its last checkpoint.
+
+        :class:`CheckpointError`, after signing the other streams, when the records of one since
+        its last checkpoint do not verify (that stream is not signed).
         """
-        last = self.last()
         made: list[Checkpoint] = []
         problems: list[str] = []
-        for stream in chain.STREAMS:
-            previous = last.get(stream)
-            start = (previous.seq, previous.head) if previous is not None else None
-            limit = (upto or {}).get(stream)
-            rows = _records(self._engine, stream, start[0] if start else 0, limit)
-            if not rows:
+        for stream, seq in sorted(self.heads().items()):
+            try:
+                signed = self.sign_at(stream, seq, reason, now=now)
+            except CheckpointError as exc:
+                problems.append(str(exc))
                 continue
-            result = chain.verify(rows, starts={stream: start} if start else None)
-            state = result.streams[stream]
-            if state.broken is not None:
-                problems.append(state.broken.describe())
-                continue
-            made.append(
-                sign(
-                    self._signer,
-                    self._certificate,
-                    stream,
-                    state.last_seq,
-                    state.last_hash,
-                    reason,
-                    now,
-                )
-            )
-        stored_checkpoints = self._store(made)
-        for checkpoint in stored_checkpoints:
-            log.info(
-                "transaction log checkpoint %s: %s=%d:%s",
-                checkpoint.reason,
-                checkpoint.stream,
-                checkpoint.seq,
-                checkpoint.head,
-            )
+            if signed is not None:
+                made.append(signed)
         if problems:
-            raise CheckpointError(
-                "not signed, the chain is broken since the last checkpoint: " + "; ".join(problems)
-            )
-        return stored_checkpoints
+            raise CheckpointError("; ".join(problems))
+        return made
 
     def _store(self, made: list[Checkpoint]) -> list[Checkpoint]:
         result = []

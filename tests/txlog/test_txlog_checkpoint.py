@@ -6,6 +6,7 @@ signed with another key are each found, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from txlogtest import (
     IN,
     OUT,
+    T0,
     Capsys,
     SigningOrganisation,
     edit,
@@ -337,3 +339,58 @@ def test_the_checkpointer_refuses_a_certificate_of_another_key(
             Checkpointer(engine, signer, theirs.all[0], Certificates(theirs.all))
     finally:
         engine.dispose()
+
+
+# -- retention: a purge keeps the rest verifiable ---------------------------------------------
+
+
+def test_a_purge_leaves_a_verifiable_rest_and_a_cut_without_its_checkpoint_fails(
+    store_url: str, organisation: SigningOrganisation, capsys: Capsys
+) -> None:
+    write(store_url, 20, 5)  # created T0, T0 + 1 s, ...
+    config = organisation.with_txlog(store_url)
+    checkpoint(capsys, config)  # heads 20 and 5 signed, above the cuts
+    seqs = ids(store_url)
+    before = (T0 + timedelta(seconds=10)).isoformat()
+    assert main(["txlog", "purge", "--config", str(config), "--before", before, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # Outgoing seq 1..10 are older; incoming all are, but its head (seq 5) is kept.
+    assert result["cuts"] == {OUT: 10, IN: 4}
+    assert result["deleted"] == 14
+    assert {(c["stream"], c["seq"], c["reason"]) for c in result["checkpoints"]} == {
+        (OUT, 10, "purge"),
+        (IN, 4, "purge"),
+    }
+    assert sorted(ids(store_url)) == list(range(11, 21))
+    code, report = verify(capsys, "--config", str(config))
+    assert code == 0, report
+    assert report["streams"][OUT]["records"] == 10
+    # Purging again at the same date: nothing more (the heads stay).
+    assert main(["txlog", "purge", "--config", str(config), "--before", before]) == 0
+    assert "deleted 0 record(s)" in capsys.readouterr().out
+    # The cut's checkpoint gone: the first records are reported deleted.
+    (cut,) = [c["checkpoint_id"] for c in result["checkpoints"] if c["stream"] == OUT]
+    tamper(store_url, sql("DELETE FROM txlog_checkpoints WHERE id = :i", i=cut))
+    code, report = verify(capsys, "--config", str(config))
+    assert code == 1
+    problem = only_problem(report)
+    assert (problem["stream"], problem["seq"], problem["log_id"]) == (OUT, 11, seqs[11])
+    assert "seq 1..10 are missing (deleted)" in problem["problem"]
+
+
+def test_a_purge_refuses_to_sign_over_a_broken_chain(
+    store_url: str, organisation: SigningOrganisation, capsys: Capsys
+) -> None:
+    write(store_url, 20)
+    config = organisation.with_txlog(store_url)
+    tamper(
+        store_url, sql("DELETE FROM txlog_records WHERE direction = :d AND chain_seq = 3", d=OUT)
+    )
+    before = (T0 + timedelta(seconds=10)).isoformat()
+    assert main(["txlog", "purge", "--config", str(config), "--before", before]) == 1
+    assert "nothing purged" in capsys.readouterr().err
+    assert len(ids(store_url)) == 19  # nothing deleted
+    with pytest.raises(SystemExit) as exited:
+        main(["txlog", "purge", "--config", str(config), "--before", "yesterday"])
+    assert exited.value.code == 2
+    assert "not an ISO 8601 date: 'yesterday'" in capsys.readouterr().err
