@@ -22,7 +22,7 @@ from appliance.metrics.registry import exposition
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 RULES = MONITORING / "sluis-rules.yml"
 DASHBOARD = MONITORING / "sluis-dashboard.json"
-_SERIES = re.compile(r"\bsluis[a-z0-9_:]*")
+_SERIES = re.compile(r"\bsluis[_:][a-z0-9_:]*")  # not the job names (sluis-inway)
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 
 
