@@ -14,6 +14,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from appliance.hsm import watch
+from appliance.hsm.errors import HsmError
 from appliance.serving.bodies import CLOSE
 from appliance.serving.fsc_errors import ErrorDomain, FscError, serialize_error
 from appliance.serving.wire import WireErrors
@@ -25,6 +27,9 @@ REQUEST_TOO_LARGE = "ERROR_CODE_REQUEST_TOO_LARGE"
 NOT_FOUND = "ERROR_CODE_NOT_FOUND"
 METHOD_NOT_ALLOWED = "ERROR_CODE_METHOD_NOT_ALLOWED"
 INTERNAL = "ERROR_CODE_INTERNAL"
+# The organisation key cannot sign now (the HSM token went away): a 503 the caller retries.
+HSM_UNAVAILABLE = "ERROR_CODE_HSM_UNAVAILABLE"
+HSM_RETRY_AFTER_SECONDS = 5
 
 _CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: REQUEST_TOO_LARGE}
 
@@ -59,6 +64,23 @@ def _serialize(req: falcon.Request, resp: falcon.Response, exception: falcon.HTT
     serialize_error(req, resp, as_fsc_error(exception))
 
 
+async def _hsm_unavailable(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception, params: Any
+) -> None:
+    # One log line per outage comes from the key watch, which also brings the worker back
+    # once the token is; not a traceback per request, as an unexpected error would be.
+    watch.report("signature", str(error))
+    raise FscError(
+        falcon.HTTP_503,
+        HSM_UNAVAILABLE,
+        ErrorDomain.MANAGER,
+        "the organisation key cannot sign now (its HSM token is not usable); try again later",
+        headers={"Retry-After": str(HSM_RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_format(app: falcon.asgi.App[Any, Any]) -> None:
-    """Serialise every error ``app`` answers in the FSC format of the Manager domain."""
+    """Serialise every error ``app`` answers in the FSC format of the Manager domain; a
+    request that needs a signature while the token is gone gets 503 ``HSM_UNAVAILABLE``."""
     app.set_error_serializer(_serialize)
+    app.add_error_handler(HsmError, _hsm_unavailable)
