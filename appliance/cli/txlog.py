@@ -21,6 +21,10 @@ stores the checkpoint with the records, after verifying the records since the la
 ``--interval`` keeps it running (a service): a checkpoint every S seconds, and one when it is
 stopped (SIGTERM, reason ``shutdown``).
 
+``sluis txlog export-bundle`` writes an auditor's bundle: one JSON-lines file with the
+organisation's certificates (first line), every record and every checkpoint, which ``sluis txlog
+verify --bundle`` checks with nothing else (it prints the root it held the checkpoints to).
+
 ``sluis txlog purge --before DATE`` deletes the records created before DATE (run it as the
 database's owner): per stream it first signs a checkpoint at the cut (the last record deleted),
 so that the rest still verifies; the newest record of a stream is always kept.
@@ -58,7 +62,7 @@ from appliance.txlog.checkpoint import (
     organisation_certificates,
 )
 from appliance.txlog.database import create_engine
-from appliance.txlog.export import DEFAULT_BATCH, export_jsonl
+from appliance.txlog.export import DEFAULT_BATCH, export_bundle, export_jsonl
 from appliance.txlog.retention import purge
 
 _HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
@@ -125,17 +129,25 @@ def register(subparsers: Any) -> None:
         metavar="STREAM=SEQ:HASH",
         help="where records were purged: the last deleted seq and its hash (repeatable)",
     )
-    verify.add_argument(
-        "--certificates",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="PEM: the organisation's certificates (each that signed), intermediates and root "
-        "(repeatable; default with --config: its chain, archive and trust anchors)",
-    )
+    _certificates_argument(verify)
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=_verify)
+
+    bundle = commands.add_parser(
+        "export-bundle",
+        help="write an auditor's bundle: certificates, every record and checkpoint",
+        description=plain((__doc__ or "").split("\n\n")[4]),
+    )
+    _database_arguments(bundle)
+    bundle.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
+    _certificates_argument(bundle)
+    bundle.add_argument(
+        "--purpose",
+        action="store_true",
+        help="also the processing activity, trace id and data-subject pseudonym",
+    )
+    bundle.add_argument("--json", action="store_true", help="print the result as JSON")
+    bundle.set_defaults(func=_export_bundle)
 
     checkpoint = commands.add_parser(
         "checkpoint",
@@ -159,7 +171,7 @@ def register(subparsers: Any) -> None:
     purging = commands.add_parser(
         "purge",
         help="delete records older than a date, with a signed checkpoint at each cut",
-        description=plain((__doc__ or "").split("\n\n")[4]),
+        description=plain((__doc__ or "").split("\n\n")[5]),
     )
     purging.add_argument("--config", type=Path, required=True, metavar="FILE")
     purging.add_argument(
@@ -171,6 +183,19 @@ def register(subparsers: Any) -> None:
     )
     purging.add_argument("--json", action="store_true", help="print the result as JSON")
     purging.set_defaults(func=_purge)
+
+
+def _certificates_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--certificates",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="PEM: the organisation's certificates (each that signed), intermediates and root "
+        "(repeatable; default with --config: its chain, archive and trust anchors; with "
+        "--bundle: those the bundle carries)",
+    )
 
 
 def _database_arguments(parser: argparse.ArgumentParser) -> Any:
@@ -269,6 +294,8 @@ def _report(result: Verification, *, as_json: bool) -> None:
             "records": result.records,
             "unchained": result.unchained,
             "checkpoints": result.checkpoints,
+            "roots": result.roots,
+            "roots_from": result.roots_from,
             "streams": {
                 stream: {
                     "records": state.records,
@@ -309,6 +336,12 @@ def _report(result: Verification, *, as_json: bool) -> None:
             print(f"BROKEN: {problem.describe()}")
     if result.unchained:
         print(f"{result.unchained} records from before the chain began (not vouched for)")
+    if result.checkpoints:
+        print(f"{result.checkpoints} checkpoint(s), held to the root(s) from {result.roots_from}:")
+        for root in result.roots:
+            print(f"  {root}")
+        if result.roots_from == "the bundle":
+            print("  compare that root with one known from elsewhere: a bundle vouches for itself")
     print("OK: every record and every link verified" if result.ok else "FAILED")
 
 
@@ -342,6 +375,26 @@ def _checkpoint(args: argparse.Namespace) -> int:
         while not stop.wait(args.interval):
             _sign(checkpointer, "interval", as_json=args.json)
         return _sign(checkpointer, "shutdown", as_json=args.json)
+
+
+def _export_bundle(args: argparse.Namespace) -> int:
+    certificates = _certificates(args)
+    if certificates is None:
+        raise ConfigurationError("give --certificates (or --config): the bundle carries them")
+    engine = create_engine(_database(args))
+    try:
+        result = export_bundle(engine, args.output, certificates, purpose=args.purpose)
+    finally:
+        engine.dispose()
+    document = {"records": result.exported, "checkpoints": result.checkpoints}
+    if args.json:
+        print(json.dumps(document))
+    else:
+        print(
+            f"wrote {args.output}: {result.exported} record(s), {result.checkpoints} "
+            f"checkpoint(s), {len(certificates.all)} certificate(s)"
+        )
+    return 0
 
 
 def _moment(text: str) -> datetime:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography import x509
 from sqlalchemy.engine import Engine
 
 from appliance.txlog import chain, schema
@@ -98,6 +100,9 @@ def _combine(
     )
     result.problems[:0] = problems  # the checkpoints first: they decide what the rest means
     result.checkpoints = len(checkpoints)
+    if certificates is not None:
+        result.roots = certificates.describe_roots()
+        result.roots_from = "given"
     return result
 
 
@@ -133,11 +138,22 @@ def verify_engine(
         )
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int], list[Checkpoint]]:
-    """An export's chained records (sorted per stream), unchained ids and checkpoints."""
+@dataclass
+class Bundle:
+    """What an export or an auditor's bundle holds."""
+
+    chained: list[dict[str, Any]] = field(default_factory=list)  # sorted per stream by seq
+    unchained: list[int] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    certificates: Certificates | None = None  # an auditor's bundle carries them
+
+
+def read_jsonl(path: Path) -> Bundle:
+    """Read an export (``export-jsonl``'s lines) or an auditor's bundle (``export-bundle``)."""
     chained: list[dict[str, Any]] = []
     unchained: list[int] = []
     checkpoints: list[Checkpoint] = []
+    pems: list[x509.Certificate] = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -148,6 +164,10 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int], list[Checkp
                     raise TypeError("not an object")
                 if "checkpoint_id" in document:
                     checkpoints.append(Checkpoint.from_json(document))
+                    continue
+                if "certificates" in document:
+                    for pem in document["certificates"]:
+                        pems.extend(x509.load_pem_x509_certificates(str(pem).encode("ascii")))
                     continue
                 if document.get("chain_seq") is None:
                     unchained.append(int(document["log_id"]))
@@ -163,7 +183,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int], list[Checkp
             chained.append(document)
     chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
     checkpoints.sort(key=lambda cp: (cp.stream, cp.seq))
-    return chained, sorted(unchained), checkpoints
+    return Bundle(chained, sorted(unchained), checkpoints, Certificates(pems) if pems else None)
 
 
 def verify_jsonl(
@@ -173,8 +193,18 @@ def verify_jsonl(
     starts: Mapping[str, _Head] | None = None,
     certificates: Certificates | None = None,
 ) -> Verification:
-    """Verify the records and checkpoints of an export, offline."""
-    chained, unchained, checkpoints = read_jsonl(path)
-    return _combine(
-        chained, checkpoints, certificates, heads=heads, starts=starts, unchained=unchained
+    """Verify the records and checkpoints of an export, offline: with ``certificates`` when
+    given, else with those the bundle carries (reported, for the auditor to compare its root
+    with one known from elsewhere)."""
+    bundle = read_jsonl(path)
+    result = _combine(
+        bundle.chained,
+        bundle.checkpoints,
+        certificates or bundle.certificates,
+        heads=heads,
+        starts=starts,
+        unchained=bundle.unchained,
     )
+    if certificates is None and bundle.certificates is not None:
+        result.roots_from = "the bundle"
+    return result

@@ -223,6 +223,8 @@ class Verification:
     streams: dict[str, StreamResult] = field(default_factory=dict)
     unchained: int = 0  # records from before the chain began (not vouched for)
     checkpoints: int = 0  # signed checkpoints read (valid or not)
+    roots: list[str] = field(default_factory=list)  # the roots the checkpoints were held to
+    roots_from: str = ""  # where those came from ("given", "the bundle")
     problems: list[Break] = field(default_factory=list)
 
     @property

@@ -30,6 +30,7 @@ auditor, who sees which certificate signed).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from sqlalchemy.engine import Engine
@@ -90,6 +92,10 @@ class Checkpoint:
             "reason": self.reason,
             "jws": self.jws,
         }
+
+    def line(self) -> str:
+        """The export's line, without the newline."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Checkpoint:
@@ -173,8 +179,19 @@ class Certificates:
     def by_thumbprint(self, thumbprint: str) -> x509.Certificate | None:
         return self._by_thumbprint.get(thumbprint)
 
+    def pems(self) -> list[bytes]:
+        return [c.public_bytes(Encoding.PEM) for c in self.all]
+
     def pem(self) -> bytes:
-        return b"".join(c.public_bytes(Encoding.PEM) for c in self.all)
+        return b"".join(self.pems())
+
+    def describe_roots(self) -> list[str]:
+        """Each root as an auditor compares it with one known from elsewhere."""
+        return [
+            f"{root.subject.rfc4514_string()} (SHA-256 "
+            f"{root.fingerprint(hashes.SHA256()).hex(':').upper()})"
+            for root in self.roots
+        ]
 
 
 def organisation_certificates(chain_file: Path, trust_anchors: Path | None) -> Certificates:

@@ -50,6 +50,7 @@ from sqlalchemy.engine import Engine
 from appliance.errors import SluisError
 from appliance.txlog import schema
 from appliance.txlog.chain import purpose_digest
+from appliance.txlog.checkpoint import Certificates
 from appliance.txlog.checkpoint import stored as stored_checkpoints
 from appliance.txlog.database import create_engine, reading
 from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
@@ -265,10 +266,7 @@ def _export_checkpoints(
     if fresh:
         _write_all(
             fd,
-            "".join(
-                json.dumps(c.to_json(), separators=(",", ":"), ensure_ascii=True) + "\n"
-                for c in fresh
-            ).encode("ascii"),
+            "".join(c.line() + "\n" for c in fresh).encode("ascii"),
         )
         cursor = fresh[-1].id or cursor
     if read_cursor(state_file) != cursor:
@@ -298,3 +296,43 @@ def export_jsonl(
         )
     finally:
         engine.dispose()
+
+
+def export_bundle(
+    engine: Engine,
+    output: Path,
+    certificates: Certificates,
+    *,
+    purpose: bool = False,
+    batch: int = DEFAULT_BATCH,
+) -> ExportResult:
+    """Write an auditor's bundle: one JSON-lines file with the organisation's certificates
+    (first line, ``{"certificates": [PEM, ...]}``), every record and every checkpoint, which
+    ``sluis txlog verify --bundle`` checks with nothing else. Written to a temporary file
+    beside ``output`` and renamed, so a bundle is whole or absent."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    tmp = output.with_name(f".{output.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    exported = cursor = 0
+    try:
+        pems = [pem.decode("ascii") for pem in certificates.pems()]
+        _write_all(fd, (json.dumps({"certificates": pems}) + "\n").encode("ascii"))
+        for rows in _rows(engine, 0, batch=batch, settle_seconds=0.0):
+            data = "".join(line_for(row, purpose=purpose) + "\n" for row in rows)
+            _write_all(fd, data.encode("ascii"))
+            exported += len(rows)
+            cursor = int(rows[-1]._mapping["id"])
+        checkpoints = stored_checkpoints(engine)
+        _write_all(
+            fd,
+            "".join(c.line() + "\n" for c in checkpoints).encode("ascii"),
+        )
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, output)
+    _fsync_dir(output.parent)
+    return ExportResult(exported=exported, cursor=cursor, checkpoints=len(checkpoints))

@@ -394,3 +394,46 @@ def test_a_purge_refuses_to_sign_over_a_broken_chain(
         main(["txlog", "purge", "--config", str(config), "--before", "yesterday"])
     assert exited.value.code == 2
     assert "not an ISO 8601 date: 'yesterday'" in capsys.readouterr().err
+
+
+# -- an auditor's bundle: verified with nothing else -------------------------------------------
+
+
+def test_an_auditors_bundle_verifies_with_nothing_else(
+    signed: tuple[str, Path, dict[str, int]],
+    organisation: SigningOrganisation,
+    other_organisation: SigningOrganisation,
+    capsys: Capsys,
+    tmp_path: Path,
+) -> None:
+    _, config, made = signed
+    bundle = tmp_path / "audit.jsonl"
+    assert main(["txlog", "export-bundle", "--config", str(config), "--output", str(bundle)]) == 0
+    assert "25 record(s), 2 checkpoint(s)" in capsys.readouterr().out
+    code, report = verify(capsys, "--bundle", str(bundle))
+    assert code == 0, report
+    assert (report["records"], report["checkpoints"], report["roots_from"]) == (
+        25,
+        2,
+        "the bundle",
+    )
+    ca_root = organisation.config.tls.trust_anchors.read_text()
+    assert len(report["roots"]) == ca_root.count("BEGIN CERTIFICATE") == 1
+    assert main(["txlog", "verify", "--bundle", str(bundle)]) == 0
+    assert "compare that root with one known from elsewhere" in capsys.readouterr().out
+    # The auditor's own root instead of the bundle's: a bundle made up by someone else fails.
+    theirs = str(other_organisation.config.tls.trust_anchors)
+    code, report = verify(capsys, "--bundle", str(bundle), "--certificates", theirs)
+    assert code == 1
+    assert all("not among the organisation's" in p["problem"] for p in report["problems"])
+    # The tail cut in the bundle: found through the last checkpoint.
+    edit(
+        bundle,
+        lambda lines: [
+            x for x in lines if not (x.get("direction") == IN and x.get("chain_seq") == 5)
+        ],
+    )
+    code, report = verify(capsys, "--bundle", str(bundle))
+    assert code == 1
+    problem = only_problem(report)
+    assert (problem["stream"], problem["seq"], problem["checkpoint"]) == (IN, 5, made[IN])
