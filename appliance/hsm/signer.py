@@ -33,6 +33,7 @@ from appliance.hsm.keys import (
     find_private_key,
     read_public_key,
 )
+from appliance.hsm.observe import timed
 from appliance.hsm.settings import HsmSettings
 from appliance.hsm.token import PKCS11_LOCK, logout, open_persistent_session, token_mechanisms
 
@@ -226,7 +227,7 @@ class Pkcs11Signer:
         """Sign ``data`` inside the token; the JWS signature bytes."""
         plan = self._plan_
         message = plan.prefix + plan.digest(data) if plan.digest is not None else data
-        with self._lock:
+        with self._lock, timed("sign"):
             key = self._require_key()
             try:
                 return key.sign(

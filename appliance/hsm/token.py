@@ -44,6 +44,7 @@ from appliance.hsm.errors import (
     translated,
 )
 from appliance.hsm.lock import login_lock
+from appliance.hsm.observe import timed
 from appliance.hsm.pin import read_pin
 from appliance.hsm.settings import HsmSettings
 
@@ -196,7 +197,7 @@ def _ensure_login(settings: HsmSettings) -> Token:
                     f"another PIN; the PIN from {pin_source(settings)} is not that PIN"
                 )
             return login.token
-        with hold_login_lock(settings):
+        with hold_login_lock(settings), timed("login"):
             token = _find_token(settings)
             with translated(settings, "logging in"):
                 try:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import SluisConfig, TlsSettings
+from appliance.metrics import hsm as hsm_metrics
 from appliance.pki.expiry import collect
 
 LIVE_PATH = "/health/live"
@@ -143,8 +144,10 @@ def hsm_check(config: SluisConfig) -> Check:
 
         keys = watch.current()
         if keys is not None and keys.problem is not None:
+            hsm_metrics.key_usable(False)
             return f"HSM token gone: {keys.problem}"
         status = token_status(config.hsm, recover=keys is None)
+        hsm_metrics.key_usable(status.usable)
         if status.usable:
             return None
         watch.report("readiness check", status.reason or "key not usable")
