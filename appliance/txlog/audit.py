@@ -193,10 +193,14 @@ def verify_jsonl(
     starts: Mapping[str, _Head] | None = None,
     certificates: Certificates | None = None,
 ) -> Verification:
-    """Verify the records and checkpoints of an export, offline: with ``certificates`` when
-    given, else with those the bundle carries (reported, for the auditor to compare its root
-    with one known from elsewhere)."""
+    """Verify the records and checkpoints of an export, offline: held to the roots among
+    ``certificates`` when given, else to those the bundle carries (reported, for the auditor to
+    compare with one known from elsewhere)."""
     bundle = read_jsonl(path)
+    if certificates is not None and bundle.certificates is not None:
+        # The auditor's roots decide; the bundle's own certificates below a root may help to
+        # reach them (they count only when they chain to a root given).
+        certificates = Certificates([*certificates.all, *bundle.certificates.others])
     result = _combine(
         bundle.chained,
         bundle.checkpoints,

@@ -421,11 +421,14 @@ def test_an_auditors_bundle_verifies_with_nothing_else(
     assert len(report["roots"]) == ca_root.count("BEGIN CERTIFICATE") == 1
     assert main(["txlog", "verify", "--bundle", str(bundle)]) == 0
     assert "compare that root with one known from elsewhere" in capsys.readouterr().out
-    # The auditor's own root instead of the bundle's: a bundle made up by someone else fails.
-    theirs = str(other_organisation.config.tls.trust_anchors)
-    code, report = verify(capsys, "--bundle", str(bundle), "--certificates", theirs)
-    assert code == 1
-    assert all("not among the organisation's" in p["problem"] for p in report["problems"])
+    # The auditor's own root instead of the bundle's: the bundle's certificates must chain to
+    # it (they do to ours, not to another one).
+    for root, code_wanted in ((organisation, 0), (other_organisation, 1)):
+        anchors = str(root.config.tls.trust_anchors)
+        code, report = verify(capsys, "--bundle", str(bundle), "--certificates", anchors)
+        assert code == code_wanted
+        assert report["roots_from"] == "given"
+    assert all("does not chain to the" in p["problem"] for p in report["problems"])
     # The tail cut in the bundle: found through the last checkpoint.
     edit(
         bundle,
