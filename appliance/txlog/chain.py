@@ -85,16 +85,49 @@ def record_hash(values: Mapping[Any, Any], seq: int, prev: str, digest: str | No
 class Heads:
     """The heads of the streams one transaction extends (read under its lock)."""
 
-    def __init__(self, heads: Mapping[str, _Head]) -> None:
+    def __init__(self, heads: Mapping[str, _Head], links: Mapping[str, str] | None = None) -> None:
         self._heads = dict(heads)
+        # The head record's own chain_prev, so a cache can tell it is still that record.
+        self._links = dict(links or {})
 
     def link(self, values: Mapping[str, Any]) -> tuple[int, str, str]:
         """``(seq, prev, hash)`` of a record appended to its stream now (not yet taken)."""
         seq, prev = self._heads.get(values["direction"], (0, GENESIS))
         return seq + 1, prev, record_hash(values, seq + 1, prev)
 
-    def advance(self, stream: str, seq: int, digest: str) -> None:
+    def advance(self, stream: str, seq: int, digest: str, prev: str) -> None:
         self._heads[stream] = (seq, digest)
+        self._links[stream] = prev
+
+    def known(self) -> dict[str, tuple[int, str, str]]:
+        """``stream -> (seq, chain_prev, hash)`` of each head, for :class:`HeadCache`."""
+        return {
+            stream: (seq, self._links[stream], digest)
+            for stream, (seq, digest) in self._heads.items()
+            if stream in self._links
+        }
+
+
+class HeadCache:
+    """The heads a writer committed last: the next transaction reads only the head's
+    ``chain_seq`` and ``chain_prev`` and takes the hash from here when both are what this
+    writer wrote, instead of reading the whole record and hashing it again. Another writer's
+    record (another worker or node) has another seq or prev, and is read and hashed as before."""
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[int, str, str]] = {}
+
+    def hash_of(self, stream: str, seq: int, prev: str) -> str | None:
+        cached = self._heads.get(stream)
+        if cached is not None and cached[0] == seq and cached[1] == prev:
+            return cached[2]
+        return None
+
+    def committed(self, heads: Heads) -> None:
+        self._heads.update(heads.known())
+
+    def forget(self) -> None:
+        self._heads.clear()
 
 
 # The head of a stream is its last record (the unique index on direction and chain_seq finds
@@ -116,32 +149,58 @@ PG_LOCKS = {
 }
 
 
-def _head_of(row: Sequence[Any] | None) -> _Head:
+_SQLITE_TOP = (
+    "SELECT chain_seq, chain_prev FROM txlog_records WHERE direction = ? "
+    "AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1"
+)
+_TOP = _SQLITE_TOP.replace("?", ":stream")
+
+
+def _head_of(row: Sequence[Any] | None) -> tuple[_Head, str | None]:
     if row is None:
-        return 0, GENESIS
+        return (0, GENESIS), None
     values = dict(zip(_COLUMNS, row, strict=True))
     seq = int(values["chain_seq"])
-    return seq, record_hash(values, seq, values["chain_prev"])
+    return (seq, record_hash(values, seq, values["chain_prev"])), values["chain_prev"]
 
 
-def sqlite_heads(cursor: Any, streams: Iterable[str]) -> Heads:
+def sqlite_heads(cursor: Any, streams: Iterable[str], cache: HeadCache | None = None) -> Heads:
     """The heads, on the SQLite writer's raw cursor inside its ``BEGIN IMMEDIATE``."""
-    heads = {}
+    heads, links = {}, {}
     for stream in sorted(set(streams)):
+        if cache is not None:
+            cursor.execute(_SQLITE_TOP, (stream,))
+            top = cursor.fetchone()
+            known = cache.hash_of(stream, int(top[0]), top[1]) if top is not None else None
+            if known is not None:
+                heads[stream], links[stream] = (int(top[0]), known), top[1]
+                continue
         cursor.execute(_SQLITE_LAST, (stream,))
-        heads[stream] = _head_of(cursor.fetchone())
-    return Heads(heads)
+        heads[stream], link = _head_of(cursor.fetchone())
+        if link is not None:
+            links[stream] = link
+    return Heads(heads, links)
 
 
-def locked_heads(connection: Connection, streams: Iterable[str]) -> Heads:
+def locked_heads(
+    connection: Connection, streams: Iterable[str], cache: HeadCache | None = None
+) -> Heads:
     """The heads of ``streams``, each locked until the transaction ends (PostgreSQL advisory
     locks, taken in stream order so that two writers never wait for each other crosswise)."""
-    heads = {}
+    heads, links = {}, {}
     for stream in sorted(set(streams)):
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_LOCKS[stream])))
+        if cache is not None:
+            top = connection.execute(sa.text(_TOP), {"stream": stream}).first()
+            known = cache.hash_of(stream, int(top[0]), top[1]) if top is not None else None
+            if top is not None and known is not None:
+                heads[stream], links[stream] = (int(top[0]), known), top[1]
+                continue
         row = connection.execute(sa.text(_LAST.format(":stream")), {"stream": stream}).first()
-        heads[stream] = _head_of(tuple(row) if row is not None else None)
-    return Heads(heads)
+        heads[stream], link = _head_of(tuple(row) if row is not None else None)
+        if link is not None:
+            links[stream] = link
+    return Heads(heads, links)
 
 
 def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
@@ -150,7 +209,7 @@ def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
         seq, prev, digest = heads.link(row)
         row["chain_seq"] = seq
         row["chain_prev"] = prev
-        heads.advance(row["direction"], seq, digest)
+        heads.advance(row["direction"], seq, digest, prev)
 
 
 # --- verifying -----------------------------------------------------------------------------------

@@ -7,12 +7,17 @@ inway's logging.yaml records through group commit.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from appliance.config import SluisConfig, TxlogSettings
 from appliance.errors import ConfigurationError
 from appliance.txlog.record import LogRecord
 from appliance.txlog.store import TransactionLog
+
+log = logging.getLogger("sluis.txlog")
+UNCHAINED_FOR_BENCHMARK = "SLUIS_BENCH_TXLOG_UNCHAINED"
 
 
 def txlog_settings(config: SluisConfig) -> TxlogSettings:
@@ -23,12 +28,21 @@ def txlog_settings(config: SluisConfig) -> TxlogSettings:
 
 def open_log(config: SluisConfig) -> TransactionLog:
     settings = txlog_settings(config)
+    # bench/chain.py --chain-cost only: what the hash chain costs. The records written so are
+    # reported by `sluis txlog verify` (stored without a place in the chain).
+    chained = os.environ.get(UNCHAINED_FOR_BENCHMARK) != "1"
+    if not chained:
+        log.warning(
+            "%s=1: the transaction log is written WITHOUT its hash chain (a benchmark only)",
+            UNCHAINED_FOR_BENCHMARK,
+        )
     return TransactionLog.open(
         settings.database,
         max_batch=settings.max_batch,
         # A request alone on the gateway is not held back waiting for others to log with.
         linger_alone=False,
         write_timeout=float(settings.write_timeout_seconds),
+        chained=chained,
     )
 
 

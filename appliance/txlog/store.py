@@ -313,7 +313,11 @@ def _sqlite_commit(cursor: Any) -> None:
 
 
 def _insert_sqlite(
-    connection: Connection, records: Sequence[LogRecord], *, chained: bool = True
+    connection: Connection,
+    records: Sequence[LogRecord],
+    *,
+    chained: bool = True,
+    cache: chain.HeadCache | None = None,
 ) -> set[_Key]:
     """The batch in one SQLite transaction on the driver's own connection.
 
@@ -332,7 +336,7 @@ def _insert_sqlite(
         cursor.execute("BEGIN IMMEDIATE")
         try:
             heads = (
-                chain.sqlite_heads(cursor, {r.direction.value for r in records})
+                chain.sqlite_heads(cursor, {r.direction.value for r in records}, cache)
                 if chained
                 else None
             )
@@ -362,8 +366,10 @@ def _insert_sqlite(
                 if cursor.rowcount == 1:
                     inserted.add((record.transaction_id, direction))
                     if heads is not None and link is not None:  # a duplicate takes no seq
-                        heads.advance(direction, link[0], link[2])
+                        heads.advance(direction, link[0], link[2], link[1])
             _sqlite_commit(cursor)
+            if heads is not None and cache is not None:
+                cache.committed(heads)
         except BaseException:
             with contextlib.suppress(Exception):
                 cursor.execute("ROLLBACK")
@@ -455,6 +461,7 @@ class TransactionLog:
         self._engine = engine
         self._dispose_engine = dispose_engine
         self._chained = chained  # False only to measure what the chain costs (bench/)
+        self._head_cache = chain.HeadCache()  # the writer thread's only
         self._write_timeout = write_timeout
         self._insert = self._insert_statement(engine)
         self._writer = _GroupCommitWriter(
@@ -582,11 +589,17 @@ class TransactionLog:
             connection = self._engine.connect()
         try:
             if self._keep_connection:
-                inserted = _insert_sqlite(connection, unique, chained=self._chained)
+                inserted = _insert_sqlite(
+                    connection, unique, chained=self._chained, cache=self._head_cache
+                )
             else:
                 with connection.begin():
-                    inserted = self._insert_locked(connection, unique)
+                    heads, inserted = self._insert_locked(connection, unique)
+                if heads is not None:  # only once committed
+                    self._head_cache.committed(heads)
         except BaseException:
+            # A commit that failed (or may have: a lost connection) leaves nothing to trust.
+            self._head_cache.forget()
             # A connection that failed a write is not trusted again (SQLite opens a file
             # it may not write read-only, and stays so after the operator fixes it):
             # start afresh, so the log recovers by itself once the database does.
@@ -605,7 +618,9 @@ class TransactionLog:
                 outcomes[index] = DuplicateTransactionError(*key)
         return outcomes
 
-    def _insert_locked(self, connection: Connection, records: Sequence[LogRecord]) -> set[_Key]:
+    def _insert_locked(
+        self, connection: Connection, records: Sequence[LogRecord]
+    ) -> tuple[chain.Heads | None, set[_Key]]:
         """PostgreSQL: the batch after the heads of its streams, locked until the commit.
 
         A duplicate is in the same stream as the record it repeats, so under the head's lock
@@ -613,11 +628,11 @@ class TransactionLog:
         """
         rows = [_row(r) for r in records]
         if not rows:
-            return set()
+            return None, set()
         if not self._chained:
             result = connection.execute(self._insert, rows)
-            return {(row[0], row[1]) for row in result}
-        heads = chain.locked_heads(connection, {row["direction"] for row in rows})
+            return None, {(row[0], row[1]) for row in result}
+        heads = chain.locked_heads(connection, {row["direction"] for row in rows}, self._head_cache)
         c = schema.records.c
         present = {
             (row.transaction_id, row.direction)
@@ -635,7 +650,7 @@ class TransactionLog:
             inserted = {(row[0], row[1]) for row in result}
         if len(inserted) != len(fresh):  # a row written past the lock: store nothing
             raise TransactionLogError("a record was stored outside the chain's lock")
-        return inserted
+        return heads, inserted
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import hashlib
 import json
 import threading
 from datetime import timedelta
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from txlogtest import T0, record, records_at, run, stored, write_all
 
@@ -19,6 +21,7 @@ from appliance.txlog import (
     TransactionLog,
     schema,
 )
+from appliance.txlog import chain as chain_module
 from appliance.txlog.audit import verify_engine
 from appliance.txlog.chain import GENESIS, record_hash
 from appliance.txlog.database import create_engine
@@ -174,3 +177,28 @@ def test_an_existing_log_starts_its_chain_at_the_first_new_record(store_url: str
     assert result.ok
     assert result.unchained == 3
     assert result.records == 4
+
+
+def test_the_writer_keeps_its_heads_hash_and_rereads_another_writers(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its first batch a writer takes the head's hash from what it committed (no record
+    read and hashed again); a head another writer (worker, node) added is read and hashed, so
+    the chain stays exact."""
+    recomputed: list[int] = []
+    original = chain_module._head_of
+
+    def counting(row: Any) -> Any:
+        recomputed.append(1)
+        return original(row)
+
+    monkeypatch.setattr(chain_module, "_head_of", counting)
+    with TransactionLog.open(store_url) as first, TransactionLog.open(store_url) as second:
+        for log, count in ((first, 5), (first, 5), (first, 5)):
+            assert run(write_all(log, records_at(count, start=T0))) == [None] * count
+        assert len(recomputed) == 1  # the first batch only (an empty stream)
+        assert run(write_all(second, records_at(3))) == [None] * 3
+        assert len(recomputed) == 2  # the other writer reads the head
+        assert run(write_all(first, records_at(3))) == [None] * 3
+        assert len(recomputed) == 3  # and so does the first, after it
+    assert len(check_chain(store_url)["DIRECTION_OUTGOING"]) == 21
