@@ -24,11 +24,13 @@ transaction logs must grow by the number of requests (plus those still in flight
 
     .venv/bin/python bench/chain.py [--duration 10] [--connections 64] [--workers 1]
                                     [--rounds 3] [--txlog-dir DIR] [--quick]
-                                    [--metrics-cost]
+                                    [--metrics-cost | --chain-cost]
 
 ``--metrics-cost`` measures only the Sluis chain (keep-alive, saturating), its gateways
 restarted with their metrics on and off (``SLUIS_METRICS``, appliance.metrics.registry) in
-turn, and prints the throughput the metrics cost (target: at most 5%).
+turn, and prints the throughput the metrics cost (target: at most 5%). ``--chain-cost`` does
+the same with the transaction log's hash chain on and off (``SLUIS_BENCH_TXLOG_UNCHAINED``,
+appliance.txlog.gateway; issue 22's target: at most 5%).
 
 Needs ``wrk`` and ``nginx`` from Debian (scripts/setup.sh installs them).
 """
@@ -675,26 +677,52 @@ def check_sample(chain: Chain, headers: dict[str, str]) -> None:
             raise RuntimeError(f"{chain.name}: no Fsc-Transaction-Id in the answer")
 
 
-METRICS_ON, METRICS_OFF = "metrics on", "metrics off"
+@dataclass(frozen=True)
+class Switch:
+    """A setting the gateways are restarted with, on and off in turn (``--metrics-cost``,
+    ``--chain-cost``): what it costs."""
+
+    what: str  # "the metrics"
+    on: tuple[str, dict[str, str]]  # label, environment
+    off: tuple[str, dict[str, str]]
 
 
-def metrics_cost(
-    gateways: SluisGateways, variant: Variant, grant: str, seconds: float, rounds: int
+METRICS = Switch(
+    "the metrics",
+    ("metrics on", {"SLUIS_METRICS": "on"}),
+    ("metrics off", {"SLUIS_METRICS": "off"}),
+)
+# appliance.txlog.gateway: the hash chain off, for this measurement only (warns in the log).
+CHAINING = Switch(
+    "the hash chain",
+    ("chained", {}),
+    ("unchained", {"SLUIS_BENCH_TXLOG_UNCHAINED": "1"}),
+)
+
+
+def switch_cost(
+    gateways: SluisGateways,
+    variant: Variant,
+    grant: str,
+    seconds: float,
+    rounds: int,
+    switch: Switch,
 ) -> int:
-    """The Sluis chain's throughput and CPU per request with its metrics on and off: the
+    """The Sluis chain's throughput and CPU per request with ``switch`` on and off: the
     gateways restarted for each run, the order alternating per round."""
     headers = (f"Fsc-Grant-Hash: {grant}",)
-    samples = {METRICS_ON: Sample(), METRICS_OFF: Sample()}
+    on_label, off_label = switch.on[0], switch.off[0]
+    samples = {on_label: Sample(), off_label: Sample()}
     loads = []
     for round_ in range(rounds):
-        order = (METRICS_ON, METRICS_OFF) if round_ % 2 == 0 else (METRICS_OFF, METRICS_ON)
-        for setting in order:
+        order = (switch.on, switch.off) if round_ % 2 == 0 else (switch.off, switch.on)
+        for label, env in order:
             gateways.stop()
-            chain = gateways.start({"SLUIS_METRICS": "on" if setting == METRICS_ON else "off"})
+            chain = gateways.start(env)
             check_sample(chain, {"Fsc-Grant-Hash": grant})
             measure(chain, variant, PATH, headers, min(seconds, 3.0))  # warm-up
-            print(f"# round {round_ + 1}: {setting}", file=sys.stderr)
-            samples[setting].runs.append(measure(chain, variant, PATH, headers, seconds))
+            print(f"# round {round_ + 1}: {label}", file=sys.stderr)
+            samples[label].runs.append(measure(chain, variant, PATH, headers, seconds))
             loads.append(os.getloadavg()[0])
     print(
         f"# {os.cpu_count()} cores; Sluis chain only, {variant.name}; {rounds} round(s) of "
@@ -712,11 +740,16 @@ def metrics_cost(
             f"{_cell(sample.median(lambda r: r.cpu_ms_per_request), '.3f'):>12}"
             f"{sample.errors:>8}"
         )
-    on = samples[METRICS_ON].median(lambda r: r.result.rate) or 0.0
-    off = samples[METRICS_OFF].median(lambda r: r.result.rate) or 1.0
+    on = samples[on_label].median(lambda r: r.result.rate) or 0.0
+    off = samples[off_label].median(lambda r: r.result.rate) or 1.0
     cost = (off - on) / off * 100
+    rates = [
+        f"{a.result.rate / b.result.rate:.3f}"
+        for a, b in zip(samples[on_label].runs, samples[off_label].runs, strict=True)
+    ]
+    print(f"per round, {on_label} / {off_label} req/s: {', '.join(rates)}")
     print(
-        f"throughput cost of the metrics: {cost:.1f}% (target <= 5%) "
+        f"throughput cost of {switch.what}: {cost:.1f}% (target <= 5%) "
         f"{'ok' if cost <= 5 else 'ABOVE TARGET'}"
     )
     errors = sum(sample.errors for sample in samples.values())
@@ -753,6 +786,12 @@ def main() -> int:
         help="only the Sluis chain, keep-alive saturating, its gateways restarted with their "
         "metrics on and off (SLUIS_METRICS) in turn: what the metrics cost",
     )
+    parser.add_argument(
+        "--chain-cost",
+        action="store_true",
+        help="only the Sluis chain, keep-alive saturating, its gateways restarted with the "
+        "transaction log's hash chain on and off in turn: what the chain costs",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.connections = 2.0, 1, 16
@@ -787,8 +826,11 @@ def main() -> int:
             sluis, grant, members, gateways = start_sluis_chain(
                 root, backend_port, args.workers, stack, args.txlog_dir
             )
-            if args.metrics_cost:
-                return metrics_cost(gateways, variants[0], grant, args.duration, args.rounds)
+            for wanted, switch in ((args.metrics_cost, METRICS), (args.chain_cost, CHAINING)):
+                if wanted:
+                    return switch_cost(
+                        gateways, variants[0], grant, args.duration, args.rounds, switch
+                    )
             nginx = start_nginx_chain(root, backend_port, members, stack)
             chains = (Chain(DIRECT, backend_port, ()), nginx, sluis)
             # The same request everywhere; only the Sluis outway reads the grant header.
