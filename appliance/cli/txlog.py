@@ -105,6 +105,12 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="keep running: export again every S seconds (a service instead of a timer)",
     )
+    export.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="after each run, write the export's lag here (node-exporter's textfile collector)",
+    )
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.set_defaults(func=_export)
 
@@ -239,6 +245,10 @@ def _export(args: argparse.Namespace) -> int:
             batch=args.batch,
             settle_seconds=args.settle_seconds,
         )
+        if args.metrics_file is not None:
+            from appliance.metrics.txlog import export_text, write_textfile
+
+            write_textfile(args.metrics_file, export_text(result.lag_seconds, time.time()))
         if args.interval is None:
             break
         if result.exported:

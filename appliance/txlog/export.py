@@ -71,6 +71,7 @@ class ExportResult:
     exported: int  # record lines appended in this run
     cursor: int  # the id of the last record exported (0: none yet)
     checkpoints: int = 0  # checkpoint lines appended in this run
+    lag_seconds: float = 0.0  # age of the oldest record not exported yet (0: none left)
 
 
 def line_for(row: sa.Row[Any], *, purpose: bool = False) -> str:
@@ -239,7 +240,24 @@ def export_engine(
     # Record a cursor found only in the output file (a crash before the cursor write).
     if exported == 0 and read_cursor(state_file) != cursor:
         write_cursor(state_file, cursor)
-    return ExportResult(exported=exported, cursor=cursor, checkpoints=checkpoints)
+    return ExportResult(
+        exported=exported, cursor=cursor, checkpoints=checkpoints, lag_seconds=_lag(engine, cursor)
+    )
+
+
+def _lag(engine: Engine, cursor: int) -> float:
+    """How long the oldest record after ``cursor`` has waited (0 when there is none)."""
+    c = schema.records.c
+    with reading(engine).connect() as connection:
+        oldest = connection.execute(sa.select(sa.func.min(c.created_at)).where(c.id > cursor))
+        moment = oldest.scalar()
+    if moment is None:
+        return 0.0
+    if isinstance(moment, str):  # SQLite's aggregate loses the column type
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from appliance.config import SluisConfig, TxlogSettings
 from appliance.errors import ConfigurationError
 from appliance.txlog.record import LogRecord
-from appliance.txlog.store import TransactionLog
+from appliance.txlog.store import TransactionLog, WriterObserver
 
 log = logging.getLogger("sluis.txlog")
 UNCHAINED_FOR_BENCHMARK = "SLUIS_BENCH_TXLOG_UNCHAINED"
@@ -43,7 +43,19 @@ def open_log(config: SluisConfig) -> TransactionLog:
         linger_alone=False,
         write_timeout=float(settings.write_timeout_seconds),
         chained=chained,
+        observer=_observer(),
     )
+
+
+def _observer() -> WriterObserver | None:
+    """The writer's metrics (appliance.metrics.txlog), unless SLUIS_METRICS is off."""
+    from appliance.metrics.registry import enabled
+
+    if not enabled():
+        return None
+    from appliance.metrics.txlog import TxlogMetrics
+
+    return TxlogMetrics()
 
 
 class DurableLogWriter:

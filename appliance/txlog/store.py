@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -104,6 +104,17 @@ class WriterStats:
     largest_batch: int = 0
 
 
+class WriterObserver(Protocol):
+    """Told about each batch by the writer thread (``appliance.metrics.txlog``): never per
+    record, and it must not block."""
+
+    def batch(self, records: int, seconds: float, failed: bool) -> None: ...
+
+    def queued(self, records: int) -> None: ...
+
+    def timed_out(self) -> None: ...
+
+
 class _GroupCommitWriter:
     """A thread that commits queued records in batches and answers each caller's future."""
 
@@ -115,8 +126,10 @@ class _GroupCommitWriter:
         max_delay: float,
         linger_alone: bool = True,
         name: str,
+        observer: WriterObserver | None = None,
     ) -> None:
         self._commit = commit
+        self._observer = observer
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._linger_alone = linger_alone
@@ -198,18 +211,24 @@ class _GroupCommitWriter:
                     self._cond.wait(remaining)
             size = min(len(self._queue), self._max_batch)
             self._last_size = size
-            return [self._queue.popleft() for _ in range(size)]
+            batch = [self._queue.popleft() for _ in range(size)]
+            if self._observer is not None:
+                self._observer.queued(len(self._queue))
+            return batch
 
     def _flush(self, batch: list[_Pending]) -> None:
         stats = self.stats
         stats.batches += 1
         stats.records += len(batch)
         stats.largest_batch = max(stats.largest_batch, len(batch))
+        started = time.perf_counter()
         try:
             outcomes = self._commit([pending.record for pending in batch])
             if len(outcomes) != len(batch):  # a bug, never a success
                 raise RuntimeError("the commit answered for a different number of records")
         except BaseException as exc:
+            if self._observer is not None:
+                self._observer.batch(len(batch), time.perf_counter() - started, True)
             stats.failed_batches += 1
             stats.failed_records += len(batch)
             self._failing.failed(
@@ -226,12 +245,16 @@ class _GroupCommitWriter:
                 failed.append((pending, error))
             _settle(failed)
             return
+        if self._observer is not None:
+            self._observer.batch(len(batch), time.perf_counter() - started, False)
         self._failing.recovered()
         _settle(list(zip(batch, outcomes, strict=True)))
 
 
-def _expire(future: asyncio.Future[None], timeout: float) -> None:
+def _expire(future: asyncio.Future[None], timeout: float, observer: WriterObserver | None) -> None:
     if not future.done():
+        if observer is not None:
+            observer.timed_out()
         future.set_exception(
             TransactionLogWriteError(
                 f"the transaction log did not confirm the record within {timeout} s"
@@ -445,6 +468,7 @@ class TransactionLog:
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         dispose_engine: bool = False,
         chained: bool = True,
+        observer: WriterObserver | None = None,
     ) -> None:
         if not 1 <= max_batch <= 10_000:
             raise ValueError("max_batch must be 1..10000")
@@ -464,12 +488,14 @@ class TransactionLog:
         self._head_cache = chain.HeadCache()  # the writer thread's only
         self._write_timeout = write_timeout
         self._insert = self._insert_statement(engine)
+        self._observer = observer
         self._writer = _GroupCommitWriter(
             self._commit_batch,
             max_batch=max_batch,
             max_delay=max_delay,
             linger_alone=linger_alone,
             name=f"sluis-txlog-writer-{engine.url.get_backend_name()}",
+            observer=observer,
         )
         self._closed = False
         # SQLite: the writer thread keeps its connection between batches (a checkout from the
@@ -491,6 +517,7 @@ class TransactionLog:
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
         chained: bool = True,
+        observer: WriterObserver | None = None,
         **engine_kwargs: Any,
     ) -> TransactionLog:
         """Connect to ``url`` (``sqlite:////var/lib/sluis/txlog.db``, ``postgresql://...``),
@@ -512,6 +539,7 @@ class TransactionLog:
                 write_timeout=write_timeout,
                 dispose_engine=True,
                 chained=chained,
+                observer=observer,
             )
         except BaseException:
             engine.dispose()
@@ -544,7 +572,9 @@ class TransactionLog:
             return
         # A timer on the future itself (cheaper than asyncio.wait_for on every request). A
         # record that times out may still be committed later; the request is refused anyway.
-        timer = loop.call_later(self._write_timeout, _expire, future, self._write_timeout)
+        timer = loop.call_later(
+            self._write_timeout, _expire, future, self._write_timeout, self._observer
+        )
         try:
             await future
         finally:
