@@ -28,6 +28,11 @@ verify --bundle`` checks with nothing else (it prints the root it held the check
 ``sluis txlog purge --before DATE`` deletes the records created before DATE (run it as the
 database's owner): per stream it first signs a checkpoint at the cut (the last record deleted),
 so that the rest still verifies; the newest record of a stream is always kept.
+
+``sluis txlog status`` checks, per stream, the last signed checkpoint (its signature, the record
+it signed) and the records after it (they link on, and are not older than
+``--max-unsigned-minutes``), without reading the whole log: for monitoring and the controller.
+Exit status 1 when something is wrong.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -63,6 +68,7 @@ from appliance.txlog.checkpoint import (
 )
 from appliance.txlog.database import create_engine
 from appliance.txlog.export import DEFAULT_BATCH, export_bundle, export_jsonl
+from appliance.txlog.integrity import DEFAULT_MAX_UNSIGNED_AGE, integrity
 from appliance.txlog.retention import purge
 
 _HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
@@ -154,6 +160,22 @@ def register(subparsers: Any) -> None:
     )
     bundle.add_argument("--json", action="store_true", help="print the result as JSON")
     bundle.set_defaults(func=_export_bundle)
+
+    status = commands.add_parser(
+        "status",
+        help="the last signed checkpoint of each stream, checked, and what follows it",
+        description=plain((__doc__ or "").split("\n\n")[6]),
+    )
+    status.add_argument("--config", type=Path, required=True, metavar="FILE")
+    status.add_argument(
+        "--max-unsigned-minutes",
+        type=float,
+        default=DEFAULT_MAX_UNSIGNED_AGE.total_seconds() / 60,
+        metavar="M",
+        help="records older than this without a checkpoint are a problem (default 15)",
+    )
+    status.add_argument("--json", action="store_true", help="print the result as JSON")
+    status.set_defaults(func=_status)
 
     checkpoint = commands.add_parser(
         "checkpoint",
@@ -369,6 +391,33 @@ def _checkpointer(config: SluisConfig) -> Iterator[tuple[Engine, Checkpointer]]:
             yield engine, Checkpointer(engine, signer, certificates.all[0], certificates)
     finally:
         engine.dispose()
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    certificates = organisation_certificates(config.tls.certificate_chain, config.tls.trust_anchors)
+    engine = create_engine(_txlog_database(config))
+    try:
+        found = integrity(
+            engine, certificates, max_unsigned_age=timedelta(minutes=args.max_unsigned_minutes)
+        )
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps([stream.to_json() for stream in found], indent=2))
+    for stream in [] if args.json else found:
+        signed = stream.checkpoint
+        where = (
+            f"last signed {signed.describe()} at seq {signed.seq}"
+            if signed is not None
+            else "no signed checkpoint"
+        )
+        state = "OK" if stream.ok else f"PROBLEM: {stream.problem}"
+        print(
+            f"{stream.stream}: head seq {stream.head_seq}, {where}, "
+            f"{stream.unsigned} after it: {state}"
+        )
+    return 0 if all(stream.ok for stream in found) else 1
 
 
 def _checkpoint(args: argparse.Namespace) -> int:

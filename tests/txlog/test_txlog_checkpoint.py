@@ -440,3 +440,51 @@ def test_an_auditors_bundle_verifies_with_nothing_else(
     assert code == 1
     problem = only_problem(report)
     assert (problem["stream"], problem["seq"], problem["checkpoint"]) == (IN, 5, made[IN])
+
+
+# -- the integrity now (status: monitoring, the controller) ------------------------------------
+
+
+def status(capsys: Capsys, config: Path, *argv: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    code = main(["txlog", "status", "--config", str(config), "--json", *argv])
+    return code, {s["stream"]: s for s in json.loads(capsys.readouterr().out)}
+
+
+def test_status_shows_the_last_checkpoint_and_warns(
+    signed: tuple[str, Path, dict[str, int]], capsys: Capsys
+) -> None:
+    url, config, made = signed
+    code, found = status(capsys, config)
+    assert code == 0, found
+    assert found[OUT]["checkpoint"]["checkpoint_id"] == made[OUT]
+    assert (found[OUT]["head_seq"], found[OUT]["unsigned"], found[OUT]["problem"]) == (20, 0, None)
+    assert main(["txlog", "status", "--config", str(config)]) == 0
+    assert "last signed checkpoint" in capsys.readouterr().out
+    # Records after it older than allowed (records_at writes them at T0, weeks ago): a problem.
+    write(url, 2)
+    code, found = status(capsys, config)
+    assert (code, found[OUT]["unsigned"]) == (1, 2)
+    assert "2 record(s) since 2026-11-01T12:00:00.000000Z not signed" in found[OUT]["problem"]
+    checkpoint(capsys, config)
+    assert status(capsys, config)[0] == 0
+    # The signed record changed and the chain recomputed: found at the checkpoint.
+    tamper(url, recompute_after_change)
+    code, found = status(capsys, config)
+    assert code == 1
+    assert "is not the one checkpoint" in found[OUT]["problem"]
+    assert found[IN]["problem"] is None
+
+
+def test_status_finds_a_cut_tail_and_a_bad_checkpoint(
+    signed: tuple[str, Path, dict[str, int]],
+    other_organisation: SigningOrganisation,
+    capsys: Capsys,
+) -> None:
+    url, config, made = signed
+    tamper(url, sql("DELETE FROM txlog_records WHERE direction = :d AND chain_seq >= 5", d=IN))
+    code, found = status(capsys, config)
+    assert code == 1
+    assert "the tail was cut" in found[IN]["problem"]
+    _replace_jws(url, made[OUT], _forged(url, made, other_organisation, None))
+    code, found = status(capsys, config)
+    assert "does not verify" in found[OUT]["problem"]
