@@ -19,6 +19,7 @@ the running workers go on signing, so nothing fails there (the case is kept to p
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import socket
@@ -29,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -226,6 +228,15 @@ def check(case: Case, tmp_path: Path, *, expect_failures: bool) -> None:
         assert not watch_down, watch_down
 
 
+def provision_in_child(root: Path, **options: Any) -> SluisConfig:
+    """``provision_on_module`` in a fresh process: this one must not load the module, which
+    would stay bound to this test's token (its server or TPM gone afterwards) for the tests
+    after it (python-pkcs11 loads a module once per process)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        config: SluisConfig = pool.apply(provision_on_module, (root,), options)
+    return config
+
+
 @pytest.fixture
 def softhsm_case(tmp_path: Path) -> Case:
     ca = DemoCA.create(tmp_path / "ca", crl_base_url="http://127.0.0.1:1/crl")
@@ -258,7 +269,7 @@ def p11kit_case(
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("P11_KIT_SERVER_ADDRESS", f"unix:path={box.socket}")
-            config = provision_on_module(
+            config = provision_in_child(
                 tmp_path,
                 module=CLIENT_MODULE,
                 token_label="outage-p11kit",
@@ -290,7 +301,7 @@ def tpm_case(tmp_path: Path, softhsm_env: object) -> Iterator[Case]:
         with pytest.MonkeyPatch.context() as mp:
             for name, value in tpm.environment.items():
                 mp.setenv(name, value)
-            config = provision_on_module(
+            config = provision_in_child(
                 tmp_path,
                 module=TPM2_PKCS11_MODULE,
                 token_label="outage-tpm",
