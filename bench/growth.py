@@ -7,7 +7,10 @@ connection as template) and its helpers are used here, not copied.
 
 Contracts, at 10, 1,000, 10,000 and 100,000 (``--sizes``): copies of the template written
 straight into the Manager's tables (``tests/controller/bulk.py``), with peers and directory
-listings to match (one peer and one published service per ten contracts). Measured:
+listings to match (one peer and one published service per ten contracts, at least a page).
+Pages are asked with ``limit=10`` where the API takes one, so that a page is full at every
+size and the figures compare (a page of 100 costs more than a page of 9 at any size).
+Measured:
 
 - the outway's grant refresh (``StoreGrants.routes``, what a worker reads every 5 s) and its
   lookup of one grant hash in what it read (``by_grant_hash``, once per request);
@@ -90,6 +93,7 @@ from appliance.txlog.store import TransactionLog
 Figure = tuple[float, float] | None  # (value, load average) or not measured
 Table = dict[str, dict[int, Figure]]
 PEERS_PER_CONTRACT = 0.1  # one peer and one published service per ten contracts
+PUBLICATION = "GRANT_TYPE_SERVICE_PUBLICATION"
 OTHER_PEERS = 10  # the log's outways: Peer A and nine others
 EXPORT_TAIL = 100_000
 LOAD_BATCH = 50_000
@@ -246,6 +250,10 @@ def analyze(engine: sa.Engine) -> None:
 def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None:
     table = Measures(f"{backend}: contracts", "ms", args)
     with scale.scale_env(group, backend) as (env, template):
+        store = env.service.store
+        if not store.list_services(peer_id=OIN_B):  # bulk.copy_tables copies no services
+            (publication,) = store.list_contracts(grant_type=PUBLICATION, limit=1)
+            store.put_service(OIN_B, SERVICE, publication.content_hash, "PROTOCOL_TCP_HTTP_1.1")
         manager = falcon.testing.TestClient(build_app(env.service))
         as_a = peer_headers(group[OIN_A])
         grant = env.service.get(template).grant_hashes[0]
@@ -264,7 +272,7 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
         for size in sorted(args.sizes):
             begun = time.perf_counter()
             add_copies(env, template, have - 2, size - have)
-            wanted = max(1, int(size * PEERS_PER_CONTRACT))
+            wanted = max(PAGE, int(size * PEERS_PER_CONTRACT))
             add_listings(env, template, listed, wanted - listed)
             unique_grant_hashes(env, template)
             analyze(env.service.store.engine)
@@ -308,9 +316,9 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
             )
             table.take("Manager POST /v1/token", size, token)
             table.take(
-                "directory GET /v1/services",
+                f"directory GET /v1/services?limit={PAGE}",
                 size,
-                lambda: get(manager, "/v1/services", headers=as_a),
+                lambda: get(manager, "/v1/services", headers=as_a, params={"limit": PAGE}),
             )
             table.take(
                 "controller contracts page", size, lambda: get(env.client, "/contracts", **auditor)
