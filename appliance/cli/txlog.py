@@ -74,13 +74,36 @@ from appliance.txlog.retention import purge
 _HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
 
 
+def _command(
+    commands: Any, name: str, help_text: str, paragraph: int, func: Any
+) -> argparse.ArgumentParser:
+    """A ``sluis txlog`` command described by paragraph ``paragraph`` of this module's text,
+    with ``--json``."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=plain((__doc__ or "").split("\n\n")[paragraph])
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _purpose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--purpose",
+        action="store_true",
+        help="also the processing activity, trace id and data-subject pseudonym",
+    )
+
+
 def register(subparsers: Any) -> None:
     parser = add_group(subparsers, "txlog")
     commands = parser.add_subparsers(dest="txlog_command", required=True, metavar="COMMAND")
-    export = commands.add_parser(
+    export = _command(
+        commands,
         "export-jsonl",
-        help="append the records not exported yet to a JSON-lines file",
-        description=plain((__doc__ or "").split("\n\n")[1]),
+        "append the records not exported yet to a JSON-lines file",
+        1,
+        _export,
     )
     _database_arguments(export)
     export.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
@@ -91,11 +114,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the cursor file (the id of the last record exported)",
     )
-    export.add_argument(
-        "--purpose",
-        action="store_true",
-        help="also the processing activity, trace id and data-subject pseudonym",
-    )
+    _purpose_argument(export)
     export.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     export.add_argument(
         "--settle-seconds",
@@ -117,13 +136,9 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="after each run, write the export's lag here (node-exporter's textfile collector)",
     )
-    export.add_argument("--json", action="store_true", help="print the result as JSON")
-    export.set_defaults(func=_export)
 
-    verify = commands.add_parser(
-        "verify",
-        help="check the hash chain of a store or an exported file",
-        description=plain((__doc__ or "").split("\n\n")[2]),
+    verify = _command(
+        commands, "verify", "check the hash chain of a store or an exported file", 2, _verify
     )
     what = _database_arguments(verify)
     what.add_argument("--bundle", type=Path, metavar="FILE", help="an export-jsonl file")
@@ -142,29 +157,25 @@ def register(subparsers: Any) -> None:
         help="where records were purged: the last deleted seq and its hash (repeatable)",
     )
     _certificates_argument(verify)
-    verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    verify.set_defaults(func=_verify)
 
-    bundle = commands.add_parser(
+    bundle = _command(
+        commands,
         "export-bundle",
-        help="write an auditor's bundle: certificates, every record and checkpoint",
-        description=plain((__doc__ or "").split("\n\n")[4]),
+        "write an auditor's bundle: certificates, every record and checkpoint",
+        4,
+        _export_bundle,
     )
     _database_arguments(bundle)
     bundle.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
     _certificates_argument(bundle)
-    bundle.add_argument(
-        "--purpose",
-        action="store_true",
-        help="also the processing activity, trace id and data-subject pseudonym",
-    )
-    bundle.add_argument("--json", action="store_true", help="print the result as JSON")
-    bundle.set_defaults(func=_export_bundle)
+    _purpose_argument(bundle)
 
-    status = commands.add_parser(
+    status = _command(
+        commands,
         "status",
-        help="the last signed checkpoint of each stream, checked, and what follows it",
-        description=plain((__doc__ or "").split("\n\n")[6]),
+        "the last signed checkpoint of each stream, checked, and what follows it",
+        6,
+        _status,
     )
     status.add_argument("--config", type=Path, required=True, metavar="FILE")
     status.add_argument(
@@ -174,13 +185,13 @@ def register(subparsers: Any) -> None:
         metavar="M",
         help="records older than this without a checkpoint are a problem (default 15)",
     )
-    status.add_argument("--json", action="store_true", help="print the result as JSON")
-    status.set_defaults(func=_status)
 
-    checkpoint = commands.add_parser(
+    checkpoint = _command(
+        commands,
         "checkpoint",
-        help="sign each stream's head in the HSM and store the checkpoint",
-        description=plain((__doc__ or "").split("\n\n")[3]),
+        "sign each stream's head in the HSM and store the checkpoint",
+        3,
+        _checkpoint,
     )
     checkpoint.add_argument("--config", type=Path, required=True, metavar="FILE")
     checkpoint.add_argument(
@@ -193,13 +204,13 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="keep running: a checkpoint every S seconds, and one at shutdown",
     )
-    checkpoint.add_argument("--json", action="store_true", help="print the result as JSON")
-    checkpoint.set_defaults(func=_checkpoint)
 
-    purging = commands.add_parser(
+    purging = _command(
+        commands,
         "purge",
-        help="delete records older than a date, with a signed checkpoint at each cut",
-        description=plain((__doc__ or "").split("\n\n")[5]),
+        "delete records older than a date, with a signed checkpoint at each cut",
+        5,
+        _purge,
     )
     purging.add_argument("--config", type=Path, required=True, metavar="FILE")
     purging.add_argument(
@@ -209,8 +220,6 @@ def register(subparsers: Any) -> None:
         metavar="DATE",
         help="ISO 8601, e.g. 2026-06-01 or 2026-06-01T00:00:00+02:00 (UTC when no zone)",
     )
-    purging.add_argument("--json", action="store_true", help="print the result as JSON")
-    purging.set_defaults(func=_purge)
 
 
 def _certificates_argument(parser: argparse.ArgumentParser) -> None:
