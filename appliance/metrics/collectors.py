@@ -60,10 +60,11 @@ class HostCollector(Collector):
             with contextlib.suppress(OSError):
                 disk.add_metric([str(path)], float(shutil.disk_usage(path).free))
         yield disk
-        me = psutil.Process()
-        # Under gunicorn the master is the parent; alone (tests), this process is all there is.
-        master = me.parent() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
-        workers = master.children() if master is not None else [me]
+        try:
+            master, workers = _processes()
+        except (psutil.Error, OSError) as exc:  # the series go missing, not the scrape
+            log.warning("process figures not read for the metrics: %s", exc)
+            return
         files = 0.0
         rss: list[float] = []
         for process in ([master] if master is not None else []) + workers:
@@ -83,6 +84,24 @@ class HostCollector(Collector):
         memory.add_metric(["max"], max(rss, default=0.0))
         memory.add_metric(["sum"], sum(rss))
         yield memory
+
+
+def _processes() -> tuple[psutil.Process | None, list[psutil.Process]]:
+    """The gunicorn master (None when this process runs alone, as in tests) and its workers.
+
+    Found by parent pid only: psutil's ``parent()`` and ``children()`` also compare start
+    times, which needs the boot time from ``/proc/stat``, and the sluis role's units hide that
+    file (``ProcSubset=pid``): the scrape failed with a 500 under the sandbox."""
+    me = psutil.Process()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None, [me]
+    master = psutil.Process(os.getppid())
+    workers = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.ppid() == master.pid:
+                workers.append(process)
+    return master, workers
 
 
 class ContractsCollector(Collector):

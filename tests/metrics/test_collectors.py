@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from appliance.metrics.collectors import (
@@ -23,6 +24,31 @@ def test_host_figures(tmp_path: Path) -> None:
     assert float(lines["sluis_open_files"]) > 3
     assert float(lines["sluis_workers"]) == 1
     assert float(lines['sluis_worker_resident_memory_bytes{stat="max"}']) > 1e6
+
+
+def test_host_figures_without_proc_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the sluis role's sandbox (ProcSubset=pid) /proc/stat, and with it the boot time,
+    cannot be read: the figures are still there, and the scrape never fails for them."""
+    import psutil._pslinux
+
+    def hidden() -> float:
+        raise FileNotFoundError(2, "No such file or directory", "/proc/stat")
+
+    monkeypatch.setattr(psutil._pslinux, "boot_time", hidden)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # as under gunicorn
+    text = exposition([HostCollector([tmp_path])]).decode()
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    # This process stands for a worker: its parent for the master, its siblings for workers.
+    assert float(lines["sluis_workers"]) >= 1
+    assert float(lines["sluis_open_files"]) > 3
+
+    def broken() -> None:
+        raise PermissionError(13, "Permission denied", "/proc")
+
+    monkeypatch.setattr(psutil, "process_iter", broken)
+    text = exposition([HostCollector([tmp_path])]).decode()
+    assert f'sluis_disk_free_bytes{{path="{tmp_path}"}}' in text
+    assert "sluis_workers " not in text
 
 
 def test_contracts_by_state_and_a_store_that_is_down() -> None:
