@@ -303,8 +303,9 @@ class Verification:
 
 
 def _ident(row: Mapping[Any, Any]) -> tuple[int | None, str | None]:
-    log_id = row.get("id", row.get("log_id"))
-    return (int(log_id) if log_id is not None else None), row.get("transaction_id")
+    # ``in`` first: a missing key costs SQLAlchemy's row an exception (a sixth of verify's time).
+    log_id = row["id"] if "id" in row else row.get("log_id")
+    return (int(log_id) if log_id is not None else None), row["transaction_id"]
 
 
 def _check(
@@ -359,7 +360,8 @@ def _check(
             f"hashes to {state.last_hash[:16]}...: {before} was changed, or this record was "
             "changed, inserted or moved here"
         )
-    digest = row.get("purpose_digest")
+    # not get(): a SQLAlchemy row raises and catches inside it for a missing key (slow)
+    digest = row["purpose_digest"] if "purpose_digest" in row else None  # noqa: SIM401
     if (
         digest is not None
         and all(name in row for name in PURPOSE_FIELDS)
