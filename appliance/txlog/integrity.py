@@ -40,7 +40,7 @@ class StreamIntegrity:
     stream: str
     head_seq: int
     checkpoint: Checkpoint | None  # the last one, verified unless ``problem`` says otherwise
-    unsigned: int  # records after it
+    unsigned: int  # records after it (the first ``check_limit`` of them checked)
     unsigned_since: datetime | None  # the creation time of the first of them
     problem: str | None
 
@@ -90,6 +90,15 @@ def _last_checkpoint(engine: Engine, stream: str) -> Checkpoint | None:
     )
 
 
+def _head_seq(engine: Engine, stream: str) -> int:
+    c = schema.records.c
+    with reading(engine).connect() as connection:
+        seq = connection.execute(
+            sa.select(sa.func.max(c.chain_seq)).where(c.direction == stream)
+        ).scalar()
+    return int(seq) if seq is not None else 0
+
+
 def _created(row: dict[str, Any]) -> datetime:
     moment: datetime = row["created_at"]
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -109,15 +118,17 @@ def stream_integrity(
     base = checkpoint.seq - 1 if checkpoint is not None else 0
     rows = _rows(engine, stream, base, check_limit + 1)
 
+    head = _head_seq(engine, stream)
+
     def result(problem: str | None, unsigned: list[dict[str, Any]]) -> StreamIntegrity:
-        head = int(rows[-1]["chain_seq"]) if rows else max(base, 0)
         since = _created(unsigned[0]) if unsigned else None
+        after = head - checkpoint.seq if checkpoint is not None else head
         if problem is None and since is not None and now - since > max_unsigned_age:
             problem = (
-                f"{len(unsigned)} record(s) since {chain.timestamp(since)} not signed: is the "
+                f"{after} record(s) since {chain.timestamp(since)} not signed: is the "
                 "checkpoint service running (its log says whether it refuses a broken chain)?"
             )
-        return StreamIntegrity(stream, head, checkpoint, len(unsigned), since, problem)
+        return StreamIntegrity(stream, head, checkpoint, max(after, 0), since, problem)
 
     if checkpoint is None:
         if len(rows) > check_limit:
