@@ -14,8 +14,8 @@ server key on disk (the organisation's key stays in the HSM, and one per box to 
 that can expire unnoticed). The address is bound to the management network and the
 monitoring role's nftables rule lets only that network's sources in (docs/monitoring.md).
 
-The FSC listeners keep answering the endpoints as before: the controller's Health page and
-keepalived's checks read them there with the organisation's own certificate.
+The FSC listeners keep answering the endpoints as before: the controller's Health page reads
+them there with the organisation's own certificate.
 
 ``SLUIS_MANAGEMENT_ADDRESS`` in the component's environment has the same effect with the
 default ports (the monitoring role sets it in a systemd drop-in, so that the role which opens
