@@ -440,6 +440,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
+        print(f"checkpoint service: signing every {args.interval:g} s", flush=True)
         while not stop.wait(args.interval):
             _sign(checkpointer, "interval", as_json=args.json)
         return _sign(checkpointer, "shutdown", as_json=args.json)

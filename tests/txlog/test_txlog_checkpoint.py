@@ -6,6 +6,9 @@ signed with another key are each found, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -488,3 +491,29 @@ def test_status_finds_a_cut_tail_and_a_bad_checkpoint(
     _replace_jws(url, made[OUT], _forged(url, made, other_organisation, None))
     code, found = status(capsys, config)
     assert "does not verify" in found[OUT]["problem"]
+
+
+def test_the_service_signs_once_more_when_stopped(
+    store_url: str, organisation: SigningOrganisation, capsys: Capsys
+) -> None:
+    """``--interval``: SIGTERM (systemd stopping it) ends it with a ``shutdown`` checkpoint."""
+    write(store_url, 4, 2)
+    config = organisation.with_txlog(store_url)
+    argv = [sys.executable, "-m", "appliance", "txlog", "checkpoint", "--config", str(config)]
+    with subprocess.Popen(
+        [*argv, "--interval", "600", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as service:
+        assert service.stdout is not None
+        assert "signing every 600 s" in service.stdout.readline()
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+    assert service.returncode == 0, err
+    made = json.loads(out)
+    assert {(c["stream"], c["seq"], c["reason"]) for c in made} == {
+        (OUT, 4, "shutdown"),
+        (IN, 2, "shutdown"),
+    }
+    assert [c["reason"] for c in checkpoints(store_url)] == ["shutdown", "shutdown"]
