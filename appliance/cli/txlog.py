@@ -378,7 +378,8 @@ def _report(result: Verification, *, as_json: bool) -> None:
     if result.unchained:
         print(f"{result.unchained} records from before the chain began (not vouched for)")
     if result.checkpoints:
-        print(f"{result.checkpoints} checkpoint(s), held to the root(s) from {result.roots_from}:")
+        source = "the certificates given" if result.roots_from == "given" else result.roots_from
+        print(f"{result.checkpoints} checkpoint(s), held to the root(s) of {source}:")
         for root in result.roots:
             print(f"  {root}")
         if result.roots_from == "the bundle":
