@@ -425,8 +425,9 @@ def bulk_load(engine: sa.Engine, start: int, count: int) -> None:
 def write_under_load(
     log: TransactionLog, writers: int, seconds: float
 ) -> tuple[float, float, float]:
-    """Median and 99th percentile latency (ms) of ``writers`` concurrent writers, and records
-    a second, for ``seconds``."""
+    """Median and 99th percentile latency (ms) of ``writers`` concurrent writers for
+    ``seconds``, records a second, and the process's CPU microseconds per record (the
+    writers, the writer thread and, on SQLite, the database's own work)."""
     latencies: list[float] = []
 
     async def writer(number: int, until: float) -> None:
@@ -451,12 +452,12 @@ def write_under_load(
         until = time.perf_counter() + seconds
         await asyncio.gather(*(writer(n, until) for n in range(writers)))
 
-    begun = time.perf_counter()
+    begun, begun_cpu = time.perf_counter(), time.process_time()
     asyncio.run(run())
-    elapsed = time.perf_counter() - begun
+    elapsed, cpu = time.perf_counter() - begun, time.process_time() - begun_cpu
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return statistics.median(latencies), p99, len(latencies) / elapsed
+    return statistics.median(latencies), p99, len(latencies) / elapsed, cpu / len(latencies) * 1e6
 
 
 def halfway_cursor(engine: sa.Engine) -> str | None:
@@ -474,17 +475,19 @@ def halfway_cursor(engine: sa.Engine) -> str | None:
     return f"{micros}-{row.id}"
 
 
-def export_rate(engine: sa.Engine, root: Path) -> tuple[float, int]:
-    """Records a second of the export over the last :data:`EXPORT_TAIL` records."""
+def export_rate(engine: sa.Engine, root: Path) -> tuple[float, float, int]:
+    """Records a second of the export over the last :data:`EXPORT_TAIL` records, the CPU
+    microseconds per record, and how many it exported."""
     c = txs.records.c
     with engine.connect() as conn:
         last = conn.execute(sa.select(sa.func.max(c.id))).scalar() or 0
     output, state = root / "export.jsonl", root / "export.state"
     output.unlink(missing_ok=True)
     write_cursor(state, max(0, last - EXPORT_TAIL))
-    begun = time.perf_counter()
+    begun, begun_cpu = time.perf_counter(), time.process_time()
     result = export_engine(engine, output, state, settle_seconds=0)
-    return result.exported / (time.perf_counter() - begun), result.exported
+    cpu = (time.process_time() - begun_cpu) / max(1, result.exported) * 1e6
+    return result.exported / (time.perf_counter() - begun), cpu, result.exported
 
 
 def logs_app(log: TransactionLog) -> falcon.testing.TestClient:
@@ -526,10 +529,11 @@ def log_part(group: Group, backend: str, args: argparse.Namespace) -> None:
                 f"{time.perf_counter() - begun:.1f} s)",
                 flush=True,
             )
-            p50, p99, rate = write_under_load(log, args.writers, args.write_seconds)
+            p50, p99, rate, per_record = write_under_load(log, args.writers, args.write_seconds)
             table.put(f"write p50 ({args.writers} writers)", size, p50)
             table.put(f"write p99 ({args.writers} writers)", size, p99)
             table.put("write records/s", size, rate, "/s")
+            table.put("write CPU us/record", size, per_record, "us")
             analyze(log.engine)
             deep = halfway_cursor(log.engine)
 
@@ -557,8 +561,9 @@ def log_part(group: Group, backend: str, args: argparse.Namespace) -> None:
                         env.client, "/transactions", params={"cursor": deep}, **auditor
                     ),
                 )
-            rate, exported = export_rate(log.engine, root)
+            rate, per_record, exported = export_rate(log.engine, root)
             table.put("export records/s", size, rate, f"/s ({exported:,} records)")
+            table.put("export CPU us/record", size, per_record, "us")
             table.put("memory (VmRSS)", size, rss_mib(), "MiB")
             if args.explain:
                 explain_log(log, env.controller.transactions, deep)
