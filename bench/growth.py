@@ -378,20 +378,8 @@ def log_rows(start: int, count: int) -> Iterator[tuple[Any, ...]]:
         )
 
 
-LOG_COLUMNS = (
-    "transaction_id",
-    "direction",
-    "grant_hash",
-    "service_name",
-    "source_outway_peer_id",
-    "source_delegator_peer_id",
-    "destination_service_peer_id",
-    "destination_delegator_peer_id",
-    "created_at",
-    "processing_activity_id",
-    "trace_id",
-    "data_subject_pseudonym",
-)
+# The columns bulk_load fills, in log_rows' order (no chain: as before the chain began).
+LOG_COLUMNS = (*txs.FSC_FIELDS, "created_at", *txs.PURPOSE_FIELDS)
 
 
 def bulk_load(engine: sa.Engine, start: int, count: int) -> None:
