@@ -54,7 +54,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from appliance.cli.groups import add_group, plain
+from appliance.cli.groups import add_command, add_group, plain
 from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.txlog.audit import BundleError, verify_engine, verify_jsonl
@@ -75,14 +75,14 @@ _HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9
 
 
 def _command(
-    commands: Any, name: str, help_text: str, paragraph: int, func: Any
+    commands: Any, name: str, help_text: str, paragraph: int, func: Any, *, config: bool = False
 ) -> argparse.ArgumentParser:
-    """A ``sluis txlog`` command described by paragraph ``paragraph`` of this module's text,
-    with ``--json``."""
-    parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=help_text, description=plain((__doc__ or "").split("\n\n")[paragraph])
+    """A ``sluis txlog`` command (``add_command``: ``--json``, and ``--config`` when asked)
+    described by paragraph ``paragraph`` of this module's text."""
+    description = plain((__doc__ or "").split("\n\n")[paragraph])
+    parser = add_command(
+        commands, name, help_text, description=description, config=config, json_output=True
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=func)
     return parser
 
@@ -176,8 +176,8 @@ def register(subparsers: Any) -> None:
         "the last signed checkpoint of each stream, checked, and what follows it",
         6,
         _status,
+        config=True,
     )
-    status.add_argument("--config", type=Path, required=True, metavar="FILE")
     status.add_argument(
         "--max-unsigned-minutes",
         type=float,
@@ -192,8 +192,8 @@ def register(subparsers: Any) -> None:
         "sign each stream's head in the HSM and store the checkpoint",
         3,
         _checkpoint,
+        config=True,
     )
-    checkpoint.add_argument("--config", type=Path, required=True, metavar="FILE")
     checkpoint.add_argument(
         "--reason", choices=[r for r in REASONS if r != "shutdown"], default="manual"
     )
@@ -211,8 +211,8 @@ def register(subparsers: Any) -> None:
         "delete records older than a date, with a signed checkpoint at each cut",
         5,
         _purge,
+        config=True,
     )
-    purging.add_argument("--config", type=Path, required=True, metavar="FILE")
     purging.add_argument(
         "--before",
         required=True,
