@@ -195,7 +195,10 @@ def register(subparsers: Any) -> None:
         config=True,
     )
     checkpoint.add_argument(
-        "--reason", choices=[r for r in REASONS if r != "shutdown"], default="manual"
+        "--reason",
+        choices=[r for r in REASONS if r != "shutdown"],
+        default="manual",
+        help="why, as the checkpoint records it (rotation: before the certificate is replaced)",
     )
     checkpoint.add_argument(
         "--interval",
