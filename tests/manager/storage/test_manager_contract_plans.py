@@ -62,8 +62,14 @@ def _plan(store: ManagerStore, action: Callable[[], object]) -> str:
         return "\n".join(" ".join(str(v) for v in row) for row in cursor.fetchall())
 
 
-def test_a_peers_page_walks_the_listing_index_without_sorting(store: ManagerStore) -> None:
-    _fill(store)
+def test_the_listing_reads_indexes_in_order(store: ManagerStore) -> None:
+    """One filled store (filling is most of the time) for both checks."""
+    hashes = _fill(store)
+    _peer_pages_walk_the_listing_index(store)
+    _a_grant_hash_reads_its_contract_from_the_grant_index(store, hashes)
+
+
+def _peer_pages_walk_the_listing_index(store: ManagerStore) -> None:
     for descending in (True, False):
         last = store.list_contracts(peer_id=P1, limit=1000, descending=descending)[-1]
         for after in (None, last.content_hash):
@@ -84,8 +90,9 @@ def test_a_peers_page_walks_the_listing_index_without_sorting(store: ManagerStor
                 assert "created_at" in cond, plan
 
 
-def test_a_grant_hash_reads_its_contract_from_the_grant_index(store: ManagerStore) -> None:
-    hashes = _fill(store)
+def _a_grant_hash_reads_its_contract_from_the_grant_index(
+    store: ManagerStore, hashes: list[str]
+) -> None:
 
     plan = _plan(store, lambda: store.list_contracts(grant_hashes=[hashes[567]], limit=100))
 
