@@ -12,7 +12,10 @@
 # 3. a GPT disk without mounting anything: sfdisk lays it out, the EFI system partition is
 #    filled with mtools (shim -> GRUB, Debian's signed binaries), the root ext4 is written by
 #    mkfs.ext4 -d straight into the disk file at its offset;
-# 4. OUTPUT_DIR/sluis-appliance.{raw,qcow2,vmdk} and SHA256SUMS; the build time and sizes.
+# 4. OUTPUT_DIR/sluis-appliance.{raw,qcow2,vmdk} and SHA256SUMS; the build time per step and sizes.
+# The Debian packages of a build are kept in SLUIS_IMAGE_CACHE (default var/cache/image-apt):
+# the next build downloads only what changed (apt checks each file against the archive's
+# hashes). An empty or removed cache only costs the download.
 # Host packages: scripts/host-requirements, group image (scripts/setup-molecule.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,9 @@ out=$(cd "$out" && pwd)
 name=sluis-appliance
 # Fixed per build, written into the GPT, fstab and GRUB's configuration.
 ids=$out/work/ids
+# Step times of the tree (the customize hook runs in another process).
+times=$out/work/times
+cache=${SLUIS_IMAGE_CACHE:-$repo/var/cache/image-apt}
 
 SUITE=bookworm
 MIRROR=${SLUIS_IMAGE_MIRROR:-http://deb.debian.org/debian}
@@ -38,6 +44,7 @@ PACKAGES=(
     linux-image-amd64 initramfs-tools shim-signed grub-efi-amd64-signed mokutil
     openssh-server nftables auditd unattended-upgrades procps systemd-timesyncd
     cloud-guest-utils fdisk e2fsprogs # growpart, resize2fs: the first boot
+    zstd # initramfs-tools compresses with it (Debian 12's default); without it gzip, slower
     python3 python3-apt ca-certificates # Ansible's modules (site.yml) run on python3
 )
 ROOT_TYPE=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 # Linux root (x86-64), Discoverable Partitions
@@ -60,6 +67,8 @@ finish_tree() {
         cp /etc/resolv.conf "$resolv"
     fi
     echo "build-image: converging $root with playbooks/build-image.yml"
+    local converge_started initramfs_started
+    converge_started=$(date +%s)
     ANSIBLE_CONFIG=$repo/ansible.cfg ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
         "$repo/.venv/bin/ansible-playbook" -i "$root," \
         -e "sluis_wheelhouse_dir=$out/work/wheelhouse" \
@@ -81,8 +90,10 @@ EOF
     # Network: DHCP on every wired interface until site.yml configures the box.
     cat >"$root/etc/systemd/network/80-sluis-dhcp.network" <<'EOF'
 # Written by scripts/build-image.sh: DHCP until the organisation configures the network.
+# Not in a container (the image as a Molecule instance): there the engine sets up the network.
 [Match]
 Name=en* eth*
+Virtualization=!container
 
 [Network]
 DHCP=yes
@@ -100,10 +111,13 @@ stamp=/var/lib/sluis/firstboot.done
 [ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 [ -e /etc/ssh/ssh_host_rsa_key ] || ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key
 part=$(findmnt -n -o SOURCE /)
-disk=/dev/$(lsblk -n -o PKNAME "$part")
-number=$(cat "/sys/class/block/${part#/dev/}/partition")
-# growpart exits 1 with NOCHANGE when the partition fills the disk already.
-if growpart "$disk" "$number"; then
+if ! systemd-detect-virt --quiet --container; then
+    disk=/dev/$(lsblk -n -o PKNAME "$part")
+    number=$(cat "/sys/class/block/${part#/dev/}/partition")
+fi
+# growpart exits 1 with NOCHANGE when the partition fills the disk already. In a container
+# (the image as a Molecule instance) the root is the engine's, not a partition.
+if ! systemd-detect-virt --quiet --container && growpart "$disk" "$number"; then
     resize2fs "$part"
 fi
 mkdir -p "$(dirname "$stamp")"
@@ -126,6 +140,15 @@ RemainAfterExit=yes
 WantedBy=multi-user.target
 EOF
     chroot "$root" systemctl enable sluis-firstboot.service
+
+    # The same image also runs as a container (scripts/image-podman.sh, Molecule): there the
+    # root file system and the audit subsystem are the engine's and the host's.
+    local unit
+    for unit in systemd-remount-fs auditd; do
+        mkdir -p "$root/etc/systemd/system/$unit.service.d"
+        printf '# Written by scripts/build-image.sh: in a container this belongs to the host.\n[Unit]\nConditionVirtualization=!container\n' \
+            >"$root/etc/systemd/system/$unit.service.d/sluis-image-container.conf"
+    done
     mkdir -p "$root/usr/share/doc/sluis"
     cp "$repo/docs/image.md" "$root/usr/share/doc/sluis/image.md" 2>/dev/null || true
 
@@ -150,7 +173,9 @@ EOF
     # systemd imports credentials from QEMU's fw_cfg (opt/io.systemd.credentials/...) before
     # the root file system's modules load: the module must be in the initramfs.
     grep -qx qemu_fw_cfg "$root/etc/initramfs-tools/modules" || echo qemu_fw_cfg >>"$root/etc/initramfs-tools/modules"
+    initramfs_started=$(date +%s)
     chroot "$root" update-initramfs -u -k all
+    echo "converge=$((initramfs_started - converge_started)) initramfs=$(($(date +%s) - initramfs_started))" >>"$times"
 
     # GRUB's configuration on the root file system: the /vmlinuz and /initrd.img links follow
     # kernel updates (apt), so it stays right without grub-mkconfig (which cannot probe the
@@ -170,6 +195,14 @@ menuentry "Sluis appliance (Debian 12)" {
 }
 EOF
     chmod 0400 "$root/boot/grub/grub.cfg"
+
+    # The packages of this build (mmdebstrap's and the roles'), for the next build; the cache
+    # holds exactly this build's set, so it does not grow with every point release.
+    rm -rf "$cache.new"
+    mkdir -p "$cache.new"
+    find "$root/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec cp -t "$cache.new" {} +
+    rm -rf "$cache"
+    mv "$cache.new" "$cache"
 
     # Nothing of the build and nothing that must be unique: host keys, machine-id, caches.
     rm -f "$root"/etc/ssh/ssh_host_*
@@ -208,14 +241,27 @@ echo "build-image: the wheelhouse of HEAD"
 roles/sluis/files/build-wheelhouse.sh "$repo" HEAD "$work/wheelhouse" "$repo/constraints.txt" \
     "$repo/.venv/bin/python" >/dev/null 2>"$work/wheelhouse.log" || { cat "$work/wheelhouse.log" >&2; exit 1; }
 
-echo "build-image: mmdebstrap $SUITE"
+wheelhouse_done=$(date +%s)
+echo "build-image: mmdebstrap $SUITE ($(find "$cache" -name '*.deb' 2>/dev/null | wc -l) packages cached in $cache)"
 include=$(IFS=,; echo "${PACKAGES[*]}")
+mkdir -p "$cache"
+# The cached packages go into the tree's apt archive before the download (apt fetches only
+# what is missing); essential/unlink skipped keeps the essential ones there too, for the
+# customize hook, which saves them all.
 mmdebstrap --mode=root --variant=apt --include="$include" \
+    --skip=essential/unlink \
+    --setup-hook="mkdir -p \"\$1/var/cache/apt/archives\" && cp -a '$cache/.' \"\$1/var/cache/apt/archives/\"" \
     --customize-hook="'$repo/scripts/build-image.sh' --finish-tree \"\$1\" '$out'" \
     "$SUITE" "$rootfs" \
     "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
     "deb $SECURITY_MIRROR $SUITE-security main"
 tree_done=$(date +%s)
+# mmdebstrap unmounts what it mounted, but only warns when a mount is busy (it happened once
+# with /sys): the disk must not get the build host's /sys or /proc.
+for mnt in $(findmnt -rn -o TARGET | grep "^$rootfs/" | sort -r || true); do
+    echo "build-image: $mnt still mounted after mmdebstrap: unmounting it" >&2
+    umount -l "$mnt"
+done
 
 # --- the disk -------------------------------------------------------------------------------
 used_mib=$(du -sxm "$rootfs" | cut -f1)
@@ -259,14 +305,19 @@ disk_done=$(date +%s)
 
 # --- the outputs ----------------------------------------------------------------------------
 rm -f "$out/$name".{raw,qcow2,vmdk} "$out/SHA256SUMS"
-qemu-img convert -f raw -O qcow2 "$disk" "$out/$name.qcow2"
+# Both at once: the vmdk's compression keeps one core busy, the qcow2 is mostly I/O.
+qemu-img convert -f raw -O qcow2 "$disk" "$out/$name.qcow2" &
+qcow2_pid=$!
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$disk" "$out/$name.vmdk"
+wait "$qcow2_pid"
 mv "$disk" "$out/$name.raw"
 (cd "$out" && sha256sum "$name.raw" "$name.qcow2" "$name.vmdk" >SHA256SUMS)
 rm -rf "$rootfs" "$esp"
 finished=$(date +%s)
 
-echo "build-image: done in $((finished - started)) s (tree $((tree_done - started)) s, disk $((disk_done - tree_done)) s, formats $((finished - disk_done)) s; load $(cut -d' ' -f1-3 /proc/loadavg))"
+# shellcheck disable=SC1090
+. "$times"
+echo "build-image: done in $((finished - started)) s (wheelhouse $((wheelhouse_done - started)) s, mmdebstrap $((tree_done - wheelhouse_done - converge - initramfs)) s, converge $converge s, initramfs $initramfs s, disk $((disk_done - tree_done)) s, formats $((finished - disk_done)) s; load $(cut -d' ' -f1-3 /proc/loadavg))"
 for f in "$out/$name".raw "$out/$name".qcow2 "$out/$name".vmdk; do
     printf 'build-image: %-40s %6s MiB on disk, %6s MiB virtual\n' "$(basename "$f")" \
         "$(($(du -k "$f" | cut -f1) / 1024))" "$(($(qemu-img info --output=json "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])') / 1048576))"
