@@ -37,19 +37,19 @@ import falcon
 import falcon.asgi
 
 from appliance.config import TlsSettings
-from appliance.metrics.health import (
-    LIVE_PATH,
-    READY_PATH,
-    Readiness,
-    live_body,
-    ready_body,
-    tls_checks,
-)
 from appliance.metrics.registry import exposition
 from appliance.pki.expiry import ExpiryItem, collect
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
+
+    from appliance.metrics.health import Readiness
+
+# Not imported at the top: gunicorn's master imports this package (gunicorn_conf, registry)
+# before it names PROMETHEUS_MULTIPROC_DIR, and the health checks import prometheus-client
+# (the HSM's figures); imported there, it would count in each process, never in the files.
+LIVE_PATH = "/health/live"  # appliance.metrics.health's, checked by tests/metrics
+READY_PATH = "/health/ready"
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -170,9 +170,13 @@ class MetricsMiddleware:
                 + exposition(self._collectors)
             )
         elif path == LIVE_PATH:
+            from appliance.metrics.health import live_body
+
             resp.content_type = falcon.MEDIA_JSON
             resp.data = live_body()
         else:
+            from appliance.metrics.health import ready_body
+
             ready, body = await self._readiness.report()
             resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
             resp.content_type = falcon.MEDIA_JSON
@@ -189,6 +193,8 @@ def mount_metrics(
     """Add ``/metrics`` and the health endpoints to a Falcon ASGI app (before its first
     request); ``readiness``: the component's checks (default: its certificates and CRLs);
     ``collectors``: figures read at each scrape (:mod:`.collectors`)."""
+    from appliance.metrics.health import Readiness, tls_checks
+
     global _mounted
     readiness = readiness or Readiness(tls_checks(tls))
     _mounted = MetricsMiddleware(tls, readiness, collectors)

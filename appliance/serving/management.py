@@ -42,7 +42,6 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from appliance.config import ManagementSettings, SluisConfig
-from appliance.metrics import mounted
 from appliance.serving.worker import SluisWorker
 
 MANAGEMENT_ENV = "SLUIS_MANAGEMENT_BIND"
@@ -70,6 +69,11 @@ class _Endpoints:
     """Lets the worker's ``/metrics`` and health endpoints answer; anything else is a 404."""
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        # Imported here, in the worker: gunicorn's master imports this module (the worker
+        # class) before it names PROMETHEUS_MULTIPROC_DIR, and prometheus-client imported
+        # then keeps every count in the process, so no scrape would add the workers' up.
+        from appliance.metrics import mounted
+
         endpoints = mounted()
         if endpoints is not None:
             await endpoints.process_request(req, resp)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,8 @@ def test_metrics_and_health_answer_in_plain_http(manager: dict[str, Any]) -> Non
         assert kind.startswith("text/plain; version=0.0.4")
         text = body.decode()
         assert "\nsluis_ready " in text
+        # The workers' multiprocess samples (files), not only what is read at the scrape.
+        assert "\nsluis_txlog_records_total " in text
         assert 'sluis_certificate_expiry_days{role="' in text
         status, _, body = _ask(port, "GET", "/health/live")
         assert status == 200
@@ -121,3 +125,16 @@ def test_launch_adds_the_bind_only_with_the_section(manager: dict[str, Any]) -> 
     argv, env = gunicorn_command(options, {"SLUIS_MANAGEMENT_ADDRESS": "10.9.8.7"})
     assert env["SLUIS_BIND"] == "0.0.0.0:443,10.9.8.7:9182"
     assert env["SLUIS_MANAGEMENT_BIND"] == "10.9.8.7:9182"
+
+
+def test_the_worker_class_leaves_prometheus_client_to_the_workers() -> None:
+    """gunicorn's master imports the worker class before it sets PROMETHEUS_MULTIPROC_DIR:
+    prometheus-client imported there would count in each process, never in the files."""
+    code = (
+        "import sys, appliance.serving.gunicorn_conf, appliance.serving.management\n"
+        "assert 'prometheus_client' not in sys.modules, 'imported in the master'\n"
+        "import appliance.metrics as m, appliance.metrics.health as h\n"
+        "assert (m.LIVE_PATH, m.READY_PATH) == (h.LIVE_PATH, h.READY_PATH)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
