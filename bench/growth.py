@@ -317,7 +317,7 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
 
             def refresh() -> None:
                 cached._read_at = None  # read again, as a worker does every ROUTES_MAX_AGE
-                cached.routes()
+                cached.table()
 
             def fetch() -> None:
                 tokens.forget(grant)
@@ -325,7 +325,7 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
 
             table.take("outway grant refresh (StoreGrants)", size, refresh)
             if table.figures["outway grant refresh (StoreGrants)"][size] is not None:
-                last = cached.routes()[-1].grant_hash  # found after every other route
+                last = cached.table().routes[-1].grant_hash  # the last one read
                 table.take(
                     "outway grant lookup (by_grant_hash)",
                     size,

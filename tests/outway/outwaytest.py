@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.outway.app import OutwayApp, create_outway_app
-from appliance.outway.grants import Route
+from appliance.outway.grants import Route, RouteTable
 from appliance.outway.logging import LogWriter, MemoryLogWriter
 from appliance.outway.proxy import OutwayForwarder
 from appliance.outway.settings import OutwayRuntime
@@ -203,8 +203,8 @@ class FakeGrants:
     def __init__(self, routes: list[Route] | None = None) -> None:
         self.list = list(ROUTES if routes is None else routes)
 
-    def routes(self) -> list[Route]:
-        return list(self.list)
+    def table(self) -> RouteTable:
+        return RouteTable.of(self.list)
 
 
 @dataclass

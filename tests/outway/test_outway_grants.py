@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from contracttest import (  # noqa: E402
 
 from appliance.manager.contracts.hashing import grant_hash  # noqa: E402
 from appliance.manager.contracts.model import Contract  # noqa: E402
+from appliance.manager.contracts.signatures import SignatureType  # noqa: E402
 from appliance.outway.errors import OutwayError  # noqa: E402
 from appliance.outway.grants import Route, StoreGrants, by_grant_hash, by_service  # noqa: E402
 
@@ -112,3 +115,31 @@ def test_a_grant_for_another_key_of_this_peer_is_no_route(consumer: Api, group: 
     grants = StoreGrants(consumer.service)
     assert grants.routes() == [Route(_grant_of(ours), OIN_B, "basisregistratie")]
     assert by_service(grants, OIN_B, "basisregistratie").grant_hash == _grant_of(ours)
+
+
+def test_revoked_and_expired_contracts_are_no_routes(consumer: Api, group: Group) -> None:
+    # The routes come from the store's state columns (ManagerStore.connection_routes): a
+    # revocation stored later and the clock passing not_after both take the grant away.
+    kept = _connection(group, "0197a000-0000-7000-8000-0000000000a6")
+    revoked = _connection(group, "0197a000-0000-7000-8000-0000000000a7", name="kadaster")
+    for contract in (kept, revoked):
+        consumer.service.propose(contract)
+        result = consumer.put_signature(
+            "accept", contract, sign(contract, group[OIN_B]), peer=group[OIN_B]
+        )
+        assert result.status_code == 201, result.text
+    assert {r.service_name for r in StoreGrants(consumer.service).routes()} == {
+        "basisregistratie",
+        "kadaster",
+    }
+
+    consumer.service.sign(hash_of(revoked), SignatureType.REVOKE)
+    assert consumer.service.get(hash_of(revoked)).state == "revoked"
+    assert StoreGrants(consumer.service).routes() == [
+        Route(_grant_of(kept), OIN_B, "basisregistratie")
+    ]
+
+    not_after = Contract.from_json(kept).validity.not_after
+    later = replace(consumer.service, clock=lambda: datetime.fromtimestamp(not_after + 1, UTC))
+    assert later.get(hash_of(kept)).state == "expired"
+    assert StoreGrants(later).routes() == []

@@ -303,6 +303,35 @@ class _StoreOperations(ABC):
         with self._begin(write=False) as tx:
             return states.counts_by_state(tx.connection, _at(now))
 
+    def connection_routes(
+        self,
+        outway_peer_id: str,
+        public_key_thumbprint: str,
+        grant_types: Sequence[str],
+        now: datetime | None = None,
+    ) -> list[tuple[str, str, str]]:
+        """``(grant hash, service peer, service name)`` of every grant of ``grant_types``
+        whose outway is ``outway_peer_id`` with that key, in a contract valid at ``now``,
+        newest contract first. One query over the stored grant and state columns: an outway
+        worker reads it every few seconds, at any number of contracts."""
+        g = t.grants.c
+        query = (
+            sa.select(g.grant_hash, g.service_peer_id, g.service_name)
+            .select_from(t.grants.join(t.contracts, t.contracts.c.content_hash == g.contract_hash))
+            .where(
+                g.outway_peer_id == outway_peer_id,
+                g.outway_public_key_thumbprint == public_key_thumbprint,
+                g.grant_type.in_(list(grant_types)),
+                states.state_is("valid", _at(now)),
+            )
+            .order_by(t.contracts.c.created_at.desc(), g.contract_hash, g.position)
+        )
+        with self._begin(write=False) as tx:
+            return [
+                (row.grant_hash, row.service_peer_id, row.service_name)
+                for row in tx.connection.execute(query)
+            ]
+
     # -- signatures ------------------------------------------------------------------------
 
     def add_signature(
