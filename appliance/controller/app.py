@@ -28,6 +28,7 @@ from appliance.controller.auth import SESSION_COOKIE, Authenticator, clear_cooki
 from appliance.controller.certificates import CertificateStatus, Due, TokenListing
 from appliance.controller.errors import ControllerError, ErrorCode
 from appliance.controller.health import HealthProber, targets_from
+from appliance.controller.integrity import IntegrityStatus, add_integrity_route
 from appliance.controller.oidc import OidcClient
 from appliance.controller.store import ControllerStore
 from appliance.controller.transactions import TransactionReader
@@ -81,6 +82,7 @@ class Controller:
     certificates: CertificateStatus
     health: HealthProber
     oidc: OidcClient | None = None  # login with the organisation's OpenID Connect provider
+    integrity: IntegrityStatus | None = None  # the /integrity page's check, once mounted
 
     # -- cookies ------------------------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class Controller:
     def close(self) -> None:
         self.auth.store.close()
         self.transactions.close()
+        if self.integrity is not None:
+            self.integrity.close()
 
 
 # -- the Falcon app -------------------------------------------------------------------------
@@ -272,6 +276,7 @@ def build_app(controller: Controller) -> AsgiApp:
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     add_api_routes(app, controller)
     web.add_web_routes(app, controller)
+    controller.integrity = add_integrity_route(app, controller)
     return app
 
 

@@ -96,7 +96,7 @@ class Integrity(Page):
             resp,
             "integrity.html",
             streams=streams or [],
-            error=error,
+            problem=error,  # not "error": base.html shows that as a failed action
             ok=streams is not None and all(stream.ok for stream in streams),
             checked_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(checked)),
         )

@@ -72,6 +72,7 @@ NAV = (
     ("/transactions", "Transaction log", Permission.VIEW),
     ("/audit", "Audit log", Permission.AUDIT_READ),
     ("/certificates", "Certificates", Permission.VIEW),
+    ("/integrity", "Log integrity", Permission.VIEW),
     ("/health", "Health", Permission.VIEW),
     ("/users", "Users and tokens", Permission.USERS_MANAGE),
 )
@@ -872,6 +873,7 @@ WEB_ROUTES = (
     "/transactions",
     "/audit",
     "/certificates",
+    "/integrity",
     "/health",
     "/users",
     "/users/{username}/unlock",

@@ -136,6 +136,7 @@ def test_auditors_see_no_buttons_and_cannot_post(env: Env) -> None:
         "/transactions",
         "/audit",
         "/certificates",
+        "/integrity",
         "/health",
         "/users",
     ],
@@ -161,3 +162,11 @@ def test_a_new_token_is_shown_once(env: Env) -> None:
     assert secret is not None
     assert env.controller.auth.bearer(secret.group(1)) is not None
     assert secret.group(1) not in env.client.simulate_get("/users", **kwargs).text
+
+
+def test_the_integrity_page_is_in_the_menu_and_says_why_it_checked_nothing(env: Env) -> None:
+    # The test controller has no signed checkpoints to check: the page says why, never a 500.
+    result = env.client.simulate_get("/integrity", **env.as_role(Role.AUDITOR, csrf=False))
+    assert result.status_code == 200, result.text
+    assert 'href="/integrity"' in result.text
+    assert result.text.count("no transaction log configured ([txlog])") == 1, result.text

@@ -1,7 +1,7 @@
 """The controller's ``/integrity`` page (appliance.controller.integrity): the last verified
 checkpoint of each stream, and a warning when verification fails. Mounted here on a bare
-Falcon app (the page and its template; the controller's own app adds the route and its access
-rule)."""
+Falcon app (the page and its template); tests/controller/test_controller_web.py opens it in the
+controller's own app, with its menu entry and access rule."""
 
 from __future__ import annotations
 
