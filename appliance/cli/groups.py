@@ -89,15 +89,22 @@ GROUPS = {
         ),
     ),
     "txlog": Group(
-        "the transaction log: export for log shippers",
+        "the transaction log: export, signed checkpoints, verification, retention",
         "The transaction log outside the Manager's API. export-jsonl appends the records "
-        "not exported yet to a JSON-lines file, for a log shipper (the logship role's "
-        "rsyslog) to send to the collector; run it from a timer, or with --interval as a "
-        "service that exports every few seconds (the sluis role's). The database comes from "
+        "and checkpoints not exported yet to a JSON-lines file, for a log shipper (the logship "
+        "role's rsyslog) to send to the collector; run it from a timer, or with --interval as "
+        "a service (the sluis role's).\n\n"
+        "Evidence (docs/txlog.md): checkpoint signs each stream's head in the HSM (with "
+        "--interval as a service, a last one at shutdown); status checks the last checkpoints "
+        "and the records after them, for monitoring; verify checks every record, link and "
+        "checkpoint of a store or an export offline; export-bundle writes what an auditor "
+        "takes away; purge deletes old records behind a signed cut. The database comes from "
         "--database or the [txlog] section of --config.",
         (
             "sluis txlog export-jsonl --config /etc/sluis/sluis.toml "
             "--output /var/log/sluis/txlog.jsonl --state /var/lib/sluis/txlog.cursor",
+            "sluis txlog checkpoint --config /etc/sluis/sluis.toml --interval 300",
+            "sluis txlog verify --config /etc/sluis/sluis.toml",
         ),
     ),
     "controller": Group(
