@@ -260,9 +260,21 @@ def require_protected_key(settings: HsmSettings) -> None:
 
 
 def find_private_key(session: Session, settings: HsmSettings) -> PrivateKey:
-    """The organisation's private key object (by label)."""
+    """The organisation's private key object (by label), a token object only: pkcs11-provider
+    may keep a session-object copy of the key with the same label in a process whose TLS
+    context uses it, and that copy is no second key."""
+    template = {
+        Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+        Attribute.LABEL: settings.key_label,
+        Attribute.TOKEN: True,
+    }
     with translated(settings, "looking for the private key"):
-        key = session.get_key(ObjectClass.PRIVATE_KEY, label=settings.key_label)
+        found = list(session.get_objects(template))
+        if not found:
+            raise p11e.NoSuchKey(f"no private key labelled {settings.key_label!r}")
+        if len(found) > 1:
+            raise p11e.MultipleObjectsReturned(f"{len(found)} private keys")
+    key = found[0]
     if not isinstance(key, PrivateKey):
         raise KeyNotFoundError(
             f"token {settings.token_label!r} holds no private key labelled {settings.key_label!r}"
