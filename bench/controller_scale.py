@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from bulk import add_copies, copy_tables  # noqa: E402
 from contracttest import OIN_A, Group, make_group  # noqa: E402
 from controllertest import SERVICE, Env, controller_env  # noqa: E402
 from postgres import POSTGRES_ENV, _private_cluster  # noqa: E402
+from queryplans import plan_rows, statements_of  # noqa: E402
 
 from appliance.controller.listing import ContractListing  # noqa: E402
 from appliance.controller.roles import Role  # noqa: E402
@@ -96,33 +97,11 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def statements_of(engine: sa.Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The SELECT statements (with parameters) that ``action`` runs on ``engine``."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        action()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    return seen
-
-
 def print_plans(engine: sa.Engine, statements: list[tuple[str, Any]]) -> None:
     """Each statement's query plan on ``engine`` (SQLite's EXPLAIN QUERY PLAN, PostgreSQL's
     EXPLAIN)."""
-    prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
     for statement, parameters in statements:
-        with engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            cursor = raw.cursor()
-            cursor.execute(prefix + statement, parameters)
-            plan = [" | ".join(str(v) for v in row) for row in cursor.fetchall()]
+        plan = [" | ".join(str(v) for v in row) for row in plan_rows(engine, statement, parameters)]
         print("      " + statement.split("FROM", 1)[0][:60].replace("\n", " ") + "...")
         for line in plan:
             print("        " + (line if len(line) < 150 else line[:147] + "..."))

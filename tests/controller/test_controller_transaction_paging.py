@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from queryplans import plan_text, statements_of
 
 from appliance.controller.transactions import TransactionFilter, TransactionReader
 from appliance.txlog import schema
@@ -97,25 +97,10 @@ def test_a_page_after_a_cursor_starts_its_index_range_at_the_cursor(
     middle = START + timedelta(seconds=10_000 // 3) - datetime(1970, 1, 1, tzinfo=UTC)
     cursor = f"{middle // timedelta(microseconds=1)}-10000"  # halfway down the log
     engine = _engine(reader)
-    statements: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        reader.query(TransactionFilter(), cursor=cursor)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    ((statement, parameters),) = statements
-    prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        explained = raw.cursor()
-        explained.execute(prefix + statement, parameters)
-        plan = "\n".join(" ".join(str(v) for v in row) for row in explained.fetchall())
+    ((statement, parameters),) = statements_of(
+        engine, lambda: reader.query(TransactionFilter(), cursor=cursor)
+    )
+    plan = plan_text(engine, statement, parameters)
 
     if engine.dialect.name == "sqlite":
         # Before: "SCAN txlog_records USING INDEX ix_txlog_records_created_at_id".

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from managerdata import START, connection_grant, make_contract
+from queryplans import plan_text, statements_of
 
 from appliance.manager.storage import ManagerStore
 
@@ -38,28 +38,12 @@ def _fill(store: ManagerStore) -> list[str]:
 
 def _plan(store: ManagerStore, action: Callable[[], object]) -> str:
     """The plan of the page's SELECT of contracts that ``action`` runs."""
-    statements: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    engine = store.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        action()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     statement, parameters = next(
-        s for s in statements if "FROM contracts" in s[0] and "ORDER BY" in s[0]
+        s
+        for s in statements_of(store.engine, action)
+        if "FROM contracts" in s[0] and "ORDER BY" in s[0]
     )
-    prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        cursor.execute(prefix + statement, parameters)
-        return "\n".join(" ".join(str(v) for v in row) for row in cursor.fetchall())
+    return plan_text(store.engine, statement, parameters)
 
 
 def test_the_listing_reads_indexes_in_order(store: ManagerStore) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from managerdata import make_contract, publication_grant
+from queryplans import plan_text, statements_of
 
 from appliance.manager.storage import ManagerStore, ServiceRow, UnknownCursorError
 from appliance.manager.storage import schema as t
@@ -97,26 +98,10 @@ def test_a_cursor_must_be_a_listed_service(store: ManagerStore) -> None:
 
 
 def _plan(store: ManagerStore, **filters: Any) -> str:
-    statements: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    engine = store.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        store.services_page(limit=11, **filters)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    ((statement, parameters),) = statements
-    prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        cursor.execute(prefix + statement, parameters)
-        return "\n".join(" ".join(str(v) for v in row) for row in cursor.fetchall())
+    ((statement, parameters),) = statements_of(
+        store.engine, lambda: store.services_page(limit=11, **filters)
+    )
+    return plan_text(store.engine, statement, parameters)
 
 
 def test_a_page_reads_the_primary_key_index_without_sorting(store: ManagerStore) -> None:
