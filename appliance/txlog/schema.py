@@ -47,13 +47,16 @@ FSC_FIELDS = (
 PURPOSE_FIELDS = ("processing_activity_id", "trace_id", "data_subject_pseudonym")
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+# Ids and sequence numbers: 64-bit on PostgreSQL; SQLite's INTEGER (64-bit already) is the
+# one type it autoincrements.
+_BIG_INTEGER = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 records = sa.Table(
     "txlog_records",
     metadata,
     sa.Column(
         "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        _BIG_INTEGER,
         primary_key=True,
         autoincrement=True,
     ),
@@ -72,7 +75,7 @@ records = sa.Table(
     sa.Column("data_subject_pseudonym", sa.String(PSEUDONYM_LENGTH), nullable=True),
     # The hash chain (appliance.txlog.chain): the position in the direction's stream and the
     # hash of the record before it; null on records stored before the chain began.
-    sa.Column("chain_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+    sa.Column("chain_seq", _BIG_INTEGER, nullable=True),
     sa.Column("chain_prev", sa.String(CHAIN_HASH_LENGTH), nullable=True),
     sa.UniqueConstraint("transaction_id", "direction"),
     sa.CheckConstraint(
@@ -94,12 +97,12 @@ checkpoints = sa.Table(
     metadata,
     sa.Column(
         "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        _BIG_INTEGER,
         primary_key=True,
         autoincrement=True,
     ),
     sa.Column("stream", sa.String(DIRECTION_LENGTH), nullable=False),
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("seq", _BIG_INTEGER, nullable=False),
     sa.Column("head", sa.String(CHAIN_HASH_LENGTH), nullable=False),
     sa.Column("signed_at", UtcDateTime(), nullable=False),
     sa.Column("reason", sa.String(CHECKPOINT_REASON_LENGTH), nullable=False),
