@@ -103,7 +103,7 @@ class StoreGrants:
     def __init__(self, service: ManagerService) -> None:
         self._service = service
 
-    def routes(self) -> list[Route]:
+    def table(self) -> RouteTable:
         # The Manager service was built from the live chain when this worker started.
         rows = self._service.store.connection_routes(
             self._service.peer_id,
@@ -111,10 +111,11 @@ class StoreGrants:
             CONNECTION_GRANT_TYPES,
             now=self._service.clock(),
         )
-        return list(dict.fromkeys(Route(*row) for row in rows))
+        return RouteTable.of(Route(*row) for row in rows)
 
-    def table(self) -> RouteTable:
-        return RouteTable.of(self.routes())
+    def routes(self) -> list[Route]:
+        """The routes, each once, newest contract first."""
+        return list(self.table().routes)
 
 
 class CachedGrants:
