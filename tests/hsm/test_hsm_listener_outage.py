@@ -55,6 +55,7 @@ pytestmark = pytest.mark.slow
 GONE_SECONDS = 2.0
 CLIENTS = 2
 PAUSE = 0.02
+WORKERS = 2
 
 
 @dataclass
@@ -176,13 +177,29 @@ def run_under_load(case: Case, component: Component, ctx: ssl.SSLContext) -> Run
     return run
 
 
+def wait_for_workers(component: Component, count: int, timeout: float = 60.0) -> None:
+    """Until ``count`` workers have logged that they serve."""
+    deadline = time.monotonic() + timeout
+    while component.log().count(": serving") < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers serving: {component.log()}"
+        time.sleep(0.1)
+
+
 def check(case: Case, tmp_path: Path, *, expect_failures: bool) -> None:
     ctx = client_context(case.ca, tmp_path)
     component = start_component(
-        case.name, case.config.source or Path(), "whoami", workers=2, log_dir=tmp_path / "logs"
+        case.name,
+        case.config.source or Path(),
+        "whoami",
+        workers=WORKERS,
+        log_dir=tmp_path / "logs",
     )
     try:
         master = psutil.Process(component.process.pid)
+        # The listener answers once one worker serves; the count of workers replaced and of
+        # "usable again" lines is per worker, so wait for both (a CI run took the set while
+        # the second still booted, and then counted its line as one too many).
+        wait_for_workers(component, WORKERS)
         before = {p.pid for p in master.children()}
         offset = len(component.log())
         run = run_under_load(case, component, ctx)
