@@ -166,13 +166,27 @@ def beyond(
     time_column: Any, key_column: Any, pivot_time: Any, pivot_key: Any, *, descending: bool
 ) -> Any:
     """Keyset paging: the rows after (``descending``: before) the pivot row in the order
-    (time, key); the condition every paged listing uses."""
+    (time, key); the condition every paged listing uses.
+
+    The bound ``time <= pivot`` (``>=`` ascending) repeats what the OR implies, for the
+    planners: with it, an index that starts with the time (or with an equality and then the
+    time) is read from the pivot on. The OR alone is a filter to both SQLite and PostgreSQL,
+    which then walk the index from its start to the pivot, a cost that grows with the page's
+    depth.
+    """
     if descending:
-        return sa.or_(
-            time_column < pivot_time, sa.and_(time_column == pivot_time, key_column < pivot_key)
+        return sa.and_(
+            time_column <= pivot_time,
+            sa.or_(
+                time_column < pivot_time,
+                sa.and_(time_column == pivot_time, key_column < pivot_key),
+            ),
         )
-    return sa.or_(
-        time_column > pivot_time, sa.and_(time_column == pivot_time, key_column > pivot_key)
+    return sa.and_(
+        time_column >= pivot_time,
+        sa.or_(
+            time_column > pivot_time, sa.and_(time_column == pivot_time, key_column > pivot_key)
+        ),
     )
 
 

@@ -175,13 +175,7 @@ class TransactionReader:
             except OverflowError:
                 raise CursorError(f"unknown cursor {cursor!r}") from None
             pivot_id = int(match.group(2))
-            query = query.where(
-                # The bound alone makes the OR of beyond() a range of ix_..._created_at_id
-                # that starts at the pivot: without it both databases walked the index from
-                # the newest record down to the pivot, a cost that grew with the page's depth.
-                c.created_at <= pivot,
-                beyond(c.created_at, c.id, pivot, pivot_id, descending=True),
-            )
+            query = query.where(beyond(c.created_at, c.id, pivot, pivot_id, descending=True))
         query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
         with reading(self._engine).connect() as conn:
             rows = conn.execute(query).all()

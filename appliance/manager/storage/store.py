@@ -282,10 +282,8 @@ class _StoreOperations(ABC):
                 ).scalar_one_or_none()
                 if pivot is None:
                     raise UnknownCursorError(after)
-                # The bound makes the keyset OR a range of the index that starts at the pivot.
-                bound = time_column <= pivot if descending else time_column >= pivot
                 query = query.where(
-                    bound, beyond(time_column, key_column, pivot, after, descending=descending)
+                    beyond(time_column, key_column, pivot, after, descending=descending)
                 )
             order = (
                 (time_column.desc(), key_column.desc())
