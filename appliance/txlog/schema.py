@@ -8,7 +8,8 @@ no column for message content: the columns are the FSC fields and the three purp
 - ``(transaction_id, direction)`` is unique: an Outway and an Inway of one appliance may log
   the same transaction, each once.
 - ``(direction, chain_seq)`` is unique: one order per stream (the hash chain, ``chain.py``).
-- One index per peer column, for "records naming peer X" (the ``/logs`` filter), and one on
+- One index ``(peer column, created_at, id)`` per peer column, for a page of "records naming
+  peer X" in order (the ``/logs`` filter: a range of each), and one on
   ``data_subject_pseudonym`` for a privacy officer's search about one person.
 
 ``txlog_checkpoints`` holds the signed checkpoints (``checkpoint.py``): a stream's head at a
@@ -82,10 +83,10 @@ records = sa.Table(
         "direction IN ('DIRECTION_INCOMING', 'DIRECTION_OUTGOING')", name="direction"
     ),
     sa.Index(None, "created_at", "id"),
-    sa.Index(None, "source_outway_peer_id"),
-    sa.Index(None, "destination_service_peer_id"),
-    sa.Index(None, "source_delegator_peer_id"),
-    sa.Index(None, "destination_delegator_peer_id"),
+    sa.Index(None, "source_outway_peer_id", "created_at", "id"),
+    sa.Index(None, "destination_service_peer_id", "created_at", "id"),
+    sa.Index(None, "source_delegator_peer_id", "created_at", "id"),
+    sa.Index(None, "destination_delegator_peer_id", "created_at", "id"),
     sa.Index(None, "data_subject_pseudonym"),
     sa.Index(None, "direction", "chain_seq", unique=True),
 )

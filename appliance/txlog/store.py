@@ -452,6 +452,21 @@ def _moment(value: int | datetime, what: str, *, plus_seconds: int = 0) -> datet
         raise ValueError(f"{what} is out of range") from None
 
 
+def _peer_columns() -> tuple[sa.Column[Any], ...]:
+    """The columns that may name a peer the log answers about (logging spec)."""
+    c = schema.records.c
+    return (
+        c.source_outway_peer_id,
+        c.destination_service_peer_id,
+        c.source_delegator_peer_id,
+        c.destination_delegator_peer_id,
+    )
+
+
+def _naming(peer_id: str) -> sa.ColumnElement[bool]:
+    return sa.or_(*(column == peer_id for column in _peer_columns()))
+
+
 # --- the log ------------------------------------------------------------------------------------
 
 
@@ -717,14 +732,6 @@ class TransactionLog:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
         c = schema.records.c
-        query = sa.select(schema.records).where(
-            sa.or_(
-                c.source_outway_peer_id == peer_id,
-                c.destination_service_peer_id == peer_id,
-                c.source_delegator_peer_id == peer_id,
-                c.destination_delegator_peer_id == peer_id,
-            )
-        )
         order = (c.created_at.desc(), c.id.desc()) if descending else (c.created_at, c.id)
         if transaction_ids is not None:
             if len(transaction_ids) > MAX_TRANSACTION_IDS:
@@ -737,31 +744,56 @@ class TransactionLog:
                     continue  # cannot match a stored record
             if not wanted:
                 return [], ""
-            query = query.where(c.transaction_id.in_(wanted)).order_by(*order)
+            # Driven by the unique (transaction_id, direction) index: two rows per id at most.
+            query = (
+                sa.select(schema.records)
+                .where(c.transaction_id.in_(wanted), _naming(peer_id))
+                .order_by(*order)
+            )
             with reading(self._engine).connect() as connection:
                 return [_record(row) for row in connection.execute(query)], ""
+        conditions: list[Any] = []
         if after is not None:
             # The API shows whole seconds: "after T" means shown created_at > T.
-            query = query.where(c.created_at >= _moment(after, "after", plus_seconds=1))
+            conditions.append(c.created_at >= _moment(after, "after", plus_seconds=1))
         if before is not None:
-            query = query.where(c.created_at < _moment(before, "before"))
+            conditions.append(c.created_at < _moment(before, "before"))
         matches = []
         if grant_hashes:
             matches.append(c.grant_hash.in_(list(grant_hashes)))
         if service_names:
             matches.append(c.service_name.in_(list(service_names)))
         if matches:
-            query = query.where(sa.or_(*matches))
+            conditions.append(sa.or_(*matches))
         if processing_activity_id is not None:
-            query = query.where(c.processing_activity_id == processing_activity_id)
+            conditions.append(c.processing_activity_id == processing_activity_id)
         if data_subject_pseudonym is not None:
-            query = query.where(c.data_subject_pseudonym == data_subject_pseudonym)
+            conditions.append(c.data_subject_pseudonym == data_subject_pseudonym)
         if cursor:
             pivot_time, pivot_id = _parse_cursor(cursor)
-            query = query.where(
+            conditions.append(
                 beyond(c.created_at, c.id, pivot_time, pivot_id, descending=descending)
             )
-        query = query.order_by(*order).limit(limit + 1)
+        # One ordered, limited range of (peer column, created_at, id) per peer column: the
+        # page is among their first limit + 1 rows each. An OR of the four columns made both
+        # databases read every record naming the peer (SQLite) or walk the time index down to
+        # the cursor (PostgreSQL) for each page. UNION, not UNION ALL: a record may name the
+        # peer in two columns.
+        ranges = [
+            sa.select(schema.records)
+            .where(column == peer_id, *conditions)
+            .order_by(*order)
+            .limit(limit + 1)
+            .subquery()
+            for column in _peer_columns()
+        ]
+        union = sa.union(*(sa.select(*r.c) for r in ranges)).subquery("naming")
+        u = union.c
+        query = (
+            sa.select(union)
+            .order_by(*((u.created_at.desc(), u.id.desc()) if descending else (u.created_at, u.id)))
+            .limit(limit + 1)
+        )
         with reading(self._engine).connect() as connection:
             rows = connection.execute(query).all()
         more = len(rows) > limit

@@ -79,7 +79,7 @@ def test_the_migrated_database_matches_the_metadata(store_url: str) -> None:
         migrate(engine)
         migrate(engine)  # again: harmless
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert current_revision(engine) == head == "0003"
+        assert current_revision(engine) == head == "0004"
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
@@ -102,7 +102,7 @@ def test_the_log_shares_a_database_with_the_manager(store_url: str) -> None:
         tables = set(sa.inspect(engine).get_table_names())
         assert {"manager_alembic_version", "txlog_alembic_version", "txlog_records"} <= tables
         assert "alembic_version" not in tables
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
     finally:
         engine.dispose()
     with ManagerStore.open(store_url):  # the Manager's migrations leave the log alone
