@@ -154,9 +154,10 @@ class ManagementSettings:
     manager_port: int = 9181
     inway_port: int = 9182
     outway_port: int = 9183
+    controller_port: int = 9184
 
     def __post_init__(self) -> None:
-        ports = (self.manager_port, self.inway_port, self.outway_port)
+        ports = (self.manager_port, self.inway_port, self.outway_port, self.controller_port)
         if not all(0 < port < 65536 for port in ports) or len(set(ports)) != len(ports):
             raise ConfigurationError("[management] ports must be distinct, 1 to 65535")
 

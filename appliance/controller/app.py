@@ -322,4 +322,15 @@ def build_controller(
 
 def create_app() -> AsgiApp:
     config = load_config(Path(os.environ[CONFIG_ENV]))
-    return build_app(build_controller(config))
+    app = build_app(build_controller(config))
+    serve_metrics(config)
+    return app
+
+
+def serve_metrics(config: SluisConfig) -> None:
+    """``/metrics`` and ``/health/*`` on the management listener only (docs/monitoring.md)."""
+    from appliance.metrics import serve_on_management_only
+    from appliance.metrics.collectors import HostCollector
+    from appliance.metrics.health import Readiness, component_checks
+
+    serve_on_management_only(config.tls, Readiness(component_checks(config)), [HostCollector([])])

@@ -30,7 +30,8 @@
 
 Every failed login is written to the audit log here, with the reason (unknown user, wrong
 password, locked, blocked, disabled), which the caller never sees, and the name tried in a safe
-form (:func:`shown_username`).
+form (:func:`shown_username`). Logins, failures by kind and the locks they trip are also
+counted, without names, for the controller's ``/metrics`` (:mod:`appliance.metrics.controller`).
 
 Logins with OpenID Connect (:mod:`~appliance.controller.oidc`) end in :meth:`login_oidc`: the
 account the provider's subject has here (made at its first login), with the role the
@@ -62,6 +63,7 @@ from appliance.controller.passwords import (
 )
 from appliance.controller.roles import Role
 from appliance.controller.store import USERNAME, ApiToken, ControllerStore, StoreError, User
+from appliance.metrics import controller as metrics
 
 SESSION_COOKIE = "__Host-sluis-session"
 LOGIN_COOKIE = "__Host-sluis-login"  # double-submit token of the login form (no session yet)
@@ -136,11 +138,13 @@ class Principal:
 
 
 class LoginFailed(Exception):
-    """A login was refused; ``reason`` goes to the audit log, never to the caller."""
+    """A login was refused; ``reason`` goes to the audit log, never to the caller; ``code``
+    is its kind for the metrics (``appliance.metrics.controller.FAILURE_REASONS``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "other") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -245,36 +249,42 @@ class Authenticator:
             # Not counted: a refused attempt does not lengthen the lock it ran into.
             self.store.forget_login_attempts(attempt_id=attempt)
             verify_password(password, dummy_hash())
-            raise LoginFailed(refusal)
+            raise LoginFailed(*refusal)
         try:
             if user is None:
                 verify_password(password, dummy_hash())
-                raise LoginFailed("unknown user")
+                raise LoginFailed("unknown user", "unknown_user")
             if user.oidc_subject is not None:
                 verify_password(password, dummy_hash())
-                raise LoginFailed("account logs in with OpenID Connect, not a password")
+                raise LoginFailed(
+                    "account logs in with OpenID Connect, not a password", "no_password"
+                )
             if not verify_password(password, user.password_hash):
-                raise LoginFailed("wrong password")
+                raise LoginFailed("wrong password", "wrong_password")
         except LoginFailed as failed:
-            raise LoginFailed(self._failed(user, account, source, now, failed.reason)) from None
+            reason = self._failed(user, account, source, now, failed.reason)
+            raise LoginFailed(reason, failed.code) from None
         if user.disabled:
-            raise LoginFailed("account disabled")
+            raise LoginFailed("account disabled", "disabled")
         self.store.forget_login_attempts(username=account, peer_address=source)
         new_hash = hash_password(password) if needs_rehash(user.password_hash) else None
         self.store.record_login(user.id, now, new_hash=new_hash)
         return user
 
-    def _over_a_limit(self, account: str, source: str, now: datetime) -> str | None:
-        """Why a login from ``source`` at ``account`` is refused now, or None. The attempt
-        being checked is among those counted, hence the ``+ 1``."""
+    def _over_a_limit(self, account: str, source: str, now: datetime) -> tuple[str, str] | None:
+        """Why a login from ``source`` at ``account`` is refused now (and the metrics' code:
+        ``blocked`` or ``locked``), or None. The attempt being checked is among those counted,
+        hence the ``+ 1``."""
         limits = self.limits
         recent = self.store.login_attempts(
             source, now - limits.source_window, limits.source_attempts + 1
         )
         if len(recent) > limits.source_attempts:
+            until = _iso(recent[-1] + limits.source_window)
             return (
                 f"address blocked: {limits.source_attempts} failed logins from it within "
-                f"{limits.source_minutes} minutes (until {_iso(recent[-1] + limits.source_window)})"
+                f"{limits.source_minutes} minutes (until {until})",
+                "blocked",
             )
         at_account = self.store.login_attempts(
             source, now - limits.lockout, limits.attempts + 1, username=account
@@ -283,7 +293,8 @@ class Authenticator:
             return (
                 f"account locked for this address: {limits.attempts} failed logins from it "
                 f"within {limits.lockout_minutes} minutes (until "
-                f"{_iso(at_account[-1] + limits.lockout)})"
+                f"{_iso(at_account[-1] + limits.lockout)})",
+                "locked",
             )
         return None
 
@@ -299,6 +310,7 @@ class Authenticator:
         if len(at_account) >= limits.attempts:
             locked_until = at_account[-1] + limits.lockout
             reason += f"; account locked for this address for {limits.lockout_minutes} minutes"
+            metrics.locked_out("account")
         if user is not None:
             self.store.record_failed_login(user.id, locked_until)
         recent = self.store.login_attempts(
@@ -318,6 +330,7 @@ class Authenticator:
                 ),
             )
             reason += "; address blocked"
+            metrics.locked_out("address")
         return reason
 
     async def login(self, username: str, password: str, peer_address: str) -> NewSession:
@@ -328,9 +341,11 @@ class Authenticator:
             self.audit(
                 shown_username(username), None, "login", "failure", peer_address, detail=exc.reason
             )
+            metrics.login_failed(exc.code)
             raise
         session = self.open_session(user, peer_address)
         self.audit(user.username, user.role, "login", "success", peer_address)
+        metrics.login("password")
         return session
 
     async def login_oidc(self, identity: Identity, peer_address: str) -> NewSession:
@@ -351,7 +366,8 @@ class Authenticator:
                 peer_address,
                 detail=f"oidc: {exc}",
             )
-            raise LoginFailed(str(exc)) from None
+            metrics.login_failed("oidc")
+            raise LoginFailed(str(exc), "oidc") from None
         self.store.record_oidc_login(user.id, now)
         session = self.open_session(user, peer_address)
         self.audit(
@@ -362,6 +378,7 @@ class Authenticator:
             peer_address,
             detail=f"oidc: subject {identity.subject[:400]}, group {identity.group[:100]}",
         )
+        metrics.login("oidc")
         return session
 
     def open_session(self, user: User, peer_address: str) -> NewSession:

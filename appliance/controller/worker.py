@@ -1,7 +1,9 @@
 """The gunicorn worker of the controller: the Sluis worker with a server-TLS-only context.
 
 ``sluis serve controller`` selects it (``appliance.controller.serving``). Like every Sluis
-listener, the context is built in the worker after fork, with the key in the HSM.
+listener, the context is built in the worker after fork, with the key in the HSM. It serves
+the management listener too, when there is one (``appliance.serving.management``): the
+controller's ``/metrics`` and ``/health/*`` are there only.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from uvicorn.config import Config
 
 from appliance.config import load_config
 from appliance.controller.tls import controller_server_context
-from appliance.serving.worker import CONFIG_ENV, SluisWorker
+from appliance.serving.management import ManagementWorker
+from appliance.serving.worker import CONFIG_ENV
 
 
-class ControllerWorker(SluisWorker):
+class ControllerWorker(ManagementWorker):
     def _build_ssl_context(
         self, config: Config, default: Callable[[], ssl.SSLContext]
     ) -> ssl.SSLContext:

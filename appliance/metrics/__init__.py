@@ -5,7 +5,8 @@ The process metrics are prometheus-client's, summed over every gunicorn worker o
 component (:mod:`appliance.metrics.registry`): the data path's (:mod:`.datapath`) on the
 gateways. docs/monitoring.md lists every series.
 
-The manager, inway and outway mount it with :func:`mount_metrics`. Every scrape reads the files
+The manager, inway and outway mount it with :func:`mount_metrics`; the controller serves it on
+its management listener only (:func:`serve_on_management_only`). Every scrape reads the files
 behind ``[tls]`` again (a few certificates and CRLs: microseconds), so every gunicorn worker
 answers the same and a renewal or a new CRL shows at the next scrape.
 
@@ -199,6 +200,16 @@ def mount_metrics(
     readiness = readiness or Readiness(tls_checks(tls))
     _mounted = MetricsMiddleware(tls, readiness, collectors)
     app.add_middleware(_mounted)
+
+
+def serve_on_management_only(
+    tls: TlsSettings, readiness: Readiness, collectors: Sequence[Collector] = ()
+) -> None:
+    """The endpoints for this process's management listener alone, not on its app: the
+    controller's, whose own listener is HTTPS without client certificates on the internal
+    network, where counts are not for everyone who can reach the login page."""
+    global _mounted
+    _mounted = MetricsMiddleware(tls, readiness, collectors)
 
 
 # The one app of this worker process mounts it; the management listener answers with it too.

@@ -52,7 +52,8 @@ WORKER_CLASS = "appliance.serving.management.ManagementWorker"
 def management_bind(config: SluisConfig, proc_name: str, env: Mapping[str, str]) -> str | None:
     """``host:port`` of the management listener of the component ``sluis serve`` runs as
     ``proc_name`` (``sluis-<component>``), or None: neither ``[management]`` nor
-    ``SLUIS_MANAGEMENT_ADDRESS``, or a component without one (the controller).
+    ``SLUIS_MANAGEMENT_ADDRESS``, or a component without one. The controller has one; its
+    worker (``appliance.controller.worker``) serves it.
 
     ``SLUIS_MANAGEMENT_ADDRESS`` in the environment (the monitoring role's systemd drop-in)
     sets the address, with the section's ports or the default ones."""

@@ -17,10 +17,12 @@ import pytest
 from gateway.chaintest import group_plans
 
 from appliance.config import load_config
+from appliance.controller.worker import ControllerWorker
 from appliance.demo.group import provision_group
 from appliance.demo.processes import Component, free_port, start_component
 from appliance.pki.ca import DemoCA
 from appliance.serving.launch import ServeOptions, gunicorn_command
+from appliance.serving.management import ManagementWorker
 
 pytestmark = pytest.mark.slow
 
@@ -115,11 +117,15 @@ def test_launch_adds_the_bind_only_with_the_section(manager: dict[str, Any]) -> 
     argv, env = command(with_section, "manager")
     assert env["SLUIS_BIND"] == f"127.0.0.1:8443,127.0.0.1:{manager['port']}"
     assert argv[argv.index("--worker-class") + 1] == "appliance.serving.management.ManagementWorker"
-    for config, component in ((without, "manager"), (with_section, "controller")):
-        argv, env = command(config, component)
-        assert env["SLUIS_BIND"] == "127.0.0.1:8443"
-        assert "--worker-class" not in argv
-        assert "SLUIS_MANAGEMENT_BIND" not in env
+    argv, env = command(without, "manager")
+    assert env["SLUIS_BIND"] == "127.0.0.1:8443"
+    assert "--worker-class" not in argv
+    assert "SLUIS_MANAGEMENT_BIND" not in env
+    # The controller has one too, at its own default port (its worker serves it).
+    argv, env = command(with_section, "controller")
+    assert env["SLUIS_BIND"] == "127.0.0.1:8443,127.0.0.1:9184"
+    assert env["SLUIS_MANAGEMENT_BIND"] == "127.0.0.1:9184"
+    assert issubclass(ControllerWorker, ManagementWorker)
     # The monitoring role's drop-in: the address from the environment, the default port.
     options = ServeOptions(without, "x:y()", "0.0.0.0:443", 1, proc_name="sluis-inway")
     argv, env = gunicorn_command(options, {"SLUIS_MANAGEMENT_ADDRESS": "10.9.8.7"})
@@ -132,6 +138,7 @@ def test_the_worker_class_leaves_prometheus_client_to_the_workers() -> None:
     prometheus-client imported there would count in each process, never in the files."""
     code = (
         "import sys, appliance.serving.gunicorn_conf, appliance.serving.management\n"
+        "import appliance.controller.worker\n"
         "assert 'prometheus_client' not in sys.modules, 'imported in the master'\n"
         "import appliance.metrics as m, appliance.metrics.health as h\n"
         "assert (m.LIVE_PATH, m.READY_PATH) == (h.LIVE_PATH, h.READY_PATH)"
