@@ -93,6 +93,20 @@ def _record(row: Any) -> dict[str, Any]:
     }
 
 
+PEER_FIELDS = (
+    "source_outway_peer_id",
+    "source_delegator_peer_id",
+    "destination_service_peer_id",
+    "destination_delegator_peer_id",
+)
+
+
+def peers_of(records: list[dict[str, Any]]) -> set[str]:
+    """The peers a page of records names: the page looks up their names only, not every
+    known peer's (10,000 rows per view at 10,000 peers)."""
+    return {record[field] for record in records for field in PEER_FIELDS if record[field]}
+
+
 def _csv_safe(value: Any) -> str:
     """No spreadsheet formulas from a field (CSV injection): prefix them with a quote."""
     text = "" if value is None else str(value)

@@ -48,7 +48,7 @@ from appliance.controller.oidc import (
 from appliance.controller.passwords import generate_password
 from appliance.controller.roles import DEFAULT_ROLE, Permission, Role, allowed
 from appliance.controller.store import StoreError
-from appliance.controller.transactions import CursorError
+from appliance.controller.transactions import CursorError, peers_of
 from appliance.manager.contracts.signatures import SignatureType
 
 if TYPE_CHECKING:
@@ -654,7 +654,7 @@ class Transactions(Page):
             first_page=bool(q.get("cursor")),
             first_query=urlencode(filters),
             configured=self.c.transactions.configured,
-            names=self.c.manager.peer_names(),
+            names=self.c.manager.peer_names(peers_of(records)),
             error=error,
         )
 

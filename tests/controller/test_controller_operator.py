@@ -290,6 +290,38 @@ def test_peer_names_and_labels_in_the_transaction_log(env: Env, logged: list[str
         assert f"{names[OIN_A]} {OIN_A}" in page
 
 
+def test_the_transaction_log_page_asks_for_its_own_peers_names_only(
+    env: Env, logged: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every known peer's name per view grew with the Group (10,000 rows at 10,000 peers).
+    manager = env.controller.manager
+    asked: list[set[str] | None] = []
+    real = manager.peer_names
+
+    def peer_names(peer_ids: Any = None) -> dict[str, str | None]:
+        asked.append(None if peer_ids is None else set(peer_ids))
+        return real(peer_ids)
+
+    monkeypatch.setattr(manager, "peer_names", peer_names)
+    api = get(env, "/api/v1/transactions", params={"transaction_id": logged[0]}).json
+    (shown,) = api["records"]
+    page = text(get(env, "/transactions", params={"transaction_id": logged[0]}).text)
+    named = {
+        shown[field]
+        for field in (
+            "source_outway_peer_id",
+            "source_delegator_peer_id",
+            "destination_service_peer_id",
+            "destination_delegator_peer_id",
+        )
+        if shown[field]
+    }
+    assert asked == [named]
+    for peer, name in real(named).items():
+        if name:
+            assert f"{name} {peer}" in page
+
+
 # -- 7. services ------------------------------------------------------------------------------
 
 
