@@ -19,6 +19,7 @@ from appliance.manager.peer_client import PeerCallError
 from appliance.manager.service import ManagerService
 from appliance.manager.storage import OutboxRow
 from appliance.metrics.collectors import count_deliveries
+from appliance.metrics.peers import delivery_failed
 
 log = logging.getLogger("sluis.manager.delivery")
 
@@ -76,6 +77,7 @@ async def deliver_one(service: ManagerService, row: OutboxRow) -> bool:
     except (PeerCallError, SluisError) as exc:
         wait = retry_after(exc, row)
         service.store.mark_failed(row.id, str(exc)[:1000], service.clock() + wait)
+        delivery_failed(row.target_peer_id)
         log.warning(
             "delivery %s of %s %s to %s failed (attempt %d, next in %s): %s",
             row.id,

@@ -2,7 +2,9 @@
 
 Every POST and PUT carries ``Fsc-Manager-Address`` (this Manager's own URL), as the
 specification requires. Errors say whether a retry can help: a 4xx answer is the peer refusing
-(retrying the same request will not change that), anything else is transient.
+(retrying the same request will not change that), anything else is transient. A 2xx answer
+counts as a contact with the peer whose certificate the connection verified
+(``sluis_manager_peer_last_contact_timestamp_seconds``, :mod:`appliance.metrics.peers`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import Connection
 from aiohttp.resolver import DefaultResolver
 
 from appliance.errors import SluisError
@@ -39,6 +42,30 @@ class PeerCallError(SluisError):
     def permanent(self) -> bool:
         """The peer understood and refused: retrying the same request will not help."""
         return self.status is not None and 400 <= self.status < 500
+
+
+class _PeerResponse(aiohttp.ClientResponse):
+    """An answer that keeps the certificate of the server it came from (DER): read when the
+    answer starts, since a body-less answer hands its connection back before the caller
+    sees it."""
+
+    peer_certificate: bytes | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            self.peer_certificate = ssl_object.getpeercert(binary_form=True)
+        return await super().start(connection)
+
+
+def _contacted(resp: aiohttp.ClientResponse) -> None:
+    certificate = getattr(resp, "peer_certificate", None)
+    if certificate:
+        # Here, not at the top: gunicorn's master must not import prometheus-client.
+        from appliance.metrics import peers
+
+        peers.contacted(certificate)
 
 
 @dataclass
@@ -83,6 +110,7 @@ class PeerClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+                response_class=_PeerResponse,
             )
         return self._session
 
@@ -114,6 +142,7 @@ class PeerClient:
                         status=resp.status,
                         code=code,
                     )
+                _contacted(resp)
                 return await resp.json(content_type=None) if body else None
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as exc:
             raise PeerCallError(

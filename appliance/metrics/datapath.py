@@ -25,14 +25,13 @@ import re
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from appliance.metrics.labels import Bounded, status_class
+from appliance.metrics.labels import PEER_ID, Bounded, status_class
 
 # Bounds per worker process. A Group rarely has more peers, an inway or outway more services;
 # beyond them the figures stay right in total, under ``other``.
 PEER_LIMIT = 500
 SERVICE_LIMIT = 500
 CODE_LIMIT = 64
-_PEER = re.compile(r"[A-Za-z0-9._~-]{1,20}")  # FSC peer ids (serial numbers, OINs)
 _SERVICE = re.compile(r"[a-zA-Z0-9._-]{1,100}")  # appliance.forwarding.settings.SERVICE_NAME
 _CODE = re.compile(r"ERROR_CODE_[A-Z0-9_]{1,64}")
 
@@ -85,7 +84,7 @@ class GatewayMetrics:
 
     def __init__(self, gateway: str) -> None:
         self._gateway = gateway
-        self._peer = Bounded(_PEER, PEER_LIMIT)
+        self._peer = Bounded(PEER_ID, PEER_LIMIT)
         self._service = Bounded(_SERVICE, SERVICE_LIMIT)
         self._code = Bounded(_CODE, CODE_LIMIT)
         self._requests: dict[tuple[str | None, str | None, int], Counter] = {}

@@ -9,10 +9,15 @@ process); everything else is counted as ``other``, an absent value as ``-``.
 
 from __future__ import annotations
 
+import functools
 import re
+
+from appliance.tls.peer import PeerIdentity
 
 OTHER = "other"
 NONE = "-"
+# FSC peer ids (the subject serialNumber of a peer's certificate: OINs, serial numbers).
+PEER_ID = re.compile(r"[A-Za-z0-9._~-]{1,20}")
 
 
 class Bounded:
@@ -35,3 +40,13 @@ class Bounded:
 def status_class(status: int) -> str:
     """``2xx`` for 200 to 299 and so on; ``other`` outside 100 to 599."""
     return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+
+
+@functools.lru_cache(maxsize=64)
+def certificate_peer(certificate: bytes) -> str:
+    """The FSC peer id (subject serialNumber) of a verified certificate (DER), or ``-`` for
+    one without exactly one: a backend's, say. Bound it like any other value."""
+    try:
+        return PeerIdentity.from_der(certificate).peer_id
+    except Exception:  # any certificate without one FSC identity: counted, not named
+        return NONE

@@ -34,6 +34,9 @@ needs none of that. This client does only what a reverse proxy's upstream hop ne
   with the same transaction id, be refused as a duplicate;
 - nothing else: no redirects, cookies, proxies, decompression, or automatic headers.
 
+The pool reports its connections (in use, idle, opened, reused) to
+:mod:`appliance.metrics.upstream` unless ``SLUIS_METRICS=off``.
+
 A failure is an :class:`UpstreamError` (:class:`UpstreamTimeout` for the timeouts,
 :class:`UpstreamClosed` for a peer that went away); an exception raised by the request body
 iterator (the gateway's client left mid-upload) is re-raised as it is, and the upstream
@@ -50,8 +53,14 @@ import select
 import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import httptools
+
+from appliance.metrics import registry
+
+if TYPE_CHECKING:
+    from appliance.metrics.upstream import PoolMetrics
 
 log = logging.getLogger("sluis.upstream")
 
@@ -131,6 +140,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._fd = -1  # the socket's descriptor, for the check before reuse
         self.used = False  # has carried an exchange before (a reused pooled connection)
+        self.peer_label = "-"  # the metrics' peer (appliance.metrics.upstream)
+        self.state: str | None = None  # the metrics' state: in_use, idle (None: not counted)
         self.idle_since = 0.0
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -495,6 +506,13 @@ class UpstreamPool:
         self._connecting: dict[Origin, int] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._metrics: PoolMetrics | None = None
+        if registry.enabled():
+            # Here, in the worker, not at the top: gunicorn's master imports prometheus-client
+            # too early otherwise (appliance.metrics.registry).
+            from appliance.metrics.upstream import PoolMetrics
+
+            self._metrics = PoolMetrics()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -633,6 +651,9 @@ class UpstreamPool:
                 if self._refused(conn):
                     self._discard(conn)
                     continue
+                if self._metrics is not None:
+                    self._metrics.reused(conn.peer_label)
+                    self._moved(conn, "in_use")
                 return conn
             connecting = self._connecting.get(origin, 0)
             handshakes_free = self._ssl is None or connecting < TLS_CONNECTING
@@ -640,7 +661,7 @@ class UpstreamPool:
                 self._open += 1
                 self._connecting[origin] = connecting + 1
                 try:
-                    return await self._connect(origin, deadline)
+                    conn = await self._connect(origin, deadline)
                 except BaseException:
                     self._open -= 1
                     raise
@@ -651,6 +672,11 @@ class UpstreamPool:
                     else:
                         del self._connecting[origin]
                     self._wake_one()  # one that waits for a handshake slot may connect now
+                if self._metrics is not None:
+                    conn.peer_label = self._metrics.label(conn.peer_certificate)
+                    self._metrics.opened(conn.peer_label)
+                    self._moved(conn, "in_use")
+                return conn
             if handshakes_free and self._drop_idle():
                 continue  # an idle connection to another origin made room
             waiter = loop.create_future()
@@ -719,6 +745,8 @@ class UpstreamPool:
             conn.sender = None
             conn.idle_since = self._loop.time()
             self._idle.setdefault(conn.origin, []).append(conn)
+            if self._metrics is not None:
+                self._moved(conn, "idle")
         else:
             self._discard(conn)
         self._wake_one()
@@ -726,6 +754,13 @@ class UpstreamPool:
     def _discard(self, conn: _Connection) -> None:
         conn.abort()
         self._open -= 1
+        if self._metrics is not None:
+            self._moved(conn, None)
+
+    def _moved(self, conn: _Connection, state: str | None) -> None:
+        assert self._metrics is not None
+        self._metrics.moved(conn.peer_label, conn.state, state)
+        conn.state = state
 
     def _drop_idle(self) -> bool:
         for idle in self._idle.values():

@@ -40,6 +40,7 @@ GRANT_NOT_FOUND = "ERROR_CODE_GRANT_NOT_FOUND"
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("metrics-chain")
+    started = time.time()
     members, backend, gateways = echo_group(
         root, group_plans(OINS, "metrics.test"), "metrics.test", SERVICE
     )
@@ -79,6 +80,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "samples": samples,
             "service_peer": OINS[2],
             "manager": members["a"].manager,
+            "started": started,
         }
     finally:
         for component in components:
@@ -142,6 +144,12 @@ def test_the_counts_of_both_workers_add_up(chain: dict[str, Any]) -> None:
     durations = (
         f'sluis_gateway_upstream_duration_seconds_count{{gateway="outway",service="{SERVICE}"}}'
     )
+    # The outway's pool to b's inway: every forwarded request took a new connection or a
+    # kept-alive one (the refused ones went nowhere); all are back in the pool now.
+    opened = f'sluis_upstream_connections_opened_total{{peer="{peer}"}}'
+    reused = f'sluis_upstream_connections_reused_total{{peer="{peer}"}}'
+    # Its token fetches reached b's Manager (the peer its certificate names).
+    contact = f'sluis_manager_peer_last_contact_timestamp_seconds{{peer="{peer}"}}'
     for _ in range(6):
         scraped = _scrape(port)
         assert scraped[served] == OK_REQUESTS
@@ -149,6 +157,12 @@ def test_the_counts_of_both_workers_add_up(chain: dict[str, Any]) -> None:
         assert scraped[durations] == OK_REQUESTS
         assert scraped["sluis_outway_token_lookups_total"] == OK_REQUESTS
         assert scraped['sluis_outway_token_fetches_total{result="ok"}'] >= 1
+        assert scraped[opened] + scraped[reused] == OK_REQUESTS
+        assert scraped[opened] >= 1
+        assert scraped[reused] >= 1  # 60 requests, 8 at once: kept-alive connections serve
+        assert scraped[f'sluis_upstream_connections{{peer="{peer}",state="in_use"}}'] == 0
+        assert scraped[f'sluis_upstream_connections{{peer="{peer}",state="idle"}}'] >= 1
+        assert chain["started"] <= scraped[contact] <= time.time()
 
 
 def test_host_and_transaction_log_figures(chain: dict[str, Any]) -> None:

@@ -122,6 +122,52 @@ def test_keep_alive_reuses_one_connection_and_hands_small_answers_whole() -> Non
     asyncio.run(scenario())
 
 
+def _pool_figures() -> dict[str, float]:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"peer": "-", **labels}) or 0.0
+
+    return {
+        "in_use": value("sluis_upstream_connections", state="in_use"),
+        "idle": value("sluis_upstream_connections", state="idle"),
+        "opened": value("sluis_upstream_connections_opened_total"),
+        "reused": value("sluis_upstream_connections_reused_total"),
+    }
+
+
+def test_the_pool_reports_connections_in_use_idle_opened_and_reused() -> None:
+    """``sluis_upstream_*`` (appliance.metrics.upstream); ``peer`` is ``-`` without TLS."""
+
+    async def scenario() -> None:
+        async with Server.answering(OK) as server:
+            client = pool()
+            before = _pool_figures()
+
+            def change() -> dict[str, float]:
+                return {k: v - before[k] for k, v in _pool_figures().items()}
+
+            first = await asyncio.gather(
+                *(client.request(server.origin, "GET", "/", []) for _ in range(3))
+            )
+            assert change() == {"in_use": 3, "idle": 0, "opened": 3, "reused": 0}
+            for answer in first:
+                assert answer.whole() == b"hello"
+            assert change() == {"in_use": 0, "idle": 3, "opened": 3, "reused": 0}
+            for _ in range(5):
+                assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            assert change() == {"in_use": 0, "idle": 3, "opened": 3, "reused": 5}
+            unread = await client.request(server.origin, "GET", "/", [])
+            assert change() == {"in_use": 1, "idle": 2, "opened": 3, "reused": 6}
+            unread.close()  # dropped unread: closed, never reused
+            assert change() == {"in_use": 0, "idle": 2, "opened": 3, "reused": 6}
+            await client.close()
+            assert change() == {"in_use": 0, "idle": 0, "opened": 3, "reused": 6}
+            assert server.connections == 3
+
+    asyncio.run(scenario())
+
+
 def test_a_streamed_body_goes_chunked_and_a_bytes_body_with_its_length() -> None:
     async def scenario() -> None:
         server: Server

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from apitest import Api, address_of, make_service, sign
 from contracttest import NOW, OIN_A, OIN_B, OIN_C, Group, connection_data, content
 from cryptography import x509
+from prometheus_client import REGISTRY
 
 from appliance.manager.delivery import (
     NOT_YET_ATTEMPTS,
@@ -90,9 +91,15 @@ def _deliver_at(service: ManagerService, now: datetime) -> int:
 def test_a_proposal_before_the_publication_reached_the_provider_is_retried_soon(
     consumer: ManagerService, bare_provider: Api, publication: dict[str, Any], group: Group
 ) -> None:
+    def failures() -> float:
+        name = "sluis_manager_peer_delivery_failures_total"
+        return REGISTRY.get_sample_value(name, {"peer": OIN_B}) or 0.0
+
+    before = failures()
     proposal = content(connection_data(thumbprint=group[OIN_A].public_key_thumbprint))
     digest = consumer.propose(proposal).content_hash
     assert _deliver_at(consumer, NOW) == 0
+    assert failures() - before == 1  # counted against the peer it was for
     wait, error = _wait_of(consumer, NOW)
     assert "offers no service" in error
     assert wait == backoff(0)  # not REFUSED_BACKOFF
@@ -104,6 +111,7 @@ def test_a_proposal_before_the_publication_reached_the_provider_is_retried_soon(
     )
     assert directory_accept.status_code == 201, directory_accept.text
     assert _deliver_at(consumer, NOW + wait) == 1
+    assert failures() - before == 1
     assert bare_provider.service.get(digest).state == "proposed"
 
 
