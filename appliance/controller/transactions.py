@@ -137,6 +137,11 @@ class TransactionReader:
     def configured(self) -> bool:
         return self._engine is not None
 
+    @property
+    def engine(self) -> Engine | None:
+        """The log's engine (None: no log configured), shared with the /integrity page."""
+        return self._engine
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
