@@ -95,6 +95,7 @@ class WrkResult:
     percentiles_ms: dict[float, float]  # 50.0 -> milliseconds
     non_2xx: int = 0  # wrk counts "Non-2xx or 3xx"; the backend only answers 200
     socket_errors: int = 0  # connect + read + write + timeout
+    socket_detail: str = ""  # wrk's own line: "connect 0, read 2, write 0, timeout 0"
 
     @property
     def p50(self) -> float:
@@ -130,6 +131,7 @@ def parse_wrk(text: str) -> WrkResult:
         percentiles_ms=percentiles,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        socket_detail=sockets.group(0).removeprefix("Socket errors: ") if sockets else "",
     )
 
 
@@ -638,6 +640,24 @@ class SluisGateways:
         while self.running:
             self.running.pop().stop()
 
+    def trouble(self, limit: int = 20) -> list[str]:
+        """What the running gateways' logs say of requests that failed: request lines
+        (``sluis.requests``) whose status is not 2xx, and warnings and errors (tracebacks
+        included), at most ``limit`` per gateway."""
+        found = []
+        for component in self.running:
+            lines: list[str] = []
+            for line in component.output().splitlines():
+                status = re.search(r'"status":\s*(\d+)', line)
+                if status is not None and line.lstrip().startswith("{"):
+                    failed = not 200 <= int(status.group(1)) < 300
+                else:
+                    failed = bool(re.search(r"WARNING|ERROR|CRITICAL|Traceback|Error:", line))
+                if failed and len(lines) < limit:
+                    lines.append(f"{component.name}: {line}")
+            found += lines
+        return found
+
 
 def start_nginx_chain(
     root: Path, backend_port: int, members: dict[str, Member], stack: ExitStack
@@ -722,8 +742,16 @@ def switch_cost(
             check_sample(chain, {"Fsc-Grant-Hash": grant})
             measure(chain, variant, PATH, headers, min(seconds, 3.0))  # warm-up
             print(f"# round {round_ + 1}: {label}", file=sys.stderr)
-            samples[label].runs.append(measure(chain, variant, PATH, headers, seconds))
+            run = measure(chain, variant, PATH, headers, seconds)
+            samples[label].runs.append(run)
             loads.append(os.getloadavg()[0])
+            if run.result.errors:  # what they were, from the gateways' own logs
+                print(
+                    f"# round {round_ + 1}, {label}: {run.result.non_2xx} non-2xx, socket "
+                    f"errors: {run.result.socket_detail or 'none'}; the gateways' logs say:"
+                )
+                for line in gateways.trouble() or ["(nothing: no failed request line, no error)"]:
+                    print(f"#   {line}")
     print(
         f"# {os.cpu_count()} cores; Sluis chain only, {variant.name}; {rounds} round(s) of "
         f"{seconds:g} s per setting, order alternating, gateways restarted per run; medians; "

@@ -150,6 +150,7 @@ def test_socket_errors_are_summed() -> None:
     result = bench.parse_wrk(SOCKET_ERRORS)
     assert result.requests == 0
     assert result.socket_errors == 8166
+    assert result.socket_detail == "connect 0, read 8166, write 0, timeout 0"
     assert result.errors == 8166
 
 
