@@ -13,7 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 import appliance.metrics.collectors
-import appliance.metrics.datapath  # noqa: F401  (defines the data path's families)
+import appliance.metrics.controller
+import appliance.metrics.datapath
+import appliance.metrics.peers
+import appliance.metrics.upstream  # noqa: F401  (each defines its families)
 from appliance.config import TlsSettings
 from appliance.metrics import readiness_text, render
 from appliance.metrics.collectors import ContractsCollector, HostCollector
