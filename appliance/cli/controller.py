@@ -4,18 +4,27 @@ Run on the appliance as root (it opens the controller's database from ``[control
 database``). Passwords come from standard input (``--password-stdin``) or are generated and
 printed once; API tokens are printed once. Nothing secret is stored: only hashes. Every command
 that changes something writes an audit entry (actor ``cli:<login>``, from ``local``).
+
+``sluis controller audit verify|checkpoint|export-bundle``: the audit log's hash chain, as
+``sluis txlog verify|checkpoint|export-bundle`` do it for the transaction log (the same code,
+:mod:`appliance.cli.txlog`). The database is ``--database`` or ``[controller] database`` of
+``--config``. The audit log has its own checkpoint command because it lives in the controller's
+database, which need not be the transaction log's, on a box that need not log transactions.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from appliance.cli.groups import add_command, add_group
 from appliance.config import ControllerSettings, load_config
+from appliance.controller.auditlog import AUDIT
 from appliance.controller.auth import TOKEN_DAYS, Authenticator
 from appliance.controller.passwords import generate_password
 from appliance.controller.roles import Role, parse_role
@@ -81,6 +90,55 @@ def register(subparsers: Any) -> None:
     command("list-tokens", "list the API tokens (never the tokens themselves)").set_defaults(
         func=_list_tokens
     )
+    _register_audit(sub)
+
+
+def _register_audit(sub: Any) -> None:
+    from appliance.cli import txlog
+
+    audit = sub.add_parser(
+        "audit",
+        help="the audit log's hash chain: verify, checkpoint, export-bundle",
+        description="The audit log's hash chain and its checkpoints signed in the HSM "
+        "(docs/txlog.md, 'The audit log').",
+        allow_abbrev=False,
+    )
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    database = "the controller's database URL"
+    commands_of: list[tuple[str, str, bool, Callable[[Any], None], Callable[..., int]]] = [
+        (
+            "verify",
+            "check the audit log's chain and checkpoints (a store or a bundle); exit 1 if broken",
+            False,
+            lambda parser: txlog.verify_arguments(parser, database, "an audit bundle file"),
+            txlog.verify_log,
+        ),
+        (
+            "checkpoint",
+            "sign the audit log's head in the HSM and store the checkpoint",
+            True,
+            lambda parser: txlog.checkpoint_arguments(parser, ("manual", "rotation")),
+            txlog.checkpoint_log,
+        ),
+        (
+            "export-bundle",
+            "write an auditor's bundle: certificates, every audit entry and checkpoint",
+            False,
+            lambda parser: txlog.bundle_arguments(parser, database),
+            txlog.bundle_log,
+        ),
+    ]
+    for name, help_text, config, add, run in commands_of:
+        parser = add_command(commands, name, help_text, config=config, json_output=True)
+        add(parser)
+        parser.set_defaults(func=functools.partial(run, log=AUDIT, database=_audit_database))
+
+
+def _audit_database(args: argparse.Namespace) -> str:
+    if getattr(args, "database", None):
+        return str(args.database)
+    config = load_config(args.config)
+    return (config.controller or ControllerSettings()).database
 
 
 def _actor() -> str:

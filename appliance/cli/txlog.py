@@ -33,6 +33,10 @@ so that the rest still verifies; the newest record of a stream is always kept.
 it signed) and the records after it (they link on, and are not older than
 ``--max-unsigned-minutes``), without reading the whole log: for monitoring and the controller.
 Exit status 1 when something is wrong.
+
+The controller's audit log is chained and checkpointed the same way: ``sluis controller audit
+verify``, ``checkpoint`` and ``export-bundle`` are these commands (the functions below, given
+the audit log's :class:`appliance.txlog.chain.Log` and the controller's database).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -58,7 +62,7 @@ from appliance.cli.groups import add_command, add_group, plain
 from appliance.config import SluisConfig, load_config
 from appliance.errors import ConfigurationError
 from appliance.txlog.audit import BundleError, verify_engine, verify_jsonl
-from appliance.txlog.chain import STREAMS, Verification
+from appliance.txlog.chain import TXLOG, Log, Verification
 from appliance.txlog.checkpoint import (
     REASONS,
     Certificates,
@@ -71,7 +75,8 @@ from appliance.txlog.export import DEFAULT_BATCH, export_bundle, export_jsonl
 from appliance.txlog.integrity import DEFAULT_MAX_UNSIGNED_AGE, integrity
 from appliance.txlog.retention import purge
 
-_HEAD = re.compile(r"(DIRECTION_INCOMING|DIRECTION_OUTGOING)=([0-9]{1,19}):([0-9a-f]{64})")
+_HEAD = re.compile(r"([A-Z_]{1,32})=([0-9]{1,19}):([0-9a-f]{64})")
+Database = Callable[[argparse.Namespace], str]
 
 
 def _command(
@@ -140,23 +145,7 @@ def register(subparsers: Any) -> None:
     verify = _command(
         commands, "verify", "check the hash chain of a store or an exported file", 2, _verify
     )
-    what = _database_arguments(verify)
-    what.add_argument("--bundle", type=Path, metavar="FILE", help="an export-jsonl file")
-    verify.add_argument(
-        "--head",
-        action="append",
-        default=[],
-        metavar="STREAM=SEQ:HASH",
-        help="a head known from elsewhere, which the stream must contain (repeatable)",
-    )
-    verify.add_argument(
-        "--start",
-        action="append",
-        default=[],
-        metavar="STREAM=SEQ:HASH",
-        help="where records were purged: the last deleted seq and its hash (repeatable)",
-    )
-    _certificates_argument(verify)
+    verify_arguments(verify, "the transaction log's database URL", "an export-jsonl file")
 
     bundle = _command(
         commands,
@@ -165,9 +154,7 @@ def register(subparsers: Any) -> None:
         4,
         _export_bundle,
     )
-    _database_arguments(bundle)
-    bundle.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
-    _certificates_argument(bundle)
+    bundle_arguments(bundle, "the transaction log's database URL")
     _purpose_argument(bundle)
 
     status = _command(
@@ -194,19 +181,7 @@ def register(subparsers: Any) -> None:
         _checkpoint,
         config=True,
     )
-    checkpoint.add_argument(
-        "--reason",
-        choices=[r for r in REASONS if r != "shutdown"],
-        default="manual",
-        help="why, as the checkpoint records it (rotation: before the certificate is replaced)",
-    )
-    checkpoint.add_argument(
-        "--interval",
-        type=float,
-        default=None,
-        metavar="S",
-        help="keep running: a checkpoint every S seconds, and one at shutdown",
-    )
+    checkpoint_arguments(checkpoint, [r for r in REASONS if r != "shutdown"])
 
     purging = _command(
         commands,
@@ -225,6 +200,51 @@ def register(subparsers: Any) -> None:
     )
 
 
+def verify_arguments(parser: argparse.ArgumentParser, database: str, bundle: str) -> None:
+    """``verify``'s options: what to check, known heads and starts, the certificates."""
+    what = _database_arguments(parser, database)
+    what.add_argument("--bundle", type=Path, metavar="FILE", help=bundle)
+    parser.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="STREAM=SEQ:HASH",
+        help="a head known from elsewhere, which the stream must contain (repeatable)",
+    )
+    parser.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="STREAM=SEQ:HASH",
+        help="where records were purged: the last deleted seq and its hash (repeatable)",
+    )
+    _certificates_argument(parser)
+
+
+def checkpoint_arguments(parser: argparse.ArgumentParser, reasons: Sequence[str]) -> None:
+    """``checkpoint``'s options: the reason a single checkpoint records, or a service."""
+    parser.add_argument(
+        "--reason",
+        choices=list(reasons),
+        default="manual",
+        help="why, as the checkpoint records it (rotation: before the certificate is replaced)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep running: a checkpoint every S seconds, and one at shutdown",
+    )
+
+
+def bundle_arguments(parser: argparse.ArgumentParser, database: str) -> None:
+    """``export-bundle``'s options."""
+    _database_arguments(parser, database)
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
+    _certificates_argument(parser)
+
+
 def _certificates_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certificates",
@@ -238,11 +258,13 @@ def _certificates_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _database_arguments(parser: argparse.ArgumentParser) -> Any:
+def _database_arguments(
+    parser: argparse.ArgumentParser, database: str = "the transaction log's database URL"
+) -> Any:
     """``--config`` or ``--database``, one of them required (the group, for more choices)."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, metavar="FILE", help="appliance configuration")
-    source.add_argument("--database", metavar="URL", help="the transaction log's database URL")
+    source.add_argument("--database", metavar="URL", help=database)
     return source
 
 
@@ -295,19 +317,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _heads(option: str, values: list[str]) -> dict[str, tuple[int, str]]:
+def _heads(option: str, values: list[str], log: Log) -> dict[str, tuple[int, str]]:
     heads: dict[str, tuple[int, str]] = {}
     for text in values:
         match = _HEAD.fullmatch(text)
-        if match is None:
-            raise ConfigurationError(f"{option} {text!r}: give STREAM=SEQ:HASH (64 hex digits)")
+        if match is None or match.group(1) not in log.streams:
+            raise ConfigurationError(
+                f"{option} {text!r}: give STREAM=SEQ:HASH (64 hex digits), STREAM one of "
+                f"{', '.join(log.streams)}"
+            )
         heads[match.group(1)] = (int(match.group(2)), match.group(3))
     return heads
 
 
 def _verify(args: argparse.Namespace) -> int:
-    heads = _heads("--head", args.head)
-    starts = _heads("--start", args.start)
+    return verify_log(args, TXLOG, _database)
+
+
+def verify_log(args: argparse.Namespace, log: Log, database: Database) -> int:
+    """``verify`` of ``log``: the store of ``database(args)`` or ``--bundle``; the exit status."""
+    heads = _heads("--head", args.head, log)
+    starts = _heads("--start", args.start, log)
     try:
         certificates = _certificates(args)
     except CheckpointError as exc:
@@ -316,22 +346,24 @@ def _verify(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         try:
             result = verify_jsonl(
-                args.bundle, heads=heads, starts=starts, certificates=certificates
+                args.bundle, heads=heads, starts=starts, certificates=certificates, log=log
             )
         except (OSError, BundleError) as exc:
             print(f"cannot verify: {exc}", file=sys.stderr)
             return 2
     else:
-        engine = create_engine(_database(args))
+        engine = create_engine(database(args))
         try:
-            result = verify_engine(engine, heads=heads, starts=starts, certificates=certificates)
+            result = verify_engine(
+                engine, heads=heads, starts=starts, certificates=certificates, log=log
+            )
         finally:
             engine.dispose()
-    _report(result, as_json=args.json)
+    _report(result, log, as_json=args.json)
     return 0 if result.ok else 1
 
 
-def _report(result: Verification, *, as_json: bool) -> None:
+def _report(result: Verification, log: Log, *, as_json: bool) -> None:
     if as_json:
         document = {
             "ok": result.ok,
@@ -361,7 +393,7 @@ def _report(result: Verification, *, as_json: bool) -> None:
         }
         print(json.dumps(document, indent=2))
         return
-    for stream in STREAMS:
+    for stream in log.streams:
         state = result.streams[stream]
         if state.broken is None:
             signed = (
@@ -376,7 +408,10 @@ def _report(result: Verification, *, as_json: bool) -> None:
         else:
             print(f"{stream}: BROKEN at {state.broken.describe()}")
     for problem in result.problems:
-        if problem.stream not in STREAMS or problem is not result.streams[problem.stream].broken:
+        if (
+            problem.stream not in log.streams
+            or problem is not result.streams[problem.stream].broken
+        ):
             print(f"BROKEN: {problem.describe()}")
     if result.unchained:
         print(f"{result.unchained} records from before the chain began (not vouched for)")
@@ -391,17 +426,20 @@ def _report(result: Verification, *, as_json: bool) -> None:
 
 
 @contextlib.contextmanager
-def _checkpointer(config: SluisConfig) -> Iterator[tuple[Engine, Checkpointer]]:
-    """The store of ``config`` and a checkpointer signing with its organisation key."""
+def _checkpointer(
+    config: SluisConfig, log: Log = TXLOG, database: str | None = None
+) -> Iterator[tuple[Engine, Checkpointer]]:
+    """The store of ``config`` (``database``: another than its transaction log's) and a
+    checkpointer of ``log`` signing with its organisation key."""
     # A SoftHSM appliance names its own token store; the module reads it when first loaded.
     os.environ.update(config.hsm.environment())
     from appliance.hsm.signer import Pkcs11Signer  # loads the PKCS#11 module: only here
 
     certificates = organisation_certificates(config.tls.certificate_chain, config.tls.trust_anchors)
-    engine = create_engine(_txlog_database(config))
+    engine = create_engine(database or _txlog_database(config))
     try:
         with Pkcs11Signer(config.hsm) as signer:
-            yield engine, Checkpointer(engine, signer, certificates.all[0], certificates)
+            yield engine, Checkpointer(engine, signer, certificates.all[0], certificates, log)
     finally:
         engine.dispose()
 
@@ -434,8 +472,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
+    return checkpoint_log(args, TXLOG, None)
+
+
+def checkpoint_log(args: argparse.Namespace, log: Log, database: Database | None) -> int:
+    """``checkpoint`` of ``log`` (in ``database(args)``, else the transaction log's store)."""
     stop = threading.Event()
-    with _checkpointer(load_config(args.config)) as (_, checkpointer):
+    config = load_config(args.config)
+    url = database(args) if database is not None else None
+    with _checkpointer(config, log, url) as (_, checkpointer):
         if args.interval is None:
             return _sign(checkpointer, args.reason, as_json=args.json)
 
@@ -451,12 +496,19 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _export_bundle(args: argparse.Namespace) -> int:
+    return bundle_log(args, TXLOG, _database)
+
+
+def bundle_log(args: argparse.Namespace, log: Log, database: Database) -> int:
+    """``export-bundle`` of ``log`` in ``database(args)``."""
     certificates = _certificates(args)
     if certificates is None:
         raise ConfigurationError("give --certificates (or --config): the bundle carries them")
-    engine = create_engine(_database(args))
+    engine = create_engine(database(args))
     try:
-        result = export_bundle(engine, args.output, certificates, purpose=args.purpose)
+        result = export_bundle(
+            engine, args.output, certificates, purpose=getattr(args, "purpose", False), log=log
+        )
     finally:
         engine.dispose()
     document = {"records": result.exported, "checkpoints": result.checkpoints}

@@ -14,7 +14,9 @@ and the transaction log (its own Alembic version table, ``controller_alembic_ver
   and client address, for the login limits (migration 0003).
 - ``controller_audit``: who did what, when, from where, with what outcome. Append-only:
   the code has no path that updates or deletes a row, and a trigger in the database refuses
-  UPDATE and DELETE (migration 0001).
+  UPDATE and DELETE (migration 0001). Hash-chained since migration 0005: ``chain_seq`` and
+  ``chain_prev`` (``appliance.controller.auditlog``; null on entries from before).
+- ``controller_audit_checkpoints``: the audit stream's head, signed in the HSM (0005).
 """
 
 from __future__ import annotations
@@ -118,8 +120,24 @@ audit = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("peer_address", sa.String(64), nullable=False),
     sa.Column("detail", sa.String(1000), nullable=True),
+    sa.Column("chain_seq", _ID, nullable=True),
+    sa.Column("chain_prev", sa.String(64), nullable=True),
     sa.CheckConstraint("outcome IN ('success', 'failure', 'denied')", name="outcome"),
     sa.Index(None, "at", "id"),
     sa.Index(None, "actor"),
     sa.Index(None, "action"),
+    sa.Index(None, "chain_seq", unique=True),
+)
+
+audit_checkpoints = sa.Table(
+    "controller_audit_checkpoints",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(32), nullable=False),
+    sa.Column("seq", _ID, nullable=False),
+    sa.Column("head", sa.String(64), nullable=False),
+    sa.Column("signed_at", UtcDateTime(), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("jws", sa.Text(), nullable=False),
+    sa.Index(None, "stream", "seq"),
 )

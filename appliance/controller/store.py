@@ -5,7 +5,9 @@ for writers, or PostgreSQL). Secrets are never stored: passwords as scrypt hashe
 and API tokens as SHA-256 hashes (both are 256-bit random values, so a fast hash is enough).
 
 The audit log has an append method and a query method, nothing else; the database refuses
-UPDATE and DELETE on it (see the first migration).
+UPDATE and DELETE on it (see the first migration), and each entry is hash-chained to the one
+before it (``appliance.controller.auditlog``), so a change the database owner makes anyway is
+found by ``sluis controller audit verify``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 from appliance.controller import schema as t
+from appliance.controller.auditlog import AUDIT, STREAM
 from appliance.controller.database import create_engine, migrate, reading
 from appliance.controller.roles import Role
 from appliance.errors import SluisError
+from appliance.txlog import chain
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
@@ -181,6 +185,8 @@ class ControllerStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._reader = reading(engine)
+        # The audit chain's head this store wrote last (its hash need not be recomputed).
+        self._audit_heads = chain.HeadCache()
 
     @classmethod
     def open(cls, url: str | URL, *, migrate_schema: bool = True) -> ControllerStore:
@@ -586,22 +592,25 @@ class ControllerStore:
     ) -> int:
         if outcome not in t.OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
+        values: dict[str, Any] = {
+            "at": at,
+            "actor": _clip("actor", actor) or "-",
+            "role": role,
+            "action": _clip("action", action),
+            "target": _clip("target", target),
+            "outcome": outcome,
+            "peer_address": _clip("peer_address", peer_address) or "-",
+            "detail": _clip("detail", detail),
+        }
         with self._write() as conn:
-            result = conn.execute(
-                t.audit.insert()
-                .values(
-                    at=at,
-                    actor=_clip("actor", actor) or "-",
-                    role=role,
-                    action=_clip("action", action),
-                    target=_clip("target", target),
-                    outcome=outcome,
-                    peer_address=_clip("peer_address", peer_address) or "-",
-                    detail=_clip("detail", detail),
-                )
-                .returning(t.audit.c.id)
-            )
-            return int(result.scalar_one())
+            # The head under the stream's lock (this transaction's BEGIN IMMEDIATE on SQLite):
+            # one order even with several workers and controllers on one database.
+            heads = chain.locked_heads(conn, (STREAM,), self._audit_heads, AUDIT)
+            chain.chain_rows(heads, [values])
+            result = conn.execute(t.audit.insert().values(**values).returning(t.audit.c.id))
+            entry = int(result.scalar_one())
+        self._audit_heads.committed(heads)  # only once committed
+        return entry
 
     def query_audit(
         self,

@@ -8,6 +8,9 @@ verify is reported (where it is and why) and vouches for nothing; each valid one
 the record at its seq, and a stream shorter than its last checkpoint had its tail cut.
 Checkpoints without certificates to check them with are reported too: an auditor who forgot
 the certificates must not read "OK".
+
+The same for every chained log (``log``: :data:`appliance.txlog.chain.TXLOG` by default, or
+the controller's audit log).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import sqlalchemy as sa
 from cryptography import x509
 from sqlalchemy.engine import Engine
 
-from appliance.txlog import chain, schema
-from appliance.txlog.chain import Anchor, Break, Verification
+from appliance.txlog import chain
+from appliance.txlog.chain import TXLOG, Anchor, Break, Log, Verification
 from appliance.txlog.checkpoint import (
     Certificates,
     Checkpoint,
@@ -32,7 +35,6 @@ from appliance.txlog.checkpoint import (
     verify_checkpoint,
 )
 from appliance.txlog.database import reading
-from appliance.txlog.schema import FSC_FIELDS
 
 _Head = tuple[int, str]
 
@@ -42,7 +44,7 @@ class BundleError(ValueError):
 
 
 def check_checkpoints(
-    checkpoints: Iterable[Checkpoint], certificates: Certificates | None
+    checkpoints: Iterable[Checkpoint], certificates: Certificates | None, log: Log = TXLOG
 ) -> tuple[list[Anchor], list[Break]]:
     """The anchors of the checkpoints that verify, and a problem for each one that does not."""
     anchors: list[Anchor] = []
@@ -53,7 +55,7 @@ def check_checkpoints(
             unchecked.append(checkpoint)
             continue
         try:
-            verify_checkpoint(checkpoint, certificates)
+            verify_checkpoint(checkpoint, certificates, log)
         except CheckpointError as exc:
             problems.append(
                 Break(checkpoint.stream, checkpoint.seq, None, None, str(exc), checkpoint.id)
@@ -93,10 +95,11 @@ def _combine(
     heads: Mapping[str, _Head] | None,
     starts: Mapping[str, _Head] | None,
     unchained: list[int],
+    log: Log,
 ) -> Verification:
-    anchors, problems = check_checkpoints(checkpoints, certificates)
+    anchors, problems = check_checkpoints(checkpoints, certificates, log)
     result = chain.verify(
-        rows, heads=heads, starts=starts, unchained_ids=unchained, anchors=anchors
+        rows, heads=heads, starts=starts, unchained_ids=unchained, anchors=anchors, log=log
     )
     result.problems[:0] = problems  # the checkpoints first: they decide what the rest means
     result.checkpoints = len(checkpoints)
@@ -112,10 +115,12 @@ def verify_engine(
     heads: Mapping[str, _Head] | None = None,
     starts: Mapping[str, _Head] | None = None,
     certificates: Certificates | None = None,
+    log: Log = TXLOG,
 ) -> Verification:
-    """Verify the store behind ``engine`` (read only; one pass over the records)."""
-    c = schema.records.c
-    checkpoints = stored(engine)
+    """Verify ``log`` in the store behind ``engine`` (read only; one pass over the records)."""
+    c = log.records.c
+    checkpoints = stored(engine, log)
+    order = (c[log.stream_column], c.chain_seq) if log.stream_column else (c.chain_seq,)
     with reading(engine).connect() as connection:
         unchained = [
             int(log_id)
@@ -124,9 +129,7 @@ def verify_engine(
             )
         ]
         rows = connection.execution_options(yield_per=2000).execute(
-            sa.select(schema.records)
-            .where(c.chain_seq.is_not(None))
-            .order_by(c.direction, c.chain_seq)
+            sa.select(log.records).where(c.chain_seq.is_not(None)).order_by(*order)
         )
         return _combine(
             (row._mapping for row in rows),
@@ -135,6 +138,7 @@ def verify_engine(
             heads=heads,
             starts=starts,
             unchained=unchained,
+            log=log,
         )
 
 
@@ -148,8 +152,14 @@ class Bundle:
     certificates: Certificates | None = None  # an auditor's bundle carries them
 
 
-def read_jsonl(path: Path) -> Bundle:
+def read_jsonl(path: Path, log: Log = TXLOG) -> Bundle:
     """Read an export (``export-jsonl``'s lines) or an auditor's bundle (``export-bundle``)."""
+    required = (
+        *log.fields,
+        log.moment,
+        "chain_prev",
+        *(("purpose_digest",) if log.purpose else ()),
+    )
     chained: list[dict[str, Any]] = []
     unchained: list[int] = []
     checkpoints: list[Checkpoint] = []
@@ -173,7 +183,7 @@ def read_jsonl(path: Path) -> Bundle:
                     unchained.append(int(document["log_id"]))
                     continue
                 document["chain_seq"] = int(document["chain_seq"])
-                for name in (*FSC_FIELDS, "created_at", "chain_prev", "purpose_digest"):
+                for name in required:
                     if name not in document:
                         raise KeyError(name)
             except (ValueError, TypeError, KeyError) as exc:
@@ -181,7 +191,7 @@ def read_jsonl(path: Path) -> Bundle:
                     f"{path} line {number}: not an exported record or checkpoint ({exc})"
                 ) from None
             chained.append(document)
-    chained.sort(key=lambda document: (str(document["direction"]), document["chain_seq"]))
+    chained.sort(key=lambda document: (log.stream_of(document), document["chain_seq"]))
     checkpoints.sort(key=lambda cp: (cp.stream, cp.seq))
     return Bundle(chained, sorted(unchained), checkpoints, Certificates(pems) if pems else None)
 
@@ -192,11 +202,12 @@ def verify_jsonl(
     heads: Mapping[str, _Head] | None = None,
     starts: Mapping[str, _Head] | None = None,
     certificates: Certificates | None = None,
+    log: Log = TXLOG,
 ) -> Verification:
     """Verify the records and checkpoints of an export, offline: held to the roots among
     ``certificates`` when given, else to those the bundle carries (reported, for the auditor to
     compare with one known from elsewhere)."""
-    bundle = read_jsonl(path)
+    bundle = read_jsonl(path, log)
     if certificates is not None and bundle.certificates is not None:
         # The auditor's roots decide; the bundle's own certificates below a root may help to
         # reach them (they count only when they chain to a root given).
@@ -208,6 +219,7 @@ def verify_jsonl(
         heads=heads,
         starts=starts,
         unchained=bundle.unchained,
+        log=log,
     )
     if certificates is None and bundle.certificates is not None:
         result.roots_from = "the bundle"

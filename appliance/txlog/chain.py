@@ -1,4 +1,11 @@
-"""The transaction log's hash chain: every record carries the hash of its predecessor.
+"""The hash chain of a log: every record carries the hash of its predecessor in its stream.
+
+One :class:`Log` describes a chained log: its table, its streams and the fields its canonical
+form hashes. :data:`TXLOG` is the transaction log (below); the controller's audit log is
+another (``appliance.controller.auditlog``, one stream). Everything here (the heads under the
+writer's lock, the checks of :func:`verify`) works on any of them.
+
+The transaction log:
 
 A *stream* is one direction (``DIRECTION_OUTGOING``: the outway's records,
 ``DIRECTION_INCOMING``: the inway's). Each stream has one order, its ``chain_seq`` 1, 2, 3...,
@@ -31,12 +38,14 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from appliance.jcs import canonicalize
+from appliance.txlog import schema
 from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
 
 FORMAT = 1
@@ -65,18 +74,106 @@ def purpose_digest(values: Mapping[Any, Any]) -> str:
     return hashlib.sha256(canonicalize(document)).hexdigest()
 
 
-def record_hash(values: Mapping[Any, Any], seq: int, prev: str, digest: str | None = None) -> str:
-    """The hash of a record with column values ``values`` at ``seq`` after ``prev``.
+@dataclass(frozen=True)
+class Log:
+    """A chained log: where its records and checkpoints are, and what its canonical form hashes.
 
-    ``digest``: the purpose digest when the purpose fields themselves are not at hand (an
-    export without them).
+    A record's hash is the SHA-256 of the JCS of ``{"v": 1, "seq", "prev"}`` with each of
+    ``fields`` as stored (null when absent), ``moment`` as :func:`timestamp` writes it and, for
+    the transaction log, ``"purpose"`` (its purpose digest).
     """
-    document: dict[str, Any] = {"v": FORMAT, "seq": seq, "prev": prev}
-    for name in FSC_FIELDS:
-        document[name] = values[name]
-    document["created_at"] = timestamp(values["created_at"])
-    document["purpose"] = digest if digest is not None else purpose_digest(values)
-    return hashlib.sha256(canonicalize(document)).hexdigest()
+
+    name: str  # how reports name it: "transaction log"
+    records: sa.Table
+    checkpoints: sa.Table
+    stream_column: str | None  # the column naming a record's stream; None: one stream
+    streams: tuple[str, ...]
+    fields: tuple[str, ...]
+    moment: str
+    locks: Mapping[str, int]  # PostgreSQL: a transaction-scoped advisory lock per stream
+    checkpoint_type: str  # the signed checkpoint's "type"
+    purpose: bool = False  # the txlog's purpose digest is part of the form
+    label: str | None = None  # the column a report names beside the id ("transaction")
+
+    def stream_of(self, values: Mapping[Any, Any]) -> str:
+        return str(values[self.stream_column]) if self.stream_column else self.streams[0]
+
+    def hash(
+        self, values: Mapping[Any, Any], seq: int, prev: str, digest: str | None = None
+    ) -> str:
+        """The hash of a record with column values ``values`` at ``seq`` after ``prev``.
+
+        ``digest``: the purpose digest when the purpose fields themselves are not at hand (an
+        export without them).
+        """
+        document: dict[str, Any] = {"v": FORMAT, "seq": seq, "prev": prev}
+        for name in self.fields:
+            document[name] = values[name]
+        document[self.moment] = timestamp(values[self.moment])
+        if self.purpose:
+            document["purpose"] = digest if digest is not None else purpose_digest(values)
+        return hashlib.sha256(canonicalize(document)).hexdigest()
+
+    @cached_property
+    def columns(self) -> tuple[str, ...]:
+        """The columns a head's hash is recomputed from (and its seq and prev)."""
+        purpose = PURPOSE_FIELDS if self.purpose else ()
+        return (*self.fields, self.moment, *purpose, "chain_seq", "chain_prev")
+
+    def _query(self, columns: str, parameter: str) -> str:
+        where = "chain_seq IS NOT NULL"
+        if self.stream_column is not None:
+            where = f"{self.stream_column} = {parameter} AND {where}"
+        # Names from the code's own tables, never from input.
+        return (
+            f"SELECT {columns} FROM {self.records.name} "  # noqa: S608
+            f"WHERE {where} ORDER BY chain_seq DESC LIMIT 1"
+        )
+
+    # The head of a stream is its last record (the unique index on the stream and chain_seq
+    # finds it); its hash is recomputed, so the runtime role needs no right to change a row.
+    # "top": only its seq and prev, when the :class:`HeadCache` knows its hash.
+    @cached_property
+    def sqlite_last(self) -> str:
+        return self._query(", ".join(self.columns), "?")
+
+    @cached_property
+    def sqlite_top(self) -> str:
+        return self._query("chain_seq, chain_prev", "?")
+
+    @cached_property
+    def last(self) -> sa.TextClause:
+        return sa.text(self._query(", ".join(self.columns), ":stream"))
+
+    @cached_property
+    def top(self) -> sa.TextClause:
+        return sa.text(self._query("chain_seq, chain_prev", ":stream"))
+
+
+TXLOG = Log(
+    name="transaction log",
+    records=schema.records,
+    checkpoints=schema.checkpoints,
+    stream_column="direction",
+    streams=STREAMS,
+    fields=FSC_FIELDS,
+    moment="created_at",
+    # "sluis-tx" + 1 or 2; the migrations' lock is another number. Needs no privilege, unlike
+    # SELECT ... FOR UPDATE.
+    locks={
+        "DIRECTION_INCOMING": 0x736C_7569_732D_7401,
+        "DIRECTION_OUTGOING": 0x736C_7569_732D_7402,
+    },
+    checkpoint_type="sluis-txlog-checkpoint",
+    purpose=True,
+    label="transaction_id",
+)
+PG_LOCKS = TXLOG.locks
+
+
+def record_hash(values: Mapping[Any, Any], seq: int, prev: str, digest: str | None = None) -> str:
+    """A transaction log record's hash (:meth:`Log.hash` of :data:`TXLOG`)."""
+    return TXLOG.hash(values, seq, prev, digest)
 
 
 # --- writing: the heads, under the writer's lock -------------------------------------------------
@@ -85,15 +182,21 @@ def record_hash(values: Mapping[Any, Any], seq: int, prev: str, digest: str | No
 class Heads:
     """The heads of the streams one transaction extends (read under its lock)."""
 
-    def __init__(self, heads: Mapping[str, _Head], links: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        heads: Mapping[str, _Head],
+        links: Mapping[str, str] | None = None,
+        log: Log | None = None,
+    ) -> None:
+        self.log = log or TXLOG
         self._heads = dict(heads)
         # The head record's own chain_prev, so a cache can tell it is still that record.
         self._links = dict(links or {})
 
     def link(self, values: Mapping[str, Any]) -> tuple[int, str, str]:
         """``(seq, prev, hash)`` of a record appended to its stream now (not yet taken)."""
-        seq, prev = self._heads.get(values["direction"], (0, GENESIS))
-        return seq + 1, prev, record_hash(values, seq + 1, prev)
+        seq, prev = self._heads.get(self.log.stream_of(values), (0, GENESIS))
+        return seq + 1, prev, self.log.hash(values, seq + 1, prev)
 
     def advance(self, stream: str, seq: int, digest: str, prev: str) -> None:
         self._heads[stream] = (seq, digest)
@@ -130,77 +233,63 @@ class HeadCache:
         self._heads.clear()
 
 
-# The head of a stream is its last record (the unique index on direction and chain_seq finds
-# it); its hash is recomputed, so the runtime role needs no right to change any row.
-_LAST = (
-    "SELECT transaction_id, direction, grant_hash, service_name, source_outway_peer_id, "
-    "source_delegator_peer_id, destination_service_peer_id, destination_delegator_peer_id, "
-    "created_at, processing_activity_id, trace_id, data_subject_pseudonym, chain_seq, "
-    "chain_prev FROM txlog_records WHERE direction = {} AND chain_seq IS NOT NULL "
-    "ORDER BY chain_seq DESC LIMIT 1"
-)
-_COLUMNS = (*FSC_FIELDS, "created_at", *PURPOSE_FIELDS, "chain_seq", "chain_prev")
-_SQLITE_LAST = _LAST.format("?")
-# PostgreSQL: one transaction-scoped advisory lock per stream ("sluis-tx" + 1 or 2; the
-# migrations' lock is another number). Needs no privilege, unlike SELECT ... FOR UPDATE.
-PG_LOCKS = {
-    "DIRECTION_INCOMING": 0x736C_7569_732D_7401,
-    "DIRECTION_OUTGOING": 0x736C_7569_732D_7402,
-}
-
-
-_SQLITE_TOP = (
-    "SELECT chain_seq, chain_prev FROM txlog_records WHERE direction = ? "
-    "AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1"
-)
-_TOP = _SQLITE_TOP.replace("?", ":stream")
-
-
-def _head_of(row: Sequence[Any] | None) -> tuple[_Head, str | None]:
+def _head_of(log: Log, row: Sequence[Any] | None) -> tuple[_Head, str | None]:
     if row is None:
         return (0, GENESIS), None
-    values = dict(zip(_COLUMNS, row, strict=True))
+    values = dict(zip(log.columns, row, strict=True))
     seq = int(values["chain_seq"])
-    return (seq, record_hash(values, seq, values["chain_prev"])), values["chain_prev"]
+    return (seq, log.hash(values, seq, values["chain_prev"])), values["chain_prev"]
 
 
-def sqlite_heads(cursor: Any, streams: Iterable[str], cache: HeadCache | None = None) -> Heads:
+def sqlite_heads(
+    cursor: Any, streams: Iterable[str], cache: HeadCache | None = None, log: Log | None = None
+) -> Heads:
     """The heads, on the SQLite writer's raw cursor inside its ``BEGIN IMMEDIATE``."""
+    log = log or TXLOG
     heads, links = {}, {}
     for stream in sorted(set(streams)):
+        parameters = (stream,) if log.stream_column else ()
         if cache is not None:
-            cursor.execute(_SQLITE_TOP, (stream,))
+            cursor.execute(log.sqlite_top, parameters)
             top = cursor.fetchone()
             known = cache.hash_of(stream, int(top[0]), top[1]) if top is not None else None
             if known is not None:
                 heads[stream], links[stream] = (int(top[0]), known), top[1]
                 continue
-        cursor.execute(_SQLITE_LAST, (stream,))
-        heads[stream], link = _head_of(cursor.fetchone())
+        cursor.execute(log.sqlite_last, parameters)
+        heads[stream], link = _head_of(log, cursor.fetchone())
         if link is not None:
             links[stream] = link
-    return Heads(heads, links)
+    return Heads(heads, links, log)
 
 
 def locked_heads(
-    connection: Connection, streams: Iterable[str], cache: HeadCache | None = None
+    connection: Connection,
+    streams: Iterable[str],
+    cache: HeadCache | None = None,
+    log: Log | None = None,
 ) -> Heads:
-    """The heads of ``streams``, each locked until the transaction ends (PostgreSQL advisory
-    locks, taken in stream order so that two writers never wait for each other crosswise)."""
+    """The heads of ``streams``, each locked until the transaction ends: PostgreSQL advisory
+    locks, taken in stream order so that two writers never wait for each other crosswise; on
+    SQLite the writer's ``BEGIN IMMEDIATE`` holds the whole file already."""
+    log = log or TXLOG
     heads, links = {}, {}
+    postgresql = connection.dialect.name == "postgresql"
     for stream in sorted(set(streams)):
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_LOCKS[stream])))
+        if postgresql:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(log.locks[stream])))
+        parameters = {"stream": stream} if log.stream_column else {}
         if cache is not None:
-            top = connection.execute(sa.text(_TOP), {"stream": stream}).first()
+            top = connection.execute(log.top, parameters).first()
             known = cache.hash_of(stream, int(top[0]), top[1]) if top is not None else None
             if top is not None and known is not None:
                 heads[stream], links[stream] = (int(top[0]), known), top[1]
                 continue
-        row = connection.execute(sa.text(_LAST.format(":stream")), {"stream": stream}).first()
-        heads[stream], link = _head_of(tuple(row) if row is not None else None)
+        row = connection.execute(log.last, parameters).first()
+        heads[stream], link = _head_of(log, tuple(row) if row is not None else None)
         if link is not None:
             links[stream] = link
-    return Heads(heads, links)
+    return Heads(heads, links, log)
 
 
 def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
@@ -209,7 +298,7 @@ def chain_rows(heads: Heads, rows: Sequence[dict[str, Any]]) -> None:
         seq, prev, digest = heads.link(row)
         row["chain_seq"] = seq
         row["chain_prev"] = prev
-        heads.advance(row["direction"], seq, digest, prev)
+        heads.advance(heads.log.stream_of(row), seq, digest, prev)
 
 
 # --- verifying -----------------------------------------------------------------------------------
@@ -302,10 +391,11 @@ class Verification:
         }
 
 
-def _ident(row: Mapping[Any, Any]) -> tuple[int | None, str | None]:
+def _ident(row: Mapping[Any, Any], log: Log) -> tuple[int | None, str | None]:
     # ``in`` first: a missing key costs SQLAlchemy's row an exception (a sixth of verify's time).
     log_id = row["id"] if "id" in row else row.get("log_id")
-    return (int(log_id) if log_id is not None else None), row["transaction_id"]
+    label = row[log.label] if log.label is not None else None
+    return (int(log_id) if log_id is not None else None), label
 
 
 def _check(
@@ -314,12 +404,13 @@ def _check(
     anchors: Mapping[int, list[Anchor]],
     stream: str,
     started: bool,
+    log: Log,
 ) -> Break | None:
     """The problem of ``row``, the next record of ``state``'s stream, or None (and advance).
 
     ``started``: the stream's start was given (a purge acknowledged with ``--start``).
     """
-    log_id, txid = _ident(row)
+    log_id, txid = _ident(row, log)
     seq = int(row["chain_seq"])
     prev = row["chain_prev"]
 
@@ -363,13 +454,14 @@ def _check(
     # not get(): a SQLAlchemy row raises and catches inside it for a missing key (slow)
     digest = row["purpose_digest"] if "purpose_digest" in row else None  # noqa: SIM401
     if (
-        digest is not None
+        log.purpose
+        and digest is not None
         and all(name in row for name in PURPOSE_FIELDS)
         and purpose_digest(row) != digest
     ):
         return broken("the purpose fields do not match their digest (changed)")
     state.last_seq = seq
-    state.last_hash = record_hash(row, seq, prev, digest)
+    state.last_hash = log.hash(row, seq, prev, digest)
     state.last_log_id = log_id
     for anchor in anchors.get(seq, ()):
         if anchor.hash != state.last_hash:
@@ -390,8 +482,10 @@ def verify(
     starts: Mapping[str, _Head] | None = None,
     unchained_ids: Sequence[int] = (),
     anchors: Iterable[Anchor] = (),
+    log: Log | None = None,
 ) -> Verification:
-    """Check records given per stream in ``chain_seq`` order (streams one after the other).
+    """Check records of ``log`` (default the transaction log) given per stream in
+    ``chain_seq`` order (streams one after the other).
 
     Each row: the column values (``id`` or ``log_id``), ``chain_seq``, ``chain_prev`` and,
     when the purpose fields are absent, ``purpose_digest``. ``heads``: heads known from
@@ -402,6 +496,7 @@ def verify(
     the stream must continue exactly there. ``unchained_ids``: the ids of records without a
     seq; any of them stored after a chained one was inserted.
     """
+    log = log or TXLOG
     known: dict[str, dict[int, list[Anchor]]] = {}
     for anchor in [
         *(Anchor(stream, seq, digest) for stream, (seq, digest) in (heads or {}).items()),
@@ -414,18 +509,18 @@ def verify(
     started = set(starts or {})
     first_chained_id: int | None = None
     for row in chained:
-        stream = str(row["direction"])
-        log_id, txid = _ident(row)
-        if stream not in STREAMS:
-            result.problems.append(Break(stream, None, log_id, txid, "unknown direction"))
+        stream = log.stream_of(row)
+        log_id, txid = _ident(row, log)
+        if stream not in log.streams:
+            result.problems.append(Break(stream, None, log_id, txid, "unknown stream"))
             continue
         if log_id is not None:
             first_chained_id = log_id if first_chained_id is None else min(first_chained_id, log_id)
         state = result.streams.setdefault(stream, StreamResult())
         state.records += 1
         if state.broken is None:
-            state.broken = _check(state, row, known.get(stream, {}), stream, stream in started)
-    for stream in STREAMS:
+            state.broken = _check(state, row, known.get(stream, {}), stream, stream in started, log)
+    for stream in log.streams:
         state = result.streams.setdefault(stream, StreamResult())
         beyond = [
             anchor

@@ -1,5 +1,9 @@
 """Signed checkpoints: the head of each stream, signed in the HSM with the organisation key.
 
+For every chained log alike (:class:`appliance.txlog.chain.Log`: the transaction log, the
+controller's audit log); each log has its own checkpoint table and ``type``
+(``sluis-txlog-checkpoint``, ``sluis-audit-checkpoint``).
+
 The hash chain alone cannot show that the last records of a stream were deleted, or that the
 whole chain was recomputed after a change: whoever owns the database can do both. A
 checkpoint is the head of one stream (its last ``chain_seq`` and that record's hash) signed
@@ -51,13 +55,14 @@ from appliance.hsm.jws import verify_signature as verify_jws
 from appliance.hsm.signer import Signer
 from appliance.jcs import JcsError, canonicalize, loads
 from appliance.tls.peer import certificate_thumbprint
-from appliance.txlog import chain, schema
+from appliance.txlog import chain
+from appliance.txlog.chain import TXLOG, Log
 from appliance.txlog.database import reading
 
 log = logging.getLogger("sluis.txlog")
 
 FORMAT = 1
-TYPE = "sluis-txlog-checkpoint"
+TYPE = TXLOG.checkpoint_type
 REASONS = ("interval", "shutdown", "rotation", "purge", "manual")
 
 
@@ -111,11 +116,13 @@ class Checkpoint:
         )
 
 
-def payload(stream: str, seq: int, head: str, signed_at: datetime, reason: str) -> bytes:
+def payload(
+    stream: str, seq: int, head: str, signed_at: datetime, reason: str, kind: str = TYPE
+) -> bytes:
     return canonicalize(
         {
             "v": FORMAT,
-            "type": TYPE,
+            "type": kind,
             "stream": stream,
             "seq": seq,
             "head": head,
@@ -133,15 +140,18 @@ def sign(
     head: str,
     reason: str,
     signed_at: datetime | None = None,
+    log: Log = TXLOG,
 ) -> Checkpoint:
-    """A checkpoint of ``stream`` at ``seq`` with ``head``, signed by ``signer`` (in the HSM)."""
+    """A checkpoint of ``stream`` of ``log`` at ``seq`` with ``head``, signed by ``signer``
+    (in the HSM)."""
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     if certificate.public_key() != signer.public_key():
         raise CheckpointError("the organisation certificate does not belong to the signing key")
     moment = (signed_at or datetime.now(UTC)).astimezone(UTC)
     header = {"x5t#S256": certificate_thumbprint(certificate.public_bytes(Encoding.DER))}
-    jws = sign_compact(signer, payload(stream, seq, head, moment, reason), header)
+    signed = payload(stream, seq, head, moment, reason, log.checkpoint_type)
+    jws = sign_compact(signer, signed, header)
     return Checkpoint(stream, seq, head, moment, reason, jws)
 
 
@@ -202,9 +212,12 @@ def organisation_certificates(chain_file: Path, trust_anchors: Path | None) -> C
     return Certificates.from_pem_files(files)
 
 
-def verify_checkpoint(checkpoint: Checkpoint, certificates: Certificates) -> x509.Certificate:
-    """Check ``checkpoint``'s signature and that its stored fields are what was signed; the
-    certificate that signed it, or :class:`CheckpointError` saying what is wrong."""
+def verify_checkpoint(
+    checkpoint: Checkpoint, certificates: Certificates, log: Log = TXLOG
+) -> x509.Certificate:
+    """Check ``checkpoint``'s signature and that its stored fields are what was signed (a
+    checkpoint of ``log``); the certificate that signed it, or :class:`CheckpointError`
+    saying what is wrong."""
     try:
         parsed = parse_compact(checkpoint.jws, algorithms=SUPPORTED_ALGORITHMS)
     except JwsError as exc:
@@ -238,7 +251,7 @@ def verify_checkpoint(checkpoint: Checkpoint, certificates: Certificates) -> x50
     )
     stored = (
         FORMAT,
-        TYPE,
+        log.checkpoint_type,
         checkpoint.stream,
         checkpoint.seq,
         checkpoint.head,
@@ -271,13 +284,11 @@ def verify_checkpoint(checkpoint: Checkpoint, certificates: Certificates) -> x50
 # --- the store ----------------------------------------------------------------------------------
 
 
-def stored(engine: Engine) -> list[Checkpoint]:
-    """Every checkpoint of the store, per stream in seq order."""
-    c = schema.checkpoints.c
+def stored(engine: Engine, log: Log = TXLOG) -> list[Checkpoint]:
+    """Every checkpoint of ``log`` in the store, per stream in seq order."""
+    c = log.checkpoints.c
     with reading(engine).connect() as connection:
-        rows = connection.execute(
-            sa.select(schema.checkpoints).order_by(c.stream, c.seq, c.id)
-        ).all()
+        rows = connection.execute(sa.select(log.checkpoints).order_by(c.stream, c.seq, c.id)).all()
     return [
         Checkpoint(
             stream=row.stream,
@@ -292,9 +303,13 @@ def stored(engine: Engine) -> list[Checkpoint]:
     ]
 
 
-def _records(engine: Engine, stream: str, after: int, upto: int | None) -> list[dict[str, Any]]:
-    c = schema.records.c
-    query = sa.select(schema.records).where(c.direction == stream, c.chain_seq > after)
+def _records(
+    engine: Engine, log: Log, stream: str, after: int, upto: int | None
+) -> list[dict[str, Any]]:
+    c = log.records.c
+    query = sa.select(log.records).where(c.chain_seq > after)
+    if log.stream_column is not None:
+        query = query.where(c[log.stream_column] == stream)
     if upto is not None:
         query = query.where(c.chain_seq <= upto)
     with reading(engine).connect() as connection:
@@ -303,8 +318,8 @@ def _records(engine: Engine, stream: str, after: int, upto: int | None) -> list[
 
 
 class Checkpointer:
-    """Signs the heads of a store's streams with the organisation key (``sluis txlog
-    checkpoint``, its service mode, the purge).
+    """Signs the heads of a store's streams of ``log`` with the organisation key (``sluis
+    txlog checkpoint``, its service mode, the purge; ``sluis controller audit checkpoint``).
 
     ``certificates``: the organisation's (with every earlier certificate that signed, and the
     root), to check the last checkpoint before building on it.
@@ -316,20 +331,22 @@ class Checkpointer:
         signer: Signer,
         certificate: x509.Certificate,
         certificates: Certificates,
+        log: Log = TXLOG,
     ) -> None:
         if certificate.public_key() != signer.public_key():
             raise CheckpointError("the organisation certificate does not belong to the signing key")
         self._engine = engine
+        self.log = log
         self._signer = signer
         self._certificate = certificate
         self._certificates = Certificates([certificate, *certificates.all])
 
     def _base(self, stream: str, seq: int) -> Checkpoint | None:
         """The stream's last checkpoint at or below ``seq``, checked (CheckpointError if bad)."""
-        c = schema.checkpoints.c
+        c = self.log.checkpoints.c
         with reading(self._engine).connect() as connection:
             row = connection.execute(
-                sa.select(schema.checkpoints)
+                sa.select(self.log.checkpoints)
                 .where(c.stream == stream, c.seq <= seq)
                 .order_by(c.seq.desc(), c.id.desc())
                 .limit(1)
@@ -340,7 +357,7 @@ class Checkpointer:
             row.stream, int(row.seq), row.head, row.signed_at, row.reason, row.jws, int(row.id)
         )
         try:
-            verify_checkpoint(base, self._certificates)
+            verify_checkpoint(base, self._certificates, self.log)
         except CheckpointError as exc:
             raise CheckpointError(
                 f"not signed: the last {base.describe()} of {stream} does not verify: {exc}"
@@ -349,14 +366,19 @@ class Checkpointer:
 
     def heads(self) -> dict[str, int]:
         """Each stream's last ``chain_seq`` (streams without a record left out)."""
-        c = schema.records.c
+        c = self.log.records.c
+        stream = (
+            c[self.log.stream_column]
+            if self.log.stream_column
+            else sa.literal(self.log.streams[0], sa.String())
+        )
         with reading(self._engine).connect() as connection:
             rows = connection.execute(
-                sa.select(c.direction, sa.func.max(c.chain_seq))
+                sa.select(stream, sa.func.max(c.chain_seq))
                 .where(c.chain_seq.is_not(None))
-                .group_by(c.direction)
+                .group_by(stream)
             )
-            return {str(stream): int(seq) for stream, seq in rows if seq is not None}
+            return {str(name): int(seq) for name, seq in rows if seq is not None}
 
     def sign_at(
         self, stream: str, seq: int, reason: str, *, now: datetime | None = None
@@ -368,8 +390,8 @@ class Checkpointer:
         if base is not None and base.seq == seq:
             return None
         start = (base.seq, base.head) if base is not None else None
-        rows = _records(self._engine, stream, start[0] if start else 0, seq)
-        result = chain.verify(rows, starts={stream: start} if start else None)
+        rows = _records(self._engine, self.log, stream, start[0] if start else 0, seq)
+        result = chain.verify(rows, starts={stream: start} if start else None, log=self.log)
         state = result.streams[stream]
         if state.broken is not None:
             raise CheckpointError(
@@ -378,10 +400,13 @@ class Checkpointer:
             )
         if state.last_seq != seq:
             raise CheckpointError(f"not signed: {stream} has no record at seq {seq}")
-        made = sign(self._signer, self._certificate, stream, seq, state.last_hash, reason, now)
+        made = sign(
+            self._signer, self._certificate, stream, seq, state.last_hash, reason, now, self.log
+        )
         (stored_checkpoint,) = self._store([made])
         log.info(
-            "transaction log checkpoint (%s): %s=%d:%s",
+            "%s checkpoint (%s): %s=%d:%s",
+            self.log.name,
             reason,
             stream,
             seq,
@@ -414,7 +439,7 @@ class Checkpointer:
         with self._engine.begin() as connection:
             for checkpoint in made:
                 row_id = connection.execute(
-                    sa.insert(schema.checkpoints)
+                    sa.insert(self.log.checkpoints)
                     .values(
                         stream=checkpoint.stream,
                         seq=checkpoint.seq,
@@ -423,7 +448,7 @@ class Checkpointer:
                         reason=checkpoint.reason,
                         jws=checkpoint.jws,
                     )
-                    .returning(schema.checkpoints.c.id)
+                    .returning(self.log.checkpoints.c.id)
                 ).scalar_one()
                 result.append(
                     Checkpoint(

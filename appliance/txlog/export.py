@@ -13,6 +13,9 @@ remembers how far it got:
 - a rotated output file (logrotate moved it away, a new one is empty) changes nothing: the
   cursor file still says where to go on.
 
+:func:`export_bundle` writes an auditor's bundle of any chained log (``log``: the transaction
+log by default, or the controller's audit log), with :func:`line_for`'s lines.
+
 Only the record's fields are written, never message content (the log has none): the FSC
 fields of ``GET /logs``, the row id (``log_id``, the export's cursor) and the creation time in
 RFC 3339 with microseconds, and the record's place in the hash chain (``chain_seq``,
@@ -49,11 +52,12 @@ from sqlalchemy.engine import Engine
 
 from appliance.errors import SluisError
 from appliance.txlog import schema
-from appliance.txlog.chain import purpose_digest
+from appliance.txlog.chain import TXLOG, Log, purpose_digest
 from appliance.txlog.checkpoint import Certificates
 from appliance.txlog.checkpoint import stored as stored_checkpoints
 from appliance.txlog.database import create_engine, reading
-from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
+from appliance.txlog.schema import FSC_FIELDS as FSC_FIELDS  # the line's fields, for readers
+from appliance.txlog.schema import PURPOSE_FIELDS
 
 DEFAULT_BATCH = 1000
 POSTGRESQL_SETTLE_SECONDS = 120.0
@@ -74,24 +78,25 @@ class ExportResult:
     lag_seconds: float = 0.0  # age of the oldest record not exported yet (0: none left)
 
 
-def line_for(row: sa.Row[Any], *, purpose: bool = False) -> str:
-    """The JSON line (without the newline) of one ``txlog_records`` row."""
+def line_for(row: sa.Row[Any], *, purpose: bool = False, log: Log = TXLOG) -> str:
+    """The JSON line (without the newline) of one row of ``log`` (``txlog_records``)."""
     mapping = row._mapping
-    created: datetime = mapping["created_at"]
+    created: datetime = mapping[log.moment]
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     document: dict[str, Any] = {"log_id": int(mapping["id"])}
-    for name in FSC_FIELDS:
+    for name in log.fields:
         document[name] = mapping[name]
-    document["created_at"] = created.astimezone(UTC).isoformat(timespec="microseconds")
-    if purpose:
+    document[log.moment] = created.astimezone(UTC).isoformat(timespec="microseconds")
+    if purpose and log.purpose:
         for name in PURPOSE_FIELDS:
             document[name] = mapping[name]
     if mapping["chain_seq"] is not None:
         # The hash chain, so that the collector's copy can be verified (docs/txlog.md).
         document["chain_seq"] = int(mapping["chain_seq"])
         document["chain_prev"] = mapping["chain_prev"]
-        document["purpose_digest"] = purpose_digest(mapping)
+        if log.purpose:
+            document["purpose_digest"] = purpose_digest(mapping)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=True, sort_keys=False)
 
 
@@ -188,15 +193,15 @@ def _repair(output: Path) -> tuple[int, int]:
 
 
 def _rows(
-    engine: Engine, after: int, *, batch: int, settle_seconds: float
+    engine: Engine, after: int, *, batch: int, settle_seconds: float, log: Log = TXLOG
 ) -> Iterator[list[sa.Row[Any]]]:
-    table = schema.records
+    table = log.records
     c = table.c
     while True:
         query = sa.select(table).where(c.id > after).order_by(c.id).limit(batch)
         if settle_seconds > 0:
             horizon = datetime.now(UTC) - timedelta(seconds=settle_seconds)
-            query = query.where(c.created_at <= horizon)
+            query = query.where(c[log.moment] <= horizon)
         with reading(engine).connect() as connection:
             rows = list(connection.execute(query))
         if not rows:
@@ -323,10 +328,12 @@ def export_bundle(
     *,
     purpose: bool = False,
     batch: int = DEFAULT_BATCH,
+    log: Log = TXLOG,
 ) -> ExportResult:
-    """Write an auditor's bundle: one JSON-lines file with the organisation's certificates
-    (first line, ``{"certificates": [PEM, ...]}``), every record and every checkpoint, which
-    ``sluis txlog verify --bundle`` checks with nothing else. Written to a temporary file
+    """Write an auditor's bundle of ``log``: one JSON-lines file with the organisation's
+    certificates (first line, ``{"certificates": [PEM, ...]}``), every record and every
+    checkpoint, which ``sluis txlog verify --bundle`` (``sluis controller audit verify
+    --bundle``) checks with nothing else. Written to a temporary file
     beside ``output`` and renamed, so a bundle is whole or absent."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -336,12 +343,12 @@ def export_bundle(
     try:
         pems = [pem.decode("ascii") for pem in certificates.pems()]
         _write_all(fd, (json.dumps({"certificates": pems}) + "\n").encode("ascii"))
-        for rows in _rows(engine, 0, batch=batch, settle_seconds=0.0):
-            data = "".join(line_for(row, purpose=purpose) + "\n" for row in rows)
+        for rows in _rows(engine, 0, batch=batch, settle_seconds=0.0, log=log):
+            data = "".join(line_for(row, purpose=purpose, log=log) + "\n" for row in rows)
             _write_all(fd, data.encode("ascii"))
             exported += len(rows)
             cursor = int(rows[-1]._mapping["id"])
-        checkpoints = stored_checkpoints(engine)
+        checkpoints = stored_checkpoints(engine, log)
         _write_all(
             fd,
             "".join(c.line() + "\n" for c in checkpoints).encode("ascii"),

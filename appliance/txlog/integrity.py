@@ -13,6 +13,8 @@ checkpoint, the record at its seq and the records after it (at most ``check_limi
 Every record up to the last checkpoint was verified when that checkpoint was signed (the
 checkpointer verifies from the checkpoint before); a change to those afterwards shows only to a
 full ``verify``, which an auditor runs.
+
+For any chained log (``log``: the transaction log by default, or the controller's audit log).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from appliance.txlog import chain, schema
-from appliance.txlog.chain import record_hash
+from appliance.txlog import chain
+from appliance.txlog.chain import TXLOG, Log
 from appliance.txlog.checkpoint import Certificates, Checkpoint, CheckpointError, verify_checkpoint
 from appliance.txlog.database import reading
 
@@ -62,23 +64,28 @@ class StreamIntegrity:
         }
 
 
-def _rows(engine: Engine, stream: str, after: int, limit: int) -> list[dict[str, Any]]:
-    c = schema.records.c
+def _in_stream(log: Log, stream: str) -> sa.ColumnElement[bool]:
+    c = log.records.c
+    return c[log.stream_column] == stream if log.stream_column else sa.true()
+
+
+def _rows(engine: Engine, log: Log, stream: str, after: int, limit: int) -> list[dict[str, Any]]:
+    c = log.records.c
     with reading(engine).connect() as connection:
         rows = connection.execute(
-            sa.select(schema.records)
-            .where(c.direction == stream, c.chain_seq > after)
+            sa.select(log.records)
+            .where(_in_stream(log, stream), c.chain_seq > after)
             .order_by(c.chain_seq)
             .limit(limit)
         )
         return [dict(row._mapping) for row in rows]
 
 
-def _last_checkpoint(engine: Engine, stream: str) -> Checkpoint | None:
-    c = schema.checkpoints.c
+def _last_checkpoint(engine: Engine, log: Log, stream: str) -> Checkpoint | None:
+    c = log.checkpoints.c
     with reading(engine).connect() as connection:
         row = connection.execute(
-            sa.select(schema.checkpoints)
+            sa.select(log.checkpoints)
             .where(c.stream == stream)
             .order_by(c.seq.desc(), c.id.desc())
             .limit(1)
@@ -90,17 +97,17 @@ def _last_checkpoint(engine: Engine, stream: str) -> Checkpoint | None:
     )
 
 
-def _head_seq(engine: Engine, stream: str) -> int:
-    c = schema.records.c
+def _head_seq(engine: Engine, log: Log, stream: str) -> int:
+    c = log.records.c
     with reading(engine).connect() as connection:
         seq = connection.execute(
-            sa.select(sa.func.max(c.chain_seq)).where(c.direction == stream)
+            sa.select(sa.func.max(c.chain_seq)).where(_in_stream(log, stream))
         ).scalar()
     return int(seq) if seq is not None else 0
 
 
-def _created(row: dict[str, Any]) -> datetime:
-    moment: datetime = row["created_at"]
+def _created(log: Log, row: dict[str, Any]) -> datetime:
+    moment: datetime = row[log.moment]
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -112,16 +119,17 @@ def stream_integrity(
     now: datetime | None = None,
     max_unsigned_age: timedelta = DEFAULT_MAX_UNSIGNED_AGE,
     check_limit: int = DEFAULT_CHECK_LIMIT,
+    log: Log = TXLOG,
 ) -> StreamIntegrity:
     now = now or datetime.now(UTC)
-    checkpoint = _last_checkpoint(engine, stream)
+    checkpoint = _last_checkpoint(engine, log, stream)
     base = checkpoint.seq - 1 if checkpoint is not None else 0
-    rows = _rows(engine, stream, base, check_limit + 1)
+    rows = _rows(engine, log, stream, base, check_limit + 1)
 
-    head = _head_seq(engine, stream)
+    head = _head_seq(engine, log, stream)
 
     def result(problem: str | None, unsigned: list[dict[str, Any]]) -> StreamIntegrity:
-        since = _created(unsigned[0]) if unsigned else None
+        since = _created(log, unsigned[0]) if unsigned else None
         after = head - checkpoint.seq if checkpoint is not None else head
         if problem is None and since is not None and now - since > max_unsigned_age:
             problem = (
@@ -133,10 +141,10 @@ def stream_integrity(
     if checkpoint is None:
         if len(rows) > check_limit:
             return result(f"no signed checkpoint, and more than {check_limit} records", rows)
-        verified = chain.verify(rows).streams[stream].broken
+        verified = chain.verify(rows, log=log).streams[stream].broken
         return result(verified.describe() if verified is not None else None, rows)
     try:
-        verify_checkpoint(checkpoint, certificates)
+        verify_checkpoint(checkpoint, certificates, log)
     except CheckpointError as exc:
         return result(f"the last {checkpoint.describe()} does not verify: {exc}", [])
     if not rows:
@@ -152,7 +160,7 @@ def stream_integrity(
             [],
         )
     signed = rows[0]
-    if record_hash(signed, checkpoint.seq, signed["chain_prev"]) != checkpoint.head:
+    if log.hash(signed, checkpoint.seq, signed["chain_prev"]) != checkpoint.head:
         return result(
             f"the record at seq {checkpoint.seq} (log_id {signed['id']}) is not the one "
             f"{checkpoint.describe()} signed: it, or a record before it, was changed",
@@ -160,7 +168,7 @@ def stream_integrity(
         )
     unsigned = rows[1 : check_limit + 1]
     broken = (
-        chain.verify(unsigned, starts={stream: (checkpoint.seq, checkpoint.head)})
+        chain.verify(unsigned, starts={stream: (checkpoint.seq, checkpoint.head)}, log=log)
         .streams[stream]
         .broken
     )
@@ -176,8 +184,9 @@ def integrity(
     now: datetime | None = None,
     max_unsigned_age: timedelta = DEFAULT_MAX_UNSIGNED_AGE,
     check_limit: int = DEFAULT_CHECK_LIMIT,
+    log: Log = TXLOG,
 ) -> list[StreamIntegrity]:
-    """Both streams (see the module text); read only."""
+    """Every stream of ``log`` (see the module text); read only."""
     return [
         stream_integrity(
             engine,
@@ -186,6 +195,7 @@ def integrity(
             now=now,
             max_unsigned_age=max_unsigned_age,
             check_limit=check_limit,
+            log=log,
         )
-        for stream in chain.STREAMS
+        for stream in log.streams
     ]

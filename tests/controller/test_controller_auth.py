@@ -328,7 +328,7 @@ def _assert_append_only(store: ControllerStore) -> None:
 def test_the_audit_log_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None:
     store = ControllerStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
     try:
-        assert current_revision(store.engine) == "0004"
+        assert current_revision(store.engine) == "0005"
         _assert_append_only(store)
     finally:
         store.close()

@@ -188,9 +188,9 @@ def test_the_writer_keeps_its_heads_hash_and_rereads_another_writers(
     recomputed: list[int] = []
     original = chain_module._head_of
 
-    def counting(row: Any) -> Any:
+    def counting(*arguments: Any) -> Any:
         recomputed.append(1)
-        return original(row)
+        return original(*arguments)
 
     monkeypatch.setattr(chain_module, "_head_of", counting)
     with TransactionLog.open(store_url) as first, TransactionLog.open(store_url) as second:
