@@ -86,7 +86,8 @@ def translate(exc: p11e.PKCS11Error, settings: HsmSettings, action: str) -> HsmE
     if isinstance(exc, p11e.PinLocked):
         return WrongPinError(
             f"the user PIN of token {token!r} is locked after too many wrong PINs; the security "
-            "officer must unlock or reset it"
+            "officer must unlock or reset it (a TPM 2.0 locks all its keys for its lockout "
+            "interval, or until its owner clears the lockout: docs/keys.md)"
         )
     if isinstance(exc, p11e.PinExpired):
         return WrongPinError(f"the user PIN of token {token!r} has expired; set a new PIN first")

@@ -239,14 +239,22 @@ def open_session(settings: HsmSettings, *, rw: bool = False) -> Iterator[Session
                 session.close()
 
 
+# The shortest user PIN change_pin sets, whatever the token allows (the hsm role's minimum).
+MIN_NEW_PIN_LENGTH = 4
+
+
 def change_pin(settings: HsmSettings, new_pin: str) -> None:
     """C_SetPIN: replace the user PIN (the current one from the usual source) with ``new_pin``.
 
     Under the login lock: SoftHSM rewrites the token file. Running services keep their login;
     they need the new PIN at their next start (PIN file or credential), see docs/keys.md.
     """
-    if not new_pin:
-        raise HsmError("the new PIN is empty")
+    if len(new_pin) < MIN_NEW_PIN_LENGTH:
+        # SoftHSM2 refuses such a PIN itself; tpm2-pkcs11 takes any length from 0 (docs/keys.md).
+        raise HsmError(
+            f"Sluis refused the new PIN: fewer than {MIN_NEW_PIN_LENGTH} characters; "
+            "the PIN did not change"
+        )
     old_pin = read_pin(settings)
     if hmac.compare_digest(old_pin.encode(), new_pin.encode()):
         raise HsmError(f"the new PIN is the PIN from {pin_source(settings)}; nothing changed")
