@@ -25,6 +25,7 @@ from appliance.pki.ca import DemoCA
 from appliance.pki.crl import CrlError, atomic_write, refresh_crls
 from appliance.pki.expiry import collect, expiring
 from appliance.pki.install import (
+    InstallError,
     InstallResult,
     install_certificate,
     rollback_certificate,
@@ -223,7 +224,14 @@ def _cmd_install_cert(args: argparse.Namespace) -> int:
     config_path, config = _add_config(args)
     chain = _read_input(args.chain, "certificate chain")
     check = None if args.no_tls_check else subprocess_self_check(config_path, config)
-    result = install_certificate(config, chain, self_check=check, key_label=args.key_label)
+    signed: list[str] = []
+    result = install_certificate(
+        config,
+        chain,
+        self_check=check,
+        key_label=args.key_label,
+        before_swap=None if args.no_checkpoint else functools.partial(_rotation, config, signed),
+    )
     leaf = result.leaf
     if args.json:
         _print_result(result)
@@ -231,6 +239,8 @@ def _cmd_install_cert(args: argparse.Namespace) -> int:
     if not result.changed:
         print(f"{leaf.serial_number:x} is live already; nothing changed")
         return 0
+    for line in signed:
+        print(line)
     print(f"installed {leaf.serial_number:x} ({leaf.subject.rfc4514_string()})")
     print(f"valid until {leaf.not_valid_after_utc.isoformat()}")
     print(f"live: {result.live} -> {result.target.relative_to(result.live.parent)}")
@@ -238,6 +248,20 @@ def _cmd_install_cert(args: argparse.Namespace) -> int:
         print(f"previous (sluis pki rollback-cert): {result.previous}")
     print("running components pick it up at their next graceful reload (HUP)")
     return 0
+
+
+def _rotation(config: SluisConfigType, signed: list[str]) -> None:
+    """Before the swap: each configured log's heads signed with the live key (``rotation``)."""
+    from appliance.cli.txlog import rotation_checkpoints  # SQLAlchemy, PKCS#11: only here
+    from appliance.txlog.checkpoint import CheckpointError
+
+    try:
+        signed.extend(rotation_checkpoints(config))
+    except CheckpointError as exc:
+        raise InstallError(
+            f"nothing installed: no rotation checkpoint ({exc}); fix that, or install without "
+            "one with --no-checkpoint"
+        ) from None
 
 
 @_os_errors
@@ -394,7 +418,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Checks the chain (trust anchors, validity, CRLs, PeerID, public key of the "
         "key in the token), archives it, swaps the [tls] certificate_chain link in one rename, "
         "runs a TLS self-check with the HSM key and swaps back if that fails. Components use "
-        "it after a graceful reload (HUP).",
+        "it after a graceful reload (HUP). Before the swap it signs a checkpoint (reason "
+        "rotation) of each stream of the transaction log ([txlog]) and the audit log "
+        "([controller]) with the key and certificate still live; when that fails nothing is "
+        "installed, unless --no-checkpoint.",
         config=True,
     )
     install.add_argument("--chain", type=Path, required=True, help="PEM chain, leaf first")
@@ -407,6 +434,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-tls-check",
         action="store_true",
         help="skip the TLS self-check (only when the key reference changes after this step)",
+    )
+    install.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="install without first signing a rotation checkpoint of the transaction log and "
+        "the audit log with the key still live (when that cannot be done: say why in the "
+        "change record)",
     )
     install.add_argument("--json", action="store_true", help="machine-readable output")
     install.set_defaults(func=_cmd_install_cert)

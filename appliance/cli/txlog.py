@@ -56,7 +56,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
 
 from appliance.cli.groups import add_command, add_group, plain
 from appliance.config import SluisConfig, load_config
@@ -440,6 +441,50 @@ def _checkpointer(
     try:
         with Pkcs11Signer(config.hsm) as signer:
             yield engine, Checkpointer(engine, signer, certificates.all[0], certificates, log)
+    finally:
+        engine.dispose()
+
+
+def rotation_checkpoints(config: SluisConfig) -> list[str]:
+    """A checkpoint (reason ``rotation``) of each stream of each log ``config`` names (the
+    transaction log of ``[txlog]``, the audit log of ``[controller]``), signed with the key and
+    certificate still live, before ``sluis pki install-cert`` replaces them; a line for each,
+    and for a log not there (no database or table yet: nothing to vouch for).
+    :class:`CheckpointError` when one cannot be signed (also when its store cannot be read)."""
+    from appliance.controller.auditlog import AUDIT
+
+    logs: list[tuple[Log, str]] = []
+    if config.txlog is not None:
+        logs.append((TXLOG, config.txlog.database))
+    if config.controller is not None:
+        logs.append((AUDIT, config.controller.database))
+    lines = []
+    for log, database in logs:
+        if not _present(log, database):
+            lines.append(f"{log.name}: nothing to sign (no {log.records.name} table yet)")
+            continue
+        try:
+            with _checkpointer(config, log, database) as (_, checkpointer):
+                made = checkpointer.checkpoint("rotation")
+        except CheckpointError:
+            raise
+        except Exception as exc:  # the store, the token: say which log and what
+            raise CheckpointError(f"{log.name}: {type(exc).__name__}: {exc}") from None
+        lines.extend(f"signed {log.name} {c.describe()}: {c.stream}={c.seq}:{c.head}" for c in made)
+        if not made:
+            lines.append(f"{log.name}: every head signed already")
+    return lines
+
+
+def _present(log: Log, database: str) -> bool:
+    """Whether ``database`` holds ``log`` (an SQLite file is not made by asking)."""
+    url = make_url(database)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return False
+    engine = create_engine(database)
+    try:
+        inspector = sa.inspect(engine)
+        return inspector.has_table(log.records.name) and inspector.has_table(log.checkpoints.name)
     finally:
         engine.dispose()
 

@@ -12,7 +12,9 @@ names at that moment; old workers finish their open connections with the chain t
    validity period and not revoked according to a fresh CRL of the bundle ``[tls] crls``; the
    leaf carries the same PeerID (OIN) as the live certificate and holds the public key of the
    key in the token;
-2. the chain is archived and the link swapped in one rename; the former target stays behind
+2. ``before_swap`` runs (the CLI's: a checkpoint of each log's streams signed with the key and
+   certificate still live, reason ``rotation``); if it fails nothing changes. Then the chain
+   is archived and the link swapped in one rename; the former target stays behind
    ``organisation.pem.previous``;
 3. a TLS self-check in a fresh process (``sluis tls check``) builds the server and client
    contexts with the HSM key and the new chain and completes a mutual handshake between them,
@@ -66,6 +68,8 @@ class InstallError(SluisError):
 
 # Runs the TLS self-check against the live link; raises InstallError when it fails.
 SelfCheck = Callable[[], None]
+# Runs right before the swap (under the lock); raises InstallError to stop it.
+BeforeSwap = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,7 @@ def install_certificate(
     self_check: SelfCheck | None,
     key_label: str | None = None,
     now: datetime | None = None,
+    before_swap: BeforeSwap | None = None,
 ) -> InstallResult:
     """Check, archive and make ``chain_pem`` the live chain; see the module documentation."""
     tls = config.tls
@@ -275,6 +280,8 @@ def install_certificate(
                 leaf=leaf,
                 changed=False,
             )
+        if before_swap is not None:
+            before_swap()
         target = write_archive(live.parent / ARCHIVE_DIR, name, data)
         previous_before = _readlink(previous_link(live))
         former = _swap(live, f"{ARCHIVE_DIR}/{name}")
