@@ -126,6 +126,10 @@ class Forwarder:
         """The gateway's error for a service whose share is full (503, ``Retry-After``)."""
         raise NotImplementedError
 
+    def check_resent(self, response: UpstreamResponse, name: str, origin: str) -> None:
+        """Raise the gateway's error when the answer to a request sent a second time
+        (``UpstreamResponse.resent``) shows that the next hop took the first one."""
+
     def admit(self, share: str, *, name: str, config_key: str | None = None) -> Slot:
         """A place for one request in ``share`` (its limit is ``config_key``'s), or the
         gateway's :meth:`busy` error at once. Release it if the request goes no further;
@@ -171,6 +175,8 @@ class Forwarder:
             )
         except (UpstreamError, OSError) as exc:
             raise self.unreachable(name, origin, describe(exc)) from None
+        if response.resent:
+            self.check_resent(response, name, origin)
         answer = self._answer(response, method, name, slot, time.perf_counter() - sent)
         if answer.body is None and slot is not None:
             slot.release()

@@ -27,7 +27,7 @@ from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.statelog import FailureStates
 from appliance.tls import revocation
 from appliance.tls.peer import PeerIdentity, PeerIdentityError
-from appliance.upstream import UpstreamPool
+from appliance.upstream import UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("sluis.outway")
 # Per worker and inway: an inway that is down refuses every request for it; logged as a state
@@ -84,6 +84,10 @@ class OutwayForwarder(Forwarder):
             ssl_context=self._ssl_context,
             resolve=self._resolve,
             peer_check=inway_refusal,
+            # A kept-alive connection cut after the request went out (the inway's address
+            # moved to another node, a worker died): sent again, the inway refuses the same
+            # transaction id if it took the first (check_resent).
+            resend_unanswered=True,
             **options,
         )
 
@@ -94,6 +98,20 @@ class OutwayForwarder(Forwarder):
         answer = await super().send(origin, **kwargs)
         _UNREACHABLE.recovered(origin)
         return answer
+
+    def check_resent(self, response: UpstreamResponse, name: str, origin: str) -> None:
+        code = OutwayErrorCode.INVALID_LOG_RECORD_ID.value.encode()
+        if response.status == 400 and any(
+            key.lower() == b"fsc-error-code" and value == code for key, value in response.headers
+        ):
+            response.close()
+            raise self.unreachable(
+                name,
+                origin,
+                "the connection closed after the request was sent, before any answer; sent "
+                "again, the inway refused its transaction id as already used, so it took the "
+                "first sending, whose outcome is unknown",
+            )
 
     def unreachable(self, name: str, origin: str, reason: str) -> Exception:
         _UNREACHABLE.failed(origin, reason)

@@ -31,7 +31,13 @@ needs none of that. This client does only what a reverse proxy's upstream hop ne
   method (RFC 9110 9.2.1). A connection that closes after the request went out is an
   :class:`UpstreamClosed` that says the outcome is unknown: the peer may have executed it (an
   inway that logged and forwarded it, then died), and sending it again would run it twice or,
-  with the same transaction id, be refused as a duplicate;
+  with the same transaction id, be refused as a duplicate. A pool made with
+  ``resend_unanswered`` (the outway's, towards inways) sends such a body-less safe request
+  once more on a new connection (RFC 9110 9.2.2 allows it for idempotent methods), with the
+  same headers, so the same transaction id: a Sluis inway logs that id before it forwards and
+  refuses it the second time, so the service never sees it twice, and the answer says
+  :attr:`UpstreamResponse.resent` so the caller can tell that refusal from the peer's own
+  (a virtual address that moved to another node cuts every kept-alive connection: docs/ha.md);
 - nothing else: no redirects, cookies, proxies, decompression, or automatic headers.
 
 The pool reports its connections (in use, idle, opened, reused) to
@@ -422,11 +428,14 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """The status and headers of an answer; its body to be read once, whole or streamed."""
 
-    __slots__ = ("_conn", "_done", "_pool", "headers", "status")
+    __slots__ = ("_conn", "_done", "_pool", "headers", "resent", "status")
 
     def __init__(self, conn: _Connection, pool: UpstreamPool) -> None:
         self.status = conn.status
         self.headers: RawHeaders = conn.headers
+        # The answer to a second sending after the first went out unanswered
+        # (``resend_unanswered``): a refusal as a duplicate means the first was taken.
+        self.resent = False
         self._conn = conn
         self._pool = pool
         self._done = False
@@ -486,9 +495,13 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None = None,
         resolve: Mapping[str, tuple[str, int]] | None = None,
         peer_check: Callable[[bytes], str | None] | None = None,
+        resend_unanswered: bool = False,
     ) -> None:
         """``peer_check`` (TLS): given the peer's DER certificate, why a pooled connection
-        may no longer be used (revoked, expired since it was opened), or None."""
+        may no longer be used (revoked, expired since it was opened), or None.
+        ``resend_unanswered``: a body-less safe request whose connection closed after it was
+        sent, before any answer, is sent once more (the module's docstring says when that is
+        right)."""
         if connections < 1:
             raise ValueError("connections must be at least 1")
         self._limit = connections
@@ -499,6 +512,7 @@ class UpstreamPool:
         self._ssl = ssl_context
         self._resolve = dict(resolve or {})
         self._peer_check = peer_check
+        self._resend_unanswered = resend_unanswered
         self._loop = asyncio.get_running_loop()
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
@@ -546,13 +560,16 @@ class UpstreamPool:
             raise UpstreamError("the client is closed")
         head, chunked = _request_head(origin, method, target, headers, body)
         retry = body is None and method in _SAFE
-        fresh = False
+        resend = retry and self._resend_unanswered
+        fresh = resent = False
         while True:
             conn = await self._acquire(origin, fresh=fresh, deadline=deadline)
             reused = conn.used
             left = None if deadline is None else max(deadline - self._loop.time(), 0.001)
             try:
-                return await self._exchange(conn, head, method, body, chunked, left)
+                response = await self._exchange(conn, head, method, body, chunked, left)
+                response.resent = resent
+                return response
             except UpstreamClosed as exc:
                 if retry and reused and conn.unsent:
                     # Once, on a new connection: the other idle ones to this peer are likely
@@ -561,6 +578,12 @@ class UpstreamPool:
                     continue
                 if conn.unsent or conn.received_any:
                     raise
+                if resend:
+                    # Once, on a new connection, the same transaction id: the peer refuses it
+                    # if it took the first (the caller sees ``resent``).
+                    retry = resend = False
+                    fresh = resent = True
+                    continue
                 # The request went out and no answer came: it may have been executed. FSC has
                 # no outway code for this; the outway answers 502 ERROR_CODE_INWAY_UNREACHABLE
                 # (the closest: no answer from the inway) with this message.

@@ -116,7 +116,7 @@ OUTWAY_WORKER_SUPERVISION = pytest.mark.xfail(
 
 def test_kill_inway_worker(group: FaultGroup) -> None:
     """The refusals are the documented ones (502 INWAY_UNREACHABLE for a request whose
-    outcome is unknown: never sent again; 503 SERVICE_BUSY), and gunicorn starts a new
+    outcome is unknown: never executed twice; 503 SERVICE_BUSY), and gunicorn starts a new
     worker."""
     result = _run(group, "kill-inway-worker")
     assert {o.failure for o in result.failed() if o.failure.startswith(("502 ", "503 "))} <= {

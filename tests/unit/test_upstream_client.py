@@ -292,6 +292,88 @@ def test_a_request_the_peer_took_and_dropped_is_not_sent_again() -> None:
     asyncio.run(scenario())
 
 
+def test_a_pool_that_resends_sends_an_unanswered_safe_request_once_more() -> None:
+    """``resend_unanswered`` (the outway's pool): the same GET, head for head, goes once more
+    on a new connection and its answer says so; a PUT, a body or a second cut are not sent
+    again."""
+
+    async def scenario() -> None:
+        cuts = 0
+
+        async def cut_the_second(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            nonlocal cuts
+            server.heads.append((await read_request(reader))[0])
+            writer.write(OK)  # keep-alive announced ...
+            await writer.drain()
+            server.heads.append((await read_request(reader))[0])  # ... the next is dropped
+            cuts += 1
+
+        async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                server.heads.append((await read_request(reader))[0])
+                writer.write(OK)
+                await writer.drain()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await (cut_the_second if server.connections == 1 else answer_all)(reader, writer)
+
+        async with Server(handler) as server:
+            client = pool(resend_unanswered=True)
+            first = await client.request(server.origin, "GET", "/", [])
+            assert first.whole() == b"hello"
+            assert not first.resent
+            headers = [("Fsc-Transaction-Id", "0190a5d4-0000-7000-8000-000000000001")]
+            again = await client.request(server.origin, "GET", "/x", headers)
+            assert again.whole() == b"hello"
+            assert again.resent
+            assert cuts == 1
+            assert server.connections == 2
+            # The dropped sending and the second one: the same head, so the same id.
+            assert server.heads[1] == server.heads[2]
+            assert b"0190a5d4-0000-7000-8000-000000000001" in server.heads[2]
+            await client.close()
+
+        for method, body in (("PUT", None), ("GET", b"x"), ("POST", b"once")):
+            async with Server(ClosingAfterOne.handler) as server:
+                client = pool(resend_unanswered=True)
+                assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+                with pytest.raises(UpstreamClosed, match="outcome is unknown"):
+                    await client.request(server.origin, method, "/", [], body)
+                assert server.connections == 1, method
+                await client.close()
+
+        # Cut again on the new connection: an error, not a third sending.
+        async def always_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if server.connections == 1:
+                await read_request(reader)
+                writer.write(OK)
+                await writer.drain()
+            await read_request(reader)
+
+        async with Server(always_cut) as server:
+            client = pool(resend_unanswered=True)
+            assert (await client.request(server.origin, "GET", "/", [])).whole() == b"hello"
+            with pytest.raises(UpstreamClosed, match="outcome is unknown"):
+                await client.request(server.origin, "GET", "/", [])
+            assert server.connections == 2
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+class ClosingAfterOne:
+    """Answers one request with keep-alive, then takes the next and drops it."""
+
+    @staticmethod
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)
+
+
 class ClosingServer:
     """Answers one request per connection with keep-alive, then, once ``close_idle()`` is
     called, closes every idle connection at once (a peer's worker that stops). In a thread of
