@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 
 def statements_of(engine: sa.Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The SELECT statements (with parameters) that ``action`` runs on ``engine``."""
+    """The SELECT statements (with parameters, a WITH before one too) that ``action`` runs on
+    ``engine``."""
     seen: list[tuple[str, Any]] = []
 
     def record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             seen.append((statement, parameters))
 
     sa.event.listen(engine, "before_cursor_execute", record)

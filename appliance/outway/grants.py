@@ -16,13 +16,18 @@ inway for much longer than those seconds anyway.
 
 from __future__ import annotations
 
+import heapq
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from appliance.manager.contracts.model import GrantType
 from appliance.manager.service import ManagerService
+from appliance.manager.storage import states
+from appliance.manager.storage.rows import ConnectionGrantRow
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 
 ROUTES_MAX_AGE = 5.0  # seconds a worker keeps the grants it read from the store
@@ -97,21 +102,105 @@ def by_service(source: GrantSource, peer_id: str, service: str) -> Route:
 
 class StoreGrants:
     """The grants in the local Manager store (``appliance.manager.setup.build_service``), read
-    from the store's grant and state columns (:meth:`ManagerStore.connection_routes`): one
-    indexed query, not every contract parsed and its signatures checked again."""
+    from the store's grant and state columns (:meth:`ManagerStore.connection_grants`), not
+    every contract parsed and its signatures checked again.
+
+    The first read takes every grant of this outway in a valid or accepted contract; each
+    later one only the contracts whose state columns changed since (the store's change
+    number: nothing changed costs one row, at any number of contracts). The clock's part of
+    the state (not_before, not_after, the accepts' certificates ending) is followed from the
+    kept columns, each contract re-examined at the next moment its state may change. The table
+    is built again only when something changed. A change number or clock that went backwards
+    (a restored database, a clock set back) makes the next read a whole one again.
+    """
 
     def __init__(self, service: ManagerService) -> None:
         self._service = service
+        self._lock = threading.Lock()
+        self._seq: int | None = None  # the change number the kept grants are as new as
+        self._read_at: datetime | None = None
+        self._grants: dict[str, list[ConnectionGrantRow]] = {}  # usable contracts' grants
+        self._valid: set[str] = set()  # the contracts among them valid at _read_at
+        self._wake: list[tuple[datetime, str]] = []  # (moment, contract) to look at again
+        self._table = RouteTable.of(())
 
     def table(self) -> RouteTable:
-        # The Manager service was built from the live chain when this worker started.
-        rows = self._service.store.connection_routes(
-            self._service.peer_id,
-            self._service.identity.public_key_thumbprint,
-            CONNECTION_GRANT_TYPES,
-            now=self._service.clock(),
+        with self._lock:
+            now = self._service.clock()
+            whole = self._seq is None or self._read_at is None or now < self._read_at
+            # The Manager service was built from the live chain when this worker started.
+            seq, rows = self._service.store.connection_grants(
+                self._service.peer_id,
+                self._service.identity.public_key_thumbprint,
+                CONNECTION_GRANT_TYPES,
+                changed_after=None if whole else self._seq,
+                now=now,
+            )
+            if not whole and self._seq is not None and seq < self._seq:
+                seq, rows = self._service.store.connection_grants(
+                    self._service.peer_id,
+                    self._service.identity.public_key_thumbprint,
+                    CONNECTION_GRANT_TYPES,
+                    now=now,
+                )
+                whole = True
+            if whole:
+                self._grants, self._valid, self._wake = {}, set(), []
+            changed = self._take(rows, now)
+            while self._wake and self._wake[0][0] <= now:
+                changed.add(heapq.heappop(self._wake)[1])
+            if self._examine(changed, now) or whole:
+                self._table = self._build()
+            self._seq, self._read_at = seq, now
+            return self._table
+
+    def _take(self, rows: list[ConnectionGrantRow], now: datetime) -> set[str]:
+        """Replace the kept grants of every contract in ``rows``; the contracts to examine."""
+        fresh: dict[str, list[ConnectionGrantRow]] = {}
+        for row in rows:
+            fresh.setdefault(row.contract_hash, []).append(row)
+        for grants in fresh.values():
+            if len(grants) > 1:
+                grants.sort(key=lambda grant: grant.position)
+        self._grants.update(fresh)
+        return set(fresh)
+
+    def _examine(self, contracts: set[str], now: datetime) -> bool:
+        """Whether each contract is valid at ``now``, and when to look again; True if the
+        set of valid contracts changed."""
+        moved = False
+        valid_ones, wake_list, kept = self._valid, self._wake, self._grants
+        for contract in contracts:
+            grants = kept.get(contract)
+            if not grants:
+                continue
+            first = grants[0]
+            if first.decision is None:
+                valid, wake = states.clock_view(
+                    first.not_before, first.not_after, first.accepted_until, now
+                )
+            else:
+                valid, wake = False, None
+            if valid != (contract in valid_ones):
+                moved = True
+                if valid:
+                    valid_ones.add(contract)
+                else:
+                    valid_ones.discard(contract)
+            if wake is not None:
+                heapq.heappush(wake_list, (wake, contract))
+            elif not valid:  # only a stored change can make it valid: forget it till then
+                del kept[contract]
+        return moved
+
+    def _build(self) -> RouteTable:
+        """The valid contracts' routes, newest contract first (as the store lists them)."""
+        rows = [row for contract in self._valid for row in self._grants[contract]]
+        rows.sort(key=lambda row: (row.contract_hash, row.position))
+        rows.sort(key=lambda row: row.created_at, reverse=True)
+        return RouteTable.of(
+            Route(row.grant_hash, row.service_peer_id, row.service_name) for row in rows
         )
-        return RouteTable.of(Route(*row) for row in rows)
 
     def routes(self) -> list[Route]:
         """The routes, each once, newest contract first."""

@@ -21,10 +21,13 @@ for _folder in ("contracts", "api"):
 
 from apitest import Api, hash_of, running_api, sign  # noqa: E402
 from contracttest import (  # noqa: E402
+    DAY,
+    NOW,
     OIN_A,
     OIN_B,
     OIN_D,
     Group,
+    T,
     connection_data,
     content,
     make_group,
@@ -143,3 +146,99 @@ def test_revoked_and_expired_contracts_are_no_routes(consumer: Api, group: Group
     later = replace(consumer.service, clock=lambda: datetime.fromtimestamp(not_after + 1, UTC))
     assert later.get(hash_of(kept)).state == "expired"
     assert StoreGrants(later).routes() == []
+
+
+# -- one worker's table over time: only what changed is read --------------------------------
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _accepted(consumer: Api, group: Group, contract: dict[str, Any]) -> None:
+    consumer.service.propose(contract)
+    result = consumer.put_signature(
+        "accept", contract, sign(contract, group[OIN_B]), peer=group[OIN_B]
+    )
+    assert result.status_code == 201, result.text
+
+
+def _delta_rows(consumer: Api, grants: StoreGrants) -> list[int]:
+    """How many grants each store read of ``grants.table()`` returned."""
+    store = consumer.service.store
+    real = store.connection_grants
+    counts: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        seq, rows = real(*args, **kwargs)
+        counts.append(len(rows))
+        return seq, rows
+
+    store.connection_grants = counted  # type: ignore[method-assign]
+    try:
+        grants.table()
+    finally:
+        del store.connection_grants
+    return counts
+
+
+def test_one_worker_s_table_follows_accepts_revocations_and_the_clock(
+    consumer: Api, group: Group
+) -> None:
+    clock = _Clock(NOW)
+    worker = StoreGrants(replace(consumer.service, clock=clock))
+    other_worker = StoreGrants(replace(consumer.service, clock=clock))
+    assert worker.routes() == other_worker.routes() == []
+
+    # 1. A contract accepted (by the Manager, another writer than the workers) is used.
+    first = _connection(group, "0197a000-0000-7000-8000-0000000000b1")
+    _accepted(consumer, group, first)
+    assert worker.routes() == [Route(_grant_of(first), OIN_B, "basisregistratie")]
+
+    # 2. Nothing changed: the read returns no grant (one row, the change number).
+    assert _delta_rows(consumer, worker) == [0]
+
+    # 3. A contract that starts later, and one that ends sooner, under the same clock.
+    later_start = _connection(
+        group,
+        "0197a000-0000-7000-8000-0000000000b2",
+        name="kadaster",
+    )
+    later_start["validity"]["not_before"] = T + 3600
+    short = _connection(group, "0197a000-0000-7000-8000-0000000000b3", name="brp")
+    short["validity"]["not_after"] = T + 600
+    for contract in (later_start, short):
+        _accepted(consumer, group, contract)
+    assert {r.service_name for r in worker.routes()} == {"basisregistratie", "brp"}
+    assert _delta_rows(consumer, worker) == [0]
+
+    # 4. The clock alone: brp ends after its not_after second, kadaster starts at not_before.
+    clock.now = datetime.fromtimestamp(T + 600, UTC)
+    assert {r.service_name for r in worker.routes()} == {"basisregistratie", "brp"}
+    clock.now = datetime.fromtimestamp(T + 601, UTC)
+    assert {r.service_name for r in worker.routes()} == {"basisregistratie"}
+    clock.now = datetime.fromtimestamp(T + 3599, UTC)
+    assert {r.service_name for r in worker.routes()} == {"basisregistratie"}
+    clock.now = datetime.fromtimestamp(T + 3600, UTC)
+    assert {r.service_name for r in worker.routes()} == {"basisregistratie", "kadaster"}
+    assert _delta_rows(consumer, worker) == [0]  # followed without reading again
+
+    # 5. A revocation stored by the Manager: gone at the next read, in every worker.
+    consumer.service.sign(hash_of(first), SignatureType.REVOKE)
+    assert _delta_rows(consumer, worker) == [1]  # the revoked contract's grant only
+    for each in (worker, other_worker):
+        assert each.routes() == [Route(_grant_of(later_start), OIN_B, "kadaster")]
+    with pytest.raises(OutwayError):
+        by_grant_hash(worker, _grant_of(first))
+
+    # 6. Each table equals a whole read by a new worker at the same moment, also after the
+    # clock went back (a whole read again).
+    for moment in (T + 3600, T + 10, T + 602, T + 366 * DAY):
+        clock.now = datetime.fromtimestamp(moment, UTC)
+        fresh = StoreGrants(replace(consumer.service, clock=clock))
+        assert worker.routes() == fresh.routes(), moment
+        assert other_worker.routes() == fresh.routes(), moment

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 __all__ = [
     "CertificateRow",
+    "ConnectionGrantRow",
     "ContractRow",
     "Delivery",
     "GrantRow",
@@ -23,6 +24,24 @@ __all__ = [
 
 SignatureType = Literal["accept", "reject", "revoke"]
 OutboxKind = Literal["contract", "signature"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionGrantRow:
+    """A connection grant of an outway with its contract's state columns
+    (:meth:`ManagerStore.connection_grants`): enough to follow the contract's state by the
+    clock (``states.valid_at``) without reading it again."""
+
+    contract_hash: str
+    created_at: datetime
+    position: int
+    grant_hash: str
+    service_peer_id: str
+    service_name: str
+    decision: str | None
+    not_before: datetime
+    not_after: datetime
+    accepted_until: datetime | None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,18 @@ SIGNATURE_TYPES = ("accept", "reject", "revoke")
 OUTBOX_KINDS = ("contract", "signature")
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # 64-bit on both
+
+# One row (id 1, made by the migration): the number of the last change of any contract's
+# state columns (storage/states.py). Its lock orders the changes on PostgreSQL, so a reader
+# that saw number N saw every change up to N.
+state_changes = sa.Table(
+    "state_changes",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", _SEQ, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)
 
 contracts = sa.Table(
     "contracts",
@@ -53,7 +65,11 @@ contracts = sa.Table(
     # The state's inputs that do not depend on the clock (storage/states.py keeps them).
     sa.Column("decision", sa.String(16), nullable=True),  # revoked, rejected or NULL
     sa.Column("accepted_until", UtcDateTime(), nullable=True),
+    # The number of the last change of those columns (state_changes): a reader asks for the
+    # contracts changed after the number it last saw (the outway's grant refresh).
+    sa.Column("state_seq", _SEQ, nullable=False, server_default=sa.text("0")),
     sa.UniqueConstraint("group_id", "iv"),
+    sa.Index(None, "state_seq"),
     sa.Index(None, "created_at", "content_hash"),  # the listing order and its cursor
     # A state's contracts in listing order; it holds every column the state needs, so a
     # filter or a count per state reads the index only.

@@ -26,7 +26,7 @@ compared in the query (:func:`state_is`, :func:`state_column`), so no state goes
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -97,7 +97,7 @@ def refresh(conn: Connection, content_hashes: Sequence[str]) -> None:
     conn.execute(
         t.contracts.update()
         .where(c.content_hash.in_(hashes))
-        .values(decision=decision, accepted_until=_accepted_until())
+        .values(decision=decision, accepted_until=_accepted_until(), state_seq=_next_change(conn))
     )
     cp, s = t.contract_peers.c, t.signatures.c
     signed = sa.exists().where(s.contract_hash == cp.contract_hash, s.peer_id == cp.peer_id)
@@ -107,6 +107,63 @@ def refresh(conn: Connection, content_hashes: Sequence[str]) -> None:
         .where(cp.contract_hash.in_(hashes))
         .values(signed=signed, decided=decided)
     )
+
+
+def _next_change(conn: Connection) -> int:
+    """The next change number (``state_changes``), taken in the caller's transaction: on
+    PostgreSQL the row stays locked until it commits, so numbers become visible in order."""
+    k = t.state_changes.c
+    return int(
+        conn.execute(
+            t.state_changes.update().where(k.id == 1).values(seq=k.seq + 1).returning(k.seq)
+        ).scalar_one()
+    )
+
+
+def last_change(conn: Connection) -> int:
+    """The number of the last change of any contract's state columns (0: none yet)."""
+    k = t.state_changes.c
+    return int(conn.execute(sa.select(k.seq).where(k.id == 1)).scalar_one())
+
+
+_SECOND = timedelta(seconds=1)
+
+
+def valid_at(
+    decision: str | None,
+    not_before: datetime,
+    not_after: datetime,
+    accepted_until: datetime | None,
+    now: datetime,
+) -> bool:
+    """:func:`state_is` ``("valid", now)`` on one contract's columns, in Python (a reader that
+    keeps the columns, such as the outway's grant table, follows the clock without a query)."""
+    return decision is None and clock_view(not_before, not_after, accepted_until, now)[0]
+
+
+def clock_view(
+    not_before: datetime, not_after: datetime, accepted_until: datetime | None, now: datetime
+) -> tuple[bool, datetime | None]:
+    """For a contract neither revoked nor rejected: whether it is valid at ``now``, and the
+    first moment after ``now`` at which that may change by the clock alone (not_before
+    reached, not_after passed, the accepts' certificates ended); None when the clock can no
+    longer make it valid (only a stored change can). Validity is in whole seconds
+    (:func:`_second`); the accepts' end is exact."""
+    if accepted_until is None or accepted_until <= now:
+        return False, None
+    second = now.replace(microsecond=0)
+    if not_after < second:
+        return False, None
+    wake = not_after.replace(microsecond=0) + _SECOND  # > now, as not_after >= second
+    if accepted_until < wake:
+        wake = accepted_until
+    if not_before <= second:
+        return True, wake
+    # Valid from the first whole second not before not_before.
+    starts = (
+        not_before if not not_before.microsecond else not_before.replace(microsecond=0) + _SECOND
+    )
+    return False, min(starts, wake)
 
 
 def awaiting(peer_id: str, now: datetime, peers: sa.FromClause) -> list[sa.ColumnElement[bool]]:

@@ -41,6 +41,7 @@ from appliance.manager.storage.errors import (
 )
 from appliance.manager.storage.rows import (
     CertificateRow,
+    ConnectionGrantRow,
     ContractRow,
     Delivery,
     GrantRow,
@@ -301,34 +302,73 @@ class _StoreOperations(ABC):
         with self._begin(write=False) as tx:
             return states.counts_by_state(tx.connection, _at(now))
 
-    def connection_routes(
+    def connection_grants(
         self,
         outway_peer_id: str,
         public_key_thumbprint: str,
         grant_types: Sequence[str],
+        *,
+        changed_after: int | None = None,
         now: datetime | None = None,
-    ) -> list[tuple[str, str, str]]:
-        """``(grant hash, service peer, service name)`` of every grant of ``grant_types``
-        whose outway is ``outway_peer_id`` with that key, in a contract valid at ``now``,
-        newest contract first. One query over the stored grant and state columns: an outway
-        worker reads it every few seconds, at any number of contracts."""
+    ) -> tuple[int, list[ConnectionGrantRow]]:
+        """The change number (``state_changes``) and the grants of ``grant_types`` whose
+        outway is ``outway_peer_id`` with that key, with their contracts' state columns.
+
+        Without ``changed_after``: the grants of every contract that is valid at ``now`` or
+        will be by the clock alone (accepted, not revoked, rejected or expired). With it: the
+        grants of every contract whose state columns changed after that number, in whatever
+        state (a reader drops those no longer usable), read through ``ix_contracts_state_seq``:
+        an outway worker asks every few seconds, and nothing changed costs one row. The
+        number is read first: a change committed meanwhile may be in the rows too and comes
+        again next time, none is missed."""
         g = t.grants.c
+        contracts: sa.FromClause = t.contracts
+        if changed_after is not None:
+            # The changed contracts first, as their own (materialised) set, then their grants
+            # by the primary key: joined directly, SQLite walked every grant of this outway
+            # (or, without the outway index, every grant) and probed the contracts.
+            contracts = (
+                sa.select(t.contracts)
+                .where(t.contracts.c.state_seq > changed_after)
+                .cte("changed")
+                .prefix_with("MATERIALIZED")
+            )
+        k = contracts.c
         query = (
-            sa.select(g.grant_hash, g.service_peer_id, g.service_name)
-            .select_from(t.grants.join(t.contracts, t.contracts.c.content_hash == g.contract_hash))
+            sa.select(
+                g.contract_hash,
+                k.created_at,
+                g.position,
+                g.grant_hash,
+                g.service_peer_id,
+                g.service_name,
+                k.decision,
+                k.not_before,
+                k.not_after,
+                k.accepted_until,
+            )
+            .select_from(contracts.join(t.grants, g.contract_hash == k.content_hash))
             .where(
-                g.outway_peer_id == outway_peer_id,
                 g.outway_public_key_thumbprint == public_key_thumbprint,
                 g.grant_type.in_(list(grant_types)),
-                states.state_is("valid", _at(now)),
             )
-            .order_by(t.contracts.c.created_at.desc(), g.contract_hash, g.position)
         )
+        if changed_after is None:
+            moment = _at(now)
+            query = query.where(
+                g.outway_peer_id == outway_peer_id,
+                sa.or_(states.state_is("valid", moment), states.state_is("accepted", moment)),
+            )
+        else:
+            # coalesce: keeps SQLite off the grants' outway index (every grant of this outway).
+            query = query.where(sa.func.coalesce(g.outway_peer_id, "") == outway_peer_id)
         with self._begin(write=False) as tx:
-            return [
-                (row.grant_hash, row.service_peer_id, row.service_name)
+            seq = states.last_change(tx.connection)
+            rows = [
+                ConnectionGrantRow(*cast(tuple[Any, ...], row))
                 for row in tx.connection.execute(query)
             ]
+        return seq, rows
 
     # -- signatures ------------------------------------------------------------------------
 

@@ -113,4 +113,4 @@ def test_workers_that_start_together_migrate_once(store_url: str) -> None:
         with ManagerStore.open(store_url) as store:
             return current_revision(store.engine)
 
-    assert _in_threads(3, open_and_read) == ["0002", "0002", "0002"]
+    assert _in_threads(3, open_and_read) == ["0003", "0003", "0003"]
