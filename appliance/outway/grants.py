@@ -122,6 +122,7 @@ class StoreGrants:
         self._grants: dict[str, list[ConnectionGrantRow]] = {}  # usable contracts' grants
         self._valid: set[str] = set()  # the contracts among them valid at _read_at
         self._wake: list[tuple[datetime, str]] = []  # (moment, contract) to look at again
+        self._wake_at: dict[str, datetime] = {}  # each contract's one live entry in _wake
         self._table = RouteTable.of(())
 
     def table(self) -> RouteTable:
@@ -145,10 +146,13 @@ class StoreGrants:
                 )
                 whole = True
             if whole:
-                self._grants, self._valid, self._wake = {}, set(), []
+                self._grants, self._valid, self._wake, self._wake_at = {}, set(), [], {}
             changed = self._take(rows, now)
             while self._wake and self._wake[0][0] <= now:
-                changed.add(heapq.heappop(self._wake)[1])
+                moment, contract = heapq.heappop(self._wake)
+                if self._wake_at.get(contract) == moment:  # else replaced by a later entry
+                    del self._wake_at[contract]
+                    changed.add(contract)
             if self._examine(changed, now) or whole:
                 self._table = self._build()
             self._seq, self._read_at = seq, now
@@ -169,7 +173,7 @@ class StoreGrants:
         """Whether each contract is valid at ``now``, and when to look again; True if the
         set of valid contracts changed."""
         moved = False
-        valid_ones, wake_list, kept = self._valid, self._wake, self._grants
+        valid_ones, wake_list, wake_at, kept = self._valid, self._wake, self._wake_at, self._grants
         for contract in contracts:
             grants = kept.get(contract)
             if not grants:
@@ -187,10 +191,13 @@ class StoreGrants:
                     valid_ones.add(contract)
                 else:
                     valid_ones.discard(contract)
-            if wake is not None:
+            if wake is None:
+                wake_at.pop(contract, None)
+                if not valid:  # only a stored change can make it valid: forget it till then
+                    del kept[contract]
+            elif wake_at.get(contract) != wake:  # one entry per contract and moment
+                wake_at[contract] = wake
                 heapq.heappush(wake_list, (wake, contract))
-            elif not valid:  # only a stored change can make it valid: forget it till then
-                del kept[contract]
         return moved
 
     def _build(self) -> RouteTable:
