@@ -12,8 +12,10 @@ Pages are asked with ``limit=10`` where the API takes one, so that a page is ful
 size and the figures compare (a page of 100 costs more than a page of 9 at any size).
 Measured:
 
-- the outway's grant refresh (``StoreGrants.routes``, what a worker reads every 5 s) and its
-  lookup of one grant hash in what it read (``by_grant_hash``, once per request);
+- the outway's grant refresh (``StoreGrants.table``, what a worker does every 5 s) when
+  nothing changed and after one contract's state changed (an accept or a revocation stored,
+  not timed), a worker's first whole read, and its lookup of one grant hash in what it read
+  (``by_grant_hash``, once per request);
 - the Manager's ``GET /v1/contracts`` first page and ``POST /v1/token`` (as Peer A);
 - the directory's ``GET /v1/services`` first page;
 - the controller's contracts and overview pages.
@@ -73,6 +75,7 @@ from appliance.controller.roles import Role
 from appliance.controller.transactions import TransactionFilter, TransactionReader
 from appliance.manager.service import ManagerService
 from appliance.manager.storage import schema as t
+from appliance.manager.storage import states
 from appliance.outway.grants import CachedGrants, Route, StoreGrants, by_grant_hash
 from appliance.outway.tokens import TokenCache
 from appliance.serving.app import create_base_app
@@ -108,12 +111,20 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def median_ms(action: Callable[[], object], repeat: int, give_up: float) -> tuple[float, float]:
-    """Median wall and CPU milliseconds of ``repeat`` runs of ``action`` (one if it was slow).
-    The CPU time is this process's, where the apps run: on a busy machine it says more about
-    the code than the wall time, which also holds the neighbours' share of the cores."""
+def median_ms(
+    action: Callable[[], object],
+    repeat: int,
+    give_up: float,
+    setup: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of ``repeat`` runs of ``action`` (one if it was slow),
+    each after ``setup`` (not timed). The CPU time is this process's, where the apps run: on
+    a busy machine it says more about the code than the wall time, which also holds the
+    neighbours' share of the cores."""
     wall, cpu = [], []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         begun, begun_cpu = time.perf_counter(), time.process_time()
         action()
         cpu.append((time.process_time() - begun_cpu) * 1000)
@@ -134,12 +145,18 @@ class Measures:
         self.figures: Table = {}
         self.given_up: set[str] = set()
 
-    def take(self, name: str, size: int, action: Callable[[], object]) -> None:
+    def take(
+        self,
+        name: str,
+        size: int,
+        action: Callable[[], object],
+        setup: Callable[[], object] | None = None,
+    ) -> None:
         if name in self.given_up:
             self.figures.setdefault(name, {})[size] = None
             print(f"  {name:40} given up", flush=True)
             return
-        wall, cpu = median_ms(action, self.args.repeat, self.args.give_up)
+        wall, cpu = median_ms(action, self.args.repeat, self.args.give_up, setup)
         self.put(name, size, wall, cpu=cpu)
         if wall > self.args.give_up * 1000:
             self.given_up.add(name)
@@ -319,12 +336,28 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
                 cached._read_at = None  # read again, as a worker does every ROUTES_MAX_AGE
                 cached.table()
 
+            def change_one() -> None:
+                # What an accept, reject or revocation does to the store: the state columns
+                # of one contract recomputed, with the next change number.
+                with store.engine.begin() as conn:
+                    states.refresh(conn, [template])
+
             def fetch() -> None:
                 tokens.forget(grant)
                 asyncio.run(tokens.token(route))
 
-            table.take("outway grant refresh (StoreGrants)", size, refresh)
-            if table.figures["outway grant refresh (StoreGrants)"][size] is not None:
+            refresh()  # the copies just added, read once (a worker follows every change)
+            table.take("outway grant refresh (no change)", size, refresh)
+            table.take("outway grant refresh (one changed)", size, refresh, setup=change_one)
+            # When a contract becomes valid or stops being so (by a change or by the clock),
+            # the worker builds its table again from what it holds, without a query.
+            table.take("outway table rebuild (valid set changed)", size, grants._build)
+            table.take(
+                "outway first read (a worker starts)",
+                size,
+                lambda: StoreGrants(outway_of_a(env)).table(),
+            )
+            if table.figures["outway grant refresh (no change)"][size] is not None:
                 last = cached.table().routes[-1].grant_hash  # the last one read
                 table.take(
                     "outway grant lookup (by_grant_hash)",
