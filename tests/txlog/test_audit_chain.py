@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from txlogtest import Capsys, SigningOrganisation, edit, only_problem
+from txlogtest import Capsys, SigningOrganisation, append_audit, edit, only_problem
 
 from appliance.cli.main import main
 from appliance.controller import schema
@@ -29,26 +29,12 @@ T0 = datetime(2026, 12, 1, 9, 0, 0, 123456, tzinfo=UTC)
 ENTRIES = 12
 
 
-def append(store: ControllerStore, count: int, *, start: int = 0) -> None:
-    for number in range(start, start + count):
-        store.append_audit(
-            at=T0 + timedelta(seconds=number),
-            actor=f"user{number % 3}",
-            role="administrator" if number % 2 else None,
-            action="user.create",
-            outcome="success",
-            peer_address="192.0.2.7",
-            target=f"account{number}",
-            detail=None if number % 4 else "with detail",
-        )
-
-
 @pytest.fixture
 def audited(store_url: str) -> str:
     """A controller store with ENTRIES audit entries."""
     store = ControllerStore.open(store_url)
     try:
-        append(store, ENTRIES)
+        append_audit(store, ENTRIES)
     finally:
         store.close()
     return store_url
@@ -225,7 +211,7 @@ def test_entries_from_before_the_chain_are_counted_not_vouched_for(
     engine.dispose()
     store = ControllerStore.open(store_url)  # migrates to the head
     try:
-        append(store, 4)
+        append_audit(store, 4)
     finally:
         store.close()
     code, report = verify(capsys, "--database", store_url)
@@ -242,7 +228,7 @@ def test_two_writers_on_one_database_extend_one_chain(store_url: str, capsys: Ca
 
     def writer(store: ControllerStore, start: int) -> None:
         try:
-            append(store, 25, start=start)
+            append_audit(store, 25, start=start)
         except BaseException as exc:
             errors.append(exc)
 
@@ -283,7 +269,7 @@ def test_a_signed_audit_log_verifies_and_signs_only_what_is_new(
     assert report["streams"][STREAM]["last_checkpoint"]["checkpoint"] == made
     assert checkpoint(capsys, config) == []
     store = ControllerStore.open(url)
-    append(store, 2, start=ENTRIES)
+    append_audit(store, 2, start=ENTRIES)
     store.close()
     (again,) = checkpoint(capsys, config, "--reason", "rotation")
     assert (again["seq"], again["reason"]) == (ENTRIES + 2, "rotation")
@@ -328,7 +314,7 @@ def test_a_recomputed_chain_is_found_and_not_signed_over(
     assert (problem["seq"], problem["log_id"]) == (ENTRIES, seqs[ENTRIES])
     assert f"not the record of checkpoint {made} (signed" in problem["problem"]
     store = ControllerStore.open(url)
-    append(store, 1, start=ENTRIES)
+    append_audit(store, 1, start=ENTRIES)
     store.close()
     assert main(["controller", "audit", "checkpoint", "--config", str(config)]) == 1
     assert "not signed" in capsys.readouterr().err

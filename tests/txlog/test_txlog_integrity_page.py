@@ -18,6 +18,7 @@ import pytest
 from txlogtest import (
     Capsys,
     SigningOrganisation,
+    append_audit,
     recompute_after_change,
     records_at,
     run,
@@ -46,15 +47,7 @@ class FakeController:
 def audit_store(tmp_path: Path) -> Iterator[ControllerStore]:
     """The controller's store with two audit entries (chained, not yet signed)."""
     store = ControllerStore.open(f"sqlite:///{tmp_path / 'controller.db'}")
-    for action in ("user.create", "token.create"):
-        store.append_audit(
-            at=datetime.now(UTC),
-            actor="admin",
-            role=None,
-            action=action,
-            outcome="success",
-            peer_address="local",
-        )
+    append_audit(store, 2, at=datetime.now(UTC))  # fresh: not yet overdue for a checkpoint
     yield store
     store.close()
 

@@ -13,7 +13,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from txlogtest import Capsys, SigningOrganisation, records_at, run, sql, tamper, write_all
+from txlogtest import (
+    Capsys,
+    SigningOrganisation,
+    append_audit,
+    records_at,
+    run,
+    sql,
+    tamper,
+    write_all,
+)
 
 from appliance.cli.main import main
 from appliance.controller.store import ControllerStore
@@ -75,15 +84,7 @@ def test_install_cert_signs_both_logs_with_the_old_key_first(
     with TransactionLog.open(txlog) as log:
         assert run(write_all(log, records_at(3))) == [None] * 3
     store = ControllerStore.open(audit)
-    for action in ("user.create", "token.create"):
-        store.append_audit(
-            at=datetime.now(UTC),
-            actor="admin",
-            role=None,
-            action=action,
-            outcome="success",
-            peer_address="local",
-        )
+    append_audit(store, 2, at=datetime.now(UTC))  # fresh: not yet overdue for a checkpoint
     store.close()
     config = configured(organisation, txlog, audit)
     old_leaf = organisation.config.tls.certificate_chain.read_bytes()

@@ -19,6 +19,7 @@ import yaml
 
 from appliance.cli.main import main
 from appliance.config import SluisConfig
+from appliance.controller.store import ControllerStore
 from appliance.demo.provision import Organisation, provision_with_token
 from appliance.hsm.settings import HsmSettings
 from appliance.pki.ca import DemoCA
@@ -214,6 +215,21 @@ def recompute_after_change(connection: sa.Connection) -> None:
     for row in rows:
         connection.execute(sa.update(schema.records).where(c.id == row.id).values(chain_prev=prev))
         prev = record_hash(row._mapping, row.chain_seq, prev)
+
+
+def append_audit(store: ControllerStore, count: int, *, start: int = 0, at: datetime = T0) -> None:
+    """``count`` entries in the controller's audit log, numbered from ``start``, a second apart."""
+    for number in range(start, start + count):
+        store.append_audit(
+            at=at + timedelta(seconds=number),
+            actor=f"user{number % 3}",
+            role="administrator" if number % 2 else None,
+            action="user.create",
+            outcome="success",
+            peer_address="192.0.2.7",
+            target=f"account{number}",
+            detail=None if number % 4 else "with detail",
+        )
 
 
 def edit(path: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
