@@ -100,7 +100,7 @@ def _register_audit(sub: Any) -> None:
         "audit",
         help="the audit log's hash chain: verify, checkpoint, export-bundle",
         description="The audit log's hash chain and its checkpoints signed in the HSM "
-        "(docs/txlog.md, 'The audit log').",
+        '(docs/txlog.md, "The controller\'s audit log").',
         allow_abbrev=False,
     )
     commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
