@@ -19,8 +19,10 @@ and one connection with one request after another (latency). Rounds repeat every
 variant interleaved, so that the noise of a shared machine hits all chains alike; the tables
 show the medians. CPU per request is the CPU time of the gateway processes (Sluis: outway and
 inway gunicorn masters and workers; nginx: both masters and their workers; never the backend,
-the Managers or wrk) over the run, divided by the requests wrk completed. The Sluis chain's
-transaction logs must grow by the number of requests (plus those still in flight at the end).
+the Managers or wrk) over the run, divided by the requests wrk completed. Each run starts once
+the chain's processes are idle (:func:`settle`: what the run before left in flight is done).
+The Sluis chain's transaction logs must grow by the number of requests (plus those still in
+flight at the end).
 
     .venv/bin/python bench/chain.py [--duration 10] [--connections 64] [--workers 1]
                                     [--rounds 3] [--txlog-dir DIR] [--quick]
@@ -343,6 +345,31 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(spent - before.get(pid, 0.0) for pid, spent in after.items())
 
 
+# A gateway tree that spends less CPU than this in SETTLE_INTERVAL is idle.
+SETTLE_CPU_SECONDS = 0.005
+SETTLE_INTERVAL = 0.25
+SETTLE_TIMEOUT = 30.0
+
+
+def settle(roots: Sequence[int]) -> float:
+    """Wait until the processes under ``roots`` are idle (at most SETTLE_TIMEOUT seconds);
+    return how long that took.
+
+    wrk stops with requests in flight and closes their connections; the gateways finish them
+    anyway, each holding its place in the Service's share. A run started at once met them:
+    the outway counted 64 in flight plus the new run's and refused a few with 503
+    ERROR_CODE_SERVICE_BUSY (the "failed requests" of --metrics-cost's first runs)."""
+    started = time.monotonic()
+    before = process_trees_cpu(roots)
+    while time.monotonic() - started < SETTLE_TIMEOUT:
+        time.sleep(SETTLE_INTERVAL)
+        after = process_trees_cpu(roots)
+        if cpu_used(before, after) < SETTLE_CPU_SECONDS:
+            break
+        before = after
+    return time.monotonic() - started
+
+
 def software_identity(ca: DemoCA, leaf_chain: Path, directory: Path) -> tuple[Path, Path]:
     """A P-256 software key and a certificate for the same subject and names as the
     organisation's HSM certificate, issued by the same demo CA: what nginx can use."""
@@ -457,6 +484,8 @@ def measure(
         seconds=seconds,
         headers=(*headers, *variant.headers),
     )
+    if chain.cpu_roots:
+        settle(chain.cpu_roots)  # an earlier run's requests are done
     records = [count_records(url) for url in chain.logs]
     cpu_before = process_trees_cpu(chain.cpu_roots)
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
