@@ -407,6 +407,14 @@ def test_an_oidc_login_makes_the_account_and_gives_it_the_providers_role(
 
 
 def test_an_oidc_login_never_takes_over_another_account(auth: Authenticator) -> None:
+    def counted() -> tuple[float, float]:  # the controller's /metrics (docs/monitoring.md)
+        from prometheus_client import REGISTRY
+
+        logins = "sluis_controller_logins_total", {"method": "oidc"}
+        failures = "sluis_controller_login_failures_total", {"reason": "oidc"}
+        return (REGISTRY.get_sample_value(*logins) or 0, REGISTRY.get_sample_value(*failures) or 0)
+
+    before = counted()
     auth.create_user("alice", Role.ADMINISTRATOR, PASSWORD)
     with pytest.raises(LoginFailed, match="'alice' is a local account"):
         asyncio.run(auth.login_oidc(_identity("2", "alice", Role.AUDITOR), "-"))
@@ -417,6 +425,8 @@ def test_an_oidc_login_never_takes_over_another_account(auth: Authenticator) -> 
         asyncio.run(auth.login_oidc(_identity("5", "bob smith", Role.AUDITOR), "-"))
     entries, _ = auth.store.query_audit(action="login", outcome="failure")
     assert [e.detail for e in entries][-1] == "oidc: the username 'alice' is a local account here"
+    after = counted()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)
 
 
 def test_a_disabled_oidc_account_cannot_log_in(auth: Authenticator) -> None:
