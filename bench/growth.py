@@ -300,8 +300,7 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
         grant = env.service.get(template).grant_hashes[0]
         token_form = f"grant_type=client_credentials&scope={grant}&client_id={OIN_A}"
         token_headers = as_a | {"Content-Type": "application/x-www-form-urlencoded"}
-        grants = StoreGrants(outway_of_a(env))
-        cached = CachedGrants(grants, max_age=float("inf"))
+        cached = CachedGrants(StoreGrants(outway_of_a(env)), max_age=float("inf"))
         route = Route(grant, OIN_B, SERVICE)
         tokens = TokenCache(
             InProcessManager(env.service, identity(group, OIN_A)),
@@ -338,7 +337,8 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
 
             def change_one() -> None:
                 # What an accept, reject or revocation does to the store: the state columns
-                # of one contract recomputed, with the next change number.
+                # of one contract recomputed, with the next change number (the worker takes
+                # that contract's routes out of its table and puts them back).
                 with store.engine.begin() as conn:
                     states.refresh(conn, [template])
 
@@ -349,9 +349,6 @@ def contracts_part(group: Group, backend: str, args: argparse.Namespace) -> None
             refresh()  # the copies just added, read once (a worker follows every change)
             table.take("outway grant refresh (no change)", size, refresh)
             table.take("outway grant refresh (one changed)", size, refresh, setup=change_one)
-            # When a contract becomes valid or stops being so (by a change or by the clock),
-            # the worker builds its table again from what it holds, without a query.
-            table.take("outway table rebuild (valid set changed)", size, grants._build)
             table.take(
                 "outway first read (a worker starts)",
                 size,

@@ -46,14 +46,30 @@ class Route:
     service_name: str
 
 
-@dataclass(frozen=True)
 class RouteTable:
-    """Routes, each once, indexed by grant hash and by (service peer, service name): a
-    request's lookup costs the same at ten grants as at ten thousand."""
+    """Routes indexed by grant hash and by (service peer, service name): a request's lookup
+    costs the same at ten grants as at a hundred thousand. ``routes`` lists them, each once,
+    in their source's order (newest contract first), built when first asked (a listing's
+    need, not a request's)."""
 
-    routes: tuple[Route, ...]
-    by_hash: Mapping[str, Route]
-    by_service: Mapping[tuple[str, str], tuple[Route, ...]]
+    __slots__ = ("_order", "_routes", "by_hash", "by_service")
+
+    def __init__(
+        self,
+        by_hash: Mapping[str, Route],
+        by_service: Mapping[tuple[str, str], tuple[Route, ...]],
+        order: Callable[[], Iterable[Route]],
+    ) -> None:
+        self.by_hash = by_hash
+        self.by_service = by_service
+        self._order = order
+        self._routes: tuple[Route, ...] | None = None
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        if self._routes is None:
+            self._routes = tuple(dict.fromkeys(self._order()))
+        return self._routes
 
     @classmethod
     def of(cls, routes: Iterable[Route]) -> RouteTable:
@@ -64,7 +80,8 @@ class RouteTable:
             by_hash.setdefault(route.grant_hash, route)
             key = (route.service_peer_id, route.service_name)
             services.setdefault(key, {}).setdefault(route.grant_hash, route)
-        return cls(unique, by_hash, {key: tuple(found.values()) for key, found in services.items()})
+        by_service = {key: tuple(found.values()) for key, found in services.items()}
+        return cls(by_hash, by_service, lambda: unique)
 
 
 class GrantSource(Protocol):
@@ -109,9 +126,11 @@ class StoreGrants:
     later one only the contracts whose state columns changed since (the store's change
     number: nothing changed costs one row, at any number of contracts). The clock's part of
     the state (not_before, not_after, the accepts' certificates ending) is followed from the
-    kept columns, each contract re-examined at the next moment its state may change. The table
-    is built again only when something changed. A change number or clock that went backwards
-    (a restored database, a clock set back) makes the next read a whole one again.
+    kept columns, each contract re-examined at the next moment its state may change. A
+    contract that becomes valid adds its routes to the table's dicts, one that stops being
+    valid takes them out: a change costs its own routes, not the table. A change number or
+    clock that went backwards (a restored database, a clock set back) makes the next read a
+    whole one again. A grant hash names one grant (it covers the contract's hash).
     """
 
     def __init__(self, service: ManagerService) -> None:
@@ -123,6 +142,12 @@ class StoreGrants:
         self._valid: set[str] = set()  # the contracts among them valid at _read_at
         self._wake: list[tuple[datetime, str]] = []  # (moment, contract) to look at again
         self._wake_at: dict[str, datetime] = {}  # each contract's one live entry in _wake
+        self._by_hash: dict[str, Route] = {}
+        self._by_service: dict[tuple[str, str], tuple[Route, ...]] = {}
+        # by_service's routes by grant hash, and the keys to put in by_service again.
+        self._services: dict[tuple[str, str], dict[str, Route]] = {}
+        self._stale: set[tuple[str, str]] = set()
+        self._uses: dict[Route, int] = {}  # valid contracts holding each route
         self._table = RouteTable.of(())
 
     def table(self) -> RouteTable:
@@ -147,27 +172,44 @@ class StoreGrants:
                 whole = True
             if whole:
                 self._grants, self._valid, self._wake, self._wake_at = {}, set(), [], {}
-            changed = self._take(rows, now)
+                self._by_hash, self._by_service, self._uses = {}, {}, {}
+                self._services, self._stale = {}, set()
+            changed, moved = self._take(rows)
             while self._wake and self._wake[0][0] <= now:
                 moment, contract = heapq.heappop(self._wake)
                 if self._wake_at.get(contract) == moment:  # else replaced by a later entry
                     del self._wake_at[contract]
                     changed.add(contract)
-            if self._examine(changed, now) or whole:
-                self._table = self._build()
+            moved = self._examine(changed, now) or moved
+            for key in self._stale:
+                found = self._services.get(key)
+                if found:
+                    self._by_service[key] = tuple(found.values())
+                else:
+                    self._by_service.pop(key, None)
+                    self._services.pop(key, None)
+            self._stale.clear()
+            if moved or whole:
+                self._table = RouteTable(self._by_hash, self._by_service, self._ordered)
             self._seq, self._read_at = seq, now
             return self._table
 
-    def _take(self, rows: list[ConnectionGrantRow], now: datetime) -> set[str]:
-        """Replace the kept grants of every contract in ``rows``; the contracts to examine."""
+    def _take(self, rows: list[ConnectionGrantRow]) -> tuple[set[str], bool]:
+        """Replace the kept grants of every contract in ``rows``: the contracts to examine,
+        and whether a valid one's routes left the table meanwhile."""
         fresh: dict[str, list[ConnectionGrantRow]] = {}
+        moved = False
         for row in rows:
             fresh.setdefault(row.contract_hash, []).append(row)
-        for grants in fresh.values():
+        for contract, grants in fresh.items():
             if len(grants) > 1:
                 grants.sort(key=lambda grant: grant.position)
-        self._grants.update(fresh)
-        return set(fresh)
+            if contract in self._valid:  # examined again below, with the rows read now
+                self._valid.discard(contract)
+                self._remove(self._grants[contract])
+                moved = True
+            self._grants[contract] = grants
+        return set(fresh), moved
 
     def _examine(self, contracts: set[str], now: datetime) -> bool:
         """Whether each contract is valid at ``now``, and when to look again; True if the
@@ -189,8 +231,10 @@ class StoreGrants:
                 moved = True
                 if valid:
                     valid_ones.add(contract)
+                    self._add(grants)
                 else:
                     valid_ones.discard(contract)
+                    self._remove(grants)
             if wake is None:
                 wake_at.pop(contract, None)
                 if not valid:  # only a stored change can make it valid: forget it till then
@@ -200,14 +244,39 @@ class StoreGrants:
                 heapq.heappush(wake_list, (wake, contract))
         return moved
 
-    def _build(self) -> RouteTable:
+    def _add(self, grants: list[ConnectionGrantRow]) -> None:
+        for grant in grants:
+            route = Route(grant.grant_hash, grant.service_peer_id, grant.service_name)
+            uses = self._uses.get(route, 0)
+            self._uses[route] = uses + 1
+            if uses:
+                continue
+            self._by_hash.setdefault(route.grant_hash, route)
+            key = (route.service_peer_id, route.service_name)
+            self._services.setdefault(key, {}).setdefault(route.grant_hash, route)
+            self._stale.add(key)
+
+    def _remove(self, grants: list[ConnectionGrantRow]) -> None:
+        for grant in grants:
+            route = Route(grant.grant_hash, grant.service_peer_id, grant.service_name)
+            uses = self._uses.pop(route, 0) - 1
+            if uses > 0:
+                self._uses[route] = uses
+                continue
+            if self._by_hash.get(route.grant_hash) == route:
+                del self._by_hash[route.grant_hash]
+            key = (route.service_peer_id, route.service_name)
+            found = self._services.get(key, {})
+            if found.get(route.grant_hash) == route:
+                del found[route.grant_hash]
+            self._stale.add(key)
+
+    def _ordered(self) -> list[Route]:
         """The valid contracts' routes, newest contract first (as the store lists them)."""
         rows = [row for contract in self._valid for row in self._grants[contract]]
         rows.sort(key=lambda row: (row.contract_hash, row.position))
         rows.sort(key=lambda row: row.created_at, reverse=True)
-        return RouteTable.of(
-            Route(row.grant_hash, row.service_peer_id, row.service_name) for row in rows
-        )
+        return [Route(row.grant_hash, row.service_peer_id, row.service_name) for row in rows]
 
     def routes(self) -> list[Route]:
         """The routes, each once, newest contract first."""

@@ -239,6 +239,9 @@ def test_one_worker_s_table_follows_accepts_revocations_and_the_clock(
     # clock went back (a whole read again).
     for moment in (T + 3600, T + 10, T + 602, T + 366 * DAY):
         clock.now = datetime.fromtimestamp(moment, UTC)
-        fresh = StoreGrants(replace(consumer.service, clock=clock))
-        assert worker.routes() == fresh.routes(), moment
-        assert other_worker.routes() == fresh.routes(), moment
+        fresh = StoreGrants(replace(consumer.service, clock=clock)).table()
+        for each in (worker.table(), other_worker.table()):
+            assert each.routes == fresh.routes, moment
+            assert dict(each.by_hash) == dict(fresh.by_hash), moment
+            services = {key: set(found) for key, found in each.by_service.items()}
+            assert services == {key: set(found) for key, found in fresh.by_service.items()}
