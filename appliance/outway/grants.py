@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -143,10 +143,7 @@ class StoreGrants:
         self._wake: list[tuple[datetime, str]] = []  # (moment, contract) to look at again
         self._wake_at: dict[str, datetime] = {}  # each contract's one live entry in _wake
         self._by_hash: dict[str, Route] = {}
-        self._by_service: dict[tuple[str, str], tuple[Route, ...]] = {}
-        # by_service's routes by grant hash, and the keys to put in by_service again.
-        self._services: dict[tuple[str, str], dict[str, Route]] = {}
-        self._stale: set[tuple[str, str]] = set()
+        self._services: dict[tuple[str, str], dict[str, Route]] = {}  # by grant hash
         self._uses: dict[Route, int] = {}  # valid contracts holding each route
         self._table = RouteTable.of(())
 
@@ -172,25 +169,16 @@ class StoreGrants:
                 whole = True
             if whole:
                 self._grants, self._valid, self._wake, self._wake_at = {}, set(), [], {}
-                self._by_hash, self._by_service, self._uses = {}, {}, {}
-                self._services, self._stale = {}, set()
+                self._by_hash, self._services, self._uses = {}, {}, {}
             changed, moved = self._take(rows)
             while self._wake and self._wake[0][0] <= now:
                 moment, contract = heapq.heappop(self._wake)
                 if self._wake_at.get(contract) == moment:  # else replaced by a later entry
                     del self._wake_at[contract]
                     changed.add(contract)
-            moved = self._examine(changed, now) or moved
-            for key in self._stale:
-                found = self._services.get(key)
-                if found:
-                    self._by_service[key] = tuple(found.values())
-                else:
-                    self._by_service.pop(key, None)
-                    self._services.pop(key, None)
-            self._stale.clear()
-            if moved or whole:
-                self._table = RouteTable(self._by_hash, self._by_service, self._ordered)
+            if self._examine(changed, now) or moved or whole:
+                services = _Services(self._services)
+                self._table = RouteTable(self._by_hash, services, self._ordered)
             self._seq, self._read_at = seq, now
             return self._table
 
@@ -254,7 +242,6 @@ class StoreGrants:
             self._by_hash.setdefault(route.grant_hash, route)
             key = (route.service_peer_id, route.service_name)
             self._services.setdefault(key, {}).setdefault(route.grant_hash, route)
-            self._stale.add(key)
 
     def _remove(self, grants: list[ConnectionGrantRow]) -> None:
         for grant in grants:
@@ -269,7 +256,8 @@ class StoreGrants:
             found = self._services.get(key, {})
             if found.get(route.grant_hash) == route:
                 del found[route.grant_hash]
-            self._stale.add(key)
+                if not found:
+                    del self._services[key]
 
     def _ordered(self) -> list[Route]:
         """The valid contracts' routes, newest contract first (as the store lists them)."""
@@ -281,6 +269,26 @@ class StoreGrants:
     def routes(self) -> list[Route]:
         """The routes, each once, newest contract first."""
         return list(self.table().routes)
+
+
+class _Services(Mapping[tuple[str, str], tuple[Route, ...]]):
+    """``by_service`` over the live dicts of :class:`StoreGrants`: a key's routes become a
+    tuple when a request asks for them (one route, or a few when ambiguous), so that a change
+    does not copy every route of its service."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self, found: dict[tuple[str, str], dict[str, Route]]) -> None:
+        self._found = found
+
+    def __getitem__(self, key: tuple[str, str]) -> tuple[Route, ...]:
+        return tuple(self._found[key].values())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
 
 
 class CachedGrants:
