@@ -27,6 +27,13 @@ handshake failed on the key, :func:`refusing` is true: the listener then refuses
 before they reach the module (``appliance.tls.alerts``), so a dead token costs neither a call
 that fails nor the module's own error lines per call (tpm2-pkcs11 writes one or more to stderr
 for each, and cannot be told not to).
+
+Outgoing connections (the outway towards inways) fail on a dead module without saying so: the
+provider also verifies the peer's signatures in the token, so OpenSSL reports the *peer's*
+certificate or CRL as badly signed. :func:`check_here` decides, in this process (a fresh one
+finds the token fine while this one's module stays broken): readiness's check of the token, at
+most once per ``CHECK_INTERVAL``; a key found unusable is reported as :data:`OUTGOING_TLS`, and
+:func:`outgoing_refused` is then true until the process is replaced.
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ PROBE_TIMEOUT = 20.0
 PROBE_MODULE = "appliance.hsm.probe"
 # The kind of failure after which a listener refuses new handshakes (appliance.tls.alerts).
 TLS_HANDSHAKE = "TLS handshake"
+# The kind after which the outway sends nothing more (appliance.outway.proxy).
+OUTGOING_TLS = "outgoing TLS"
+# At most one in-process check of the token per this many seconds (check_here).
+CHECK_INTERVAL = 1.0
 
 Probe = Callable[[], str | None]
 
@@ -97,6 +108,10 @@ class KeyWatch:
         self._problem: str | None = None
         self._thread: threading.Thread | None = None
         self.recoveries = 0
+
+    @property
+    def settings(self) -> HsmSettings:
+        return self._settings
 
     @property
     def problem(self) -> str | None:
@@ -192,3 +207,44 @@ def report(kind: str, detail: str) -> None:
     watch = _WATCH
     if watch is not None:
         watch.failed(kind, detail)
+
+
+_CHECK_LOCK = threading.Lock()
+_last_check: tuple[float, bool] | None = None  # (monotonic time, key usable)
+
+
+def outgoing_refused() -> bool:
+    """Whether this process found its key unusable for outgoing connections (until it is
+    replaced): send nothing, answer that the key is unusable."""
+    watch = _WATCH
+    return watch is not None and OUTGOING_TLS in watch.failures()
+
+
+def check_here(detail: str, *, interval: float = CHECK_INTERVAL) -> bool:
+    """An outgoing handshake failed in a way the module may have caused (``detail``): is the
+    key unusable in this process? Checks the token here (a session, the key, random bytes;
+    no re-initialisation) at most once per ``interval``, otherwise answers the last verdict;
+    blocks for the check (call it off the event loop). A dead key is reported to the watch
+    (:data:`OUTGOING_TLS`), which replaces the process once a fresh one can use the token."""
+    global _last_check
+    watch = _WATCH
+    if watch is None:
+        return False
+    if OUTGOING_TLS in watch.failures():
+        return True
+    from appliance.hsm.status import token_status  # pkcs11 only where a check runs
+
+    with _CHECK_LOCK:  # concurrent failures wait for one check and share its verdict
+        last = _last_check
+        if last is not None and time.monotonic() - last[0] < interval:
+            usable = last[1]
+            reason = None
+        else:
+            status = token_status(watch.settings, recover=False)
+            usable, reason = status.usable, status.reason
+            _last_check = (time.monotonic(), usable)
+    if usable:
+        return False
+    if reason is not None:
+        watch.failed(OUTGOING_TLS, f"{detail}; the token check in this process: {reason}")
+    return True

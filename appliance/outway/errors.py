@@ -25,6 +25,9 @@ code                                    HTTP  when
 ``ERROR_CODE_SERVICE_BUSY``              503  this inway and service have as many requests in
                                               flight as ``service_limit`` allows (with
                                               ``Retry-After``; FSC has no 503 code)
+``ERROR_CODE_HSM_UNAVAILABLE``           503  the outway's own key (HSM token) cannot be used
+                                              now: nothing was sent (``Retry-After``; the
+                                              Manager's code for the same cause)
 ======================================  ====  ==================================================
 
 Errors of the inway or the service are never one of these: they are passed back unaltered.
@@ -60,6 +63,7 @@ class OutwayErrorCode(StrEnum):
     TOKEN_UNAVAILABLE = "ERROR_CODE_TOKEN_UNAVAILABLE"  # noqa: S105 (a code, not a secret)
     INWAY_UNREACHABLE = "ERROR_CODE_INWAY_UNREACHABLE"
     SERVICE_BUSY = "ERROR_CODE_SERVICE_BUSY"
+    HSM_UNAVAILABLE = "ERROR_CODE_HSM_UNAVAILABLE"
 
 
 STATUS: dict[OutwayErrorCode, str] = {
@@ -74,7 +78,10 @@ STATUS: dict[OutwayErrorCode, str] = {
     OutwayErrorCode.TOKEN_UNAVAILABLE: falcon.HTTP_502,
     OutwayErrorCode.INWAY_UNREACHABLE: falcon.HTTP_502,
     OutwayErrorCode.SERVICE_BUSY: falcon.HTTP_503,
+    OutwayErrorCode.HSM_UNAVAILABLE: falcon.HTTP_503,
 }
+# The token's return and the process's replacement take seconds (appliance.hsm.watch).
+HSM_RETRY_AFTER_SECONDS = 5
 
 
 class OutwayError(FscError):
@@ -84,6 +91,8 @@ class OutwayError(FscError):
         headers = None
         if code is OutwayErrorCode.SERVICE_BUSY:
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        elif code is OutwayErrorCode.HSM_UNAVAILABLE:
+            headers = {"Retry-After": str(HSM_RETRY_AFTER_SECONDS)}
         super().__init__(STATUS[code], code.value, ErrorDomain.OUTWAY, message, headers=headers)
         self.outway_code = code
         # The level of the line the outway logs for the refusal: lower where one line for many

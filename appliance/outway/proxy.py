@@ -8,14 +8,24 @@ the inways, and the outway's error for an inway that cannot be reached (502
 whose share of the pool is full). The inway's answer, an FSC error of the inway or the
 service's own answer included, is passed back with only its hop-by-hop headers removed.
 
+A handshake that fails on a signature (the inway's certificate or CRL "badly signed", or an
+error of OpenSSL's provider layer) may be this outway's own HSM module gone broken: the
+provider checks the peer's signatures in the token too. Such a failure is checked in this
+process (``appliance.hsm.watch.check_here``, at most once a second): a dead key is logged once
+by the key watch, which replaces the worker once the token is back, and requests get 503
+``ERROR_CODE_HSM_UNAVAILABLE`` without a handshake until then; a live key makes it the inway's
+failure (502) as before.
+
 What the application's request loses on the way (every ``Fsc-*`` header, identity and
 forwarding headers, ``Sluis-*``) is the forwarding policy, :mod:`appliance.forwarding.headers`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +33,7 @@ from typing import Any
 from appliance.forwarding.headers import Headers, RawHeaders, inway_answer_headers
 from appliance.forwarding.limits import Shares
 from appliance.forwarding.proxy import ForwardedResponse, Forwarder
+from appliance.hsm import watch
 from appliance.outway.errors import OutwayError, OutwayErrorCode
 from appliance.statelog import FailureStates
 from appliance.tls import revocation
@@ -35,6 +46,8 @@ log = logging.getLogger("sluis.outway")
 _UNREACHABLE = FailureStates(log, "inway {} unreachable", "requests refused")
 
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
+# Handshake failures that a broken module of this process causes (OpenSSL's texts).
+_MAYBE_OWN_KEY = re.compile(r"signature failure|\[(EVP|PROV|PKCS11)[:\]]|provider", re.IGNORECASE)
 # The inway's gunicorn keeps an idle connection 75 s; the outway lets go earlier.
 INWAY_KEEPALIVE_SECONDS = 60.0
 
@@ -95,7 +108,14 @@ class OutwayForwarder(Forwarder):
         return inway_answer_headers(raw)
 
     async def send(self, origin: str, **kwargs: Any) -> ForwardedResponse:
-        answer = await super().send(origin, **kwargs)
+        if watch.outgoing_refused():
+            raise _own_key_unusable()
+        try:
+            answer = await super().send(origin, **kwargs)
+        except _MaybeOwnKey as exc:
+            if await asyncio.to_thread(watch.check_here, exc.reason):
+                raise _own_key_unusable() from None
+            raise self._unreachable(origin, exc.reason) from None
         _UNREACHABLE.recovered(origin)
         return answer
 
@@ -105,8 +125,7 @@ class OutwayForwarder(Forwarder):
             key.lower() == b"fsc-error-code" and value == code for key, value in response.headers
         ):
             response.close()
-            raise self.unreachable(
-                name,
+            raise self._unreachable(
                 origin,
                 "the connection closed after the request was sent, before any answer; sent "
                 "again, the inway refused its transaction id as already used, so it took the "
@@ -114,6 +133,11 @@ class OutwayForwarder(Forwarder):
             )
 
     def unreachable(self, name: str, origin: str, reason: str) -> Exception:
+        if _MAYBE_OWN_KEY.search(reason):
+            return _MaybeOwnKey(reason)  # send() decides whose failure it is
+        return self._unreachable(origin, reason)
+
+    def _unreachable(self, origin: str, reason: str) -> OutwayError:
         _UNREACHABLE.failed(origin, reason)
         return OutwayError(
             OutwayErrorCode.INWAY_UNREACHABLE,
@@ -126,3 +150,19 @@ class OutwayForwarder(Forwarder):
             f"{name} has {limit} requests in progress from this outway, as many as it may "
             "have; try again later",
         )
+
+
+class _MaybeOwnKey(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _own_key_unusable() -> OutwayError:
+    error = OutwayError(
+        OutwayErrorCode.HSM_UNAVAILABLE,
+        "the outway's organisation key (its HSM token) cannot be used now; nothing was sent; "
+        "try again later",
+    )
+    error.log_level = logging.DEBUG  # the key watch's lines say it, not one per request
+    return error

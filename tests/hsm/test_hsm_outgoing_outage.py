@@ -1,0 +1,259 @@
+"""The outway's outgoing side when the network HSM goes away and comes back: gunicorn (two
+real Sluis workers) serving ``outgoing_app`` (plain HTTP in, the outway's forwarder out: a new
+mutual-TLS connection per request, its client key in a p11-kit-served token), two clients
+sending a request every 20 ms, the p11-kit server stopped for two seconds. Nothing polls
+readiness (the app has none).
+
+The test prints the requests, the failures by kind and the recovery time (from the token's
+return to the first request answered again), and asserts:
+
+- the outway answers in its own FSC format, 503 ``ERROR_CODE_HSM_UNAVAILABLE`` once it found
+  its key unusable, never a 5xx without an FSC code;
+- it recovers by itself within 10 s of the token's return (the key watch replaces the worker);
+- the log holds one line per worker for the outage and one when back, and no line per request
+  blaming the inway (``refused the peer``, ``inway ... unreachable``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from test_hsm_listener_outage import Case, Run, p11kit_case, wait_for_workers
+
+from appliance.demo.processes import Component, free_port, wait_listening
+from appliance.pki.ca import DemoCA
+from appliance.serving.launch import ServeOptions, gunicorn_command
+
+pytestmark = pytest.mark.slow
+__all__ = ["p11kit_case"]  # the fixture, shared with the listener's test
+
+GONE_SECONDS = 2.0
+CLIENTS = 2
+PAUSE = 0.02
+WORKERS = 2
+UPSTREAM = "inway.upstream.sluis.test"
+
+
+class Answer(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.0: the connection closes after each answer, so every request is a new handshake.
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def server_context(ca: DemoCA, where: Path) -> ssl.SSLContext:
+    """The inway's stand-in: a software key, a certificate of the demo CA, clients verified."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Upstream"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "00000001000000000098"),
+            x509.NameAttribute(NameOID.COMMON_NAME, UPSTREAM),
+        ]
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(UPSTREAM)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    chain, key_file = where / "upstream.pem", where / "upstream.key"
+    chain.write_bytes(ca.chain_pem(ca.issue(csr.public_bytes(serialization.Encoding.PEM))))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(ca.trust_anchor_path))
+    try:
+        ctx.load_cert_chain(str(chain), str(key_file))
+    finally:
+        key_file.unlink()
+    return ctx
+
+
+@pytest.fixture
+def upstream(p11kit_case: Case, tmp_path: Path) -> Iterator[str]:
+    ctx = server_context(p11kit_case.ca, tmp_path)
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, Any]:
+            sock, address = super().get_request()
+            return ctx.wrap_socket(sock, server_side=True), address
+
+    server = Server(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://{UPSTREAM}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def start_outgoing(case: Case, origin: str, log_dir: Path) -> Component:
+    port = free_port()
+    options = ServeOptions(
+        config=case.config.source or Path(),
+        app="outgoing_app:create_app()",
+        bind=f"127.0.0.1:{port}",
+        workers=WORKERS,
+        proc_name="sluis-outgoing-test",
+        plain_http=True,
+    )
+    here = str(Path(__file__).parent)
+    argv, env = gunicorn_command(
+        options,
+        {
+            **os.environ,
+            "SLUIS_TEST_UPSTREAM": origin,
+            "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
+        },
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "outgoing.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    component = Component("outgoing", process, "127.0.0.1", port, log_path)
+    try:
+        wait_listening(component)
+    except Exception:
+        component.stop()
+        raise
+    return component
+
+
+def one_request(component: Component) -> str:
+    """``HTTP 200``, ``HTTP 503 <Fsc-Error-Code>``..., or the kind of connection failure."""
+    conn = http.client.HTTPConnection(component.host, component.port, timeout=10)
+    try:
+        conn.request("GET", "/through")
+        answer = conn.getresponse()
+        answer.read()
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+    code = answer.getheader("Fsc-Error-Code")
+    return f"HTTP {answer.status}" + (f" {code}" if code else "")
+
+
+def run_under_load(case: Case, component: Component) -> Run:
+    run = Run()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            outcome = one_request(component)
+            run.results.append((started, outcome))
+            back = run.back_at
+            if outcome == "HTTP 200" and back and started >= back and run.recovered_at is None:
+                run.recovered_at = started
+            time.sleep(PAUSE)
+
+    threads = [threading.Thread(target=load) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Some answers before the outage (under load the first ones may take a while).
+        deadline = time.monotonic() + 30
+        while sum(o == "HTTP 200" for _, o in run.results) < 20:
+            assert time.monotonic() < deadline, run.results[-10:]
+            time.sleep(0.05)
+        run.gone_at = time.monotonic()
+        case.take_away()
+        # The outage must show before the token returns: wait for the first refusal.
+        deadline = time.monotonic() + 30
+        while not any(t >= run.gone_at and o != "HTTP 200" for t, o in run.results):
+            assert time.monotonic() < deadline, "nothing failed with the token gone"
+            time.sleep(0.02)
+        time.sleep(GONE_SECONDS)  # the length of the outage, not a wait for a condition
+        case.bring_back()
+        run.back_at = time.monotonic()
+        deadline = run.back_at + 30
+        while time.monotonic() < deadline:
+            recent = [o for t, o in run.results[-20:] if t > run.back_at]
+            if len(recent) == 20 and all(o == "HTTP 200" for o in recent):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return run
+
+
+def test_outway_outgoing_with_the_network_hsm_gone(
+    p11kit_case: Case, upstream: str, tmp_path: Path
+) -> None:
+    component = start_outgoing(p11kit_case, upstream, tmp_path / "logs")
+    try:
+        wait_for_workers(component, WORKERS)
+        offset = len(component.log())
+        run = run_under_load(p11kit_case, component)
+        lines = [line for line in component.log()[offset:].splitlines() if line.strip()]
+        assert component.process.poll() is None, "the master stopped"
+    finally:
+        component.stop()
+    failed = [(t, o) for t, o in run.results if o != "HTTP 200"]
+    recovery = run.recovered_at - run.back_at if run.recovered_at is not None else None
+    print(
+        f"\n{p11kit_case.name}, outgoing: {len(run.results)} requests (a new mutual-TLS "
+        f"connection each), {len(failed)} failed; token gone {GONE_SECONDS:g} s; recovery "
+        f"{f'{recovery:.2f} s' if recovery is not None else 'none'} after it came back; "
+        f"failures: {dict(Counter(o for _, o in failed))}; log lines meanwhile: {len(lines)}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print("\n".join(lines))
+
+    assert set(run.during(0, run.gone_at - 0.5)) == {"HTTP 200"}
+    assert run.recovered_at is not None, "the outway did not recover within 30 s"
+    assert recovery is not None
+    assert recovery < 10
+    # Every refusal in the outway's format; once the key is known dead, the 503 for it.
+    assert {o for _, o in failed} <= {
+        "HTTP 503 ERROR_CODE_HSM_UNAVAILABLE",
+        "HTTP 502 ERROR_CODE_INWAY_UNREACHABLE",
+    }, failed
+    hsm_refusals = [o for _, o in failed if o == "HTTP 503 ERROR_CODE_HSM_UNAVAILABLE"]
+    assert len(hsm_refusals) > len(failed) / 2, failed
+    assert "Traceback" not in "\n".join(lines)
+    watch_down = [line for line in lines if "organisation key" in line and "failed (" in line]
+    watch_up = [line for line in lines if "usable again after" in line]
+    blaming = [line for line in lines if "refused the peer" in line or "unreachable" in line]
+    # One line per worker (and kind) for the outage, one per worker when back.
+    assert 1 <= len(watch_down) <= 2 * WORKERS, watch_down
+    assert 1 <= len(watch_up) <= WORKERS, watch_up
+    # At most the handshakes under way when a worker's key died, not one per request.
+    assert len(blaming) <= 2 * WORKERS * CLIENTS, blaming
+    assert len(lines) < 60, lines
+    assert len(lines) < len(failed) / 2, lines
