@@ -12,6 +12,11 @@ The ``SSL_CTX`` pointer is the first field after the object header of CPython's 
 (``Modules/_ssl.c``: ``PySSLContext``). Before using it the module checks that OpenSSL reports
 for that pointer the verify mode and options the Python object reports; if not (another Python
 build), it installs nothing and the refusal is still logged, without the certificate.
+
+A *signature* failure (the certificate's or its CRL's) is also what a broken HSM module of this
+process looks like: pkcs11-provider verifies the peer's signatures in the token too. Such a
+line says so, and is not written at all once this process's key watch knows its key failed
+(``appliance.hsm.watch``: its own line says it, once).
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ import ssl
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from appliance.hsm import watch
+
 log = logging.getLogger("sluis.tls.refused")
+
+# X509_V_ERR_CERT_SIGNATURE_FAILURE, X509_V_ERR_CRL_SIGNATURE_FAILURE (x509_vfy.h).
+_SIGNATURE_FAILURES = frozenset({7, 8})
+_OWN_MODULE_HINT = (
+    "; a signature check fails so too when this process's own HSM module is broken (the key "
+    "watch then says so)"
+)
 
 _VerifyCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
@@ -94,11 +108,18 @@ def _on_verify(preverify_ok: int, store_ctx: int | None) -> int:
         cert = libcrypto.X509_STORE_CTX_get_current_cert(store_ctx)
         der = _certificate_der(libcrypto, cert) if cert else None
         who = describe_certificate(der) if der else "no certificate"
+        hint = ""
+        if error in _SIGNATURE_FAILURES:
+            keys = watch.current()
+            if keys is not None and keys.problem is not None:
+                return 0  # this process's key failed: the watch's line says it, once
+            hint = _OWN_MODULE_HINT
         log.warning(
-            "TLS handshake refused the peer: %s (certificate %d of its chain: %s)",
+            "TLS handshake refused the peer: %s (certificate %d of its chain: %s)%s",
             reason,
             depth,
             who,
+            hint,
         )
     except Exception:  # never let logging change a verdict or raise into C
         log.warning("TLS handshake refused the peer (certificate details unavailable)")
