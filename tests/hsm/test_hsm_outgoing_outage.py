@@ -262,5 +262,6 @@ def test_outway_outgoing_with_the_network_hsm_gone(
     # key dead (the handshakes under way then) say it may be the module, not one per request.
     assert not blaming, blaming
     assert len(hinted) <= 2 * WORKERS * CLIENTS, hinted
+    # The replaced workers' start and stop lines and the warnings above (about 30 measured):
+    # a bound that does not grow with the requests (fewer of them are sent at high load).
     assert len(lines) < 60, lines
-    assert len(lines) < len(failed) / 2, lines
