@@ -136,11 +136,13 @@ FILTERS: list[dict[str, Any]] = [
 def test_the_pages_are_the_old_query_s_records_in_order(
     log: TransactionLog, descending: bool
 ) -> None:
-    _load(log, _mixed(160))
+    _load(log, _mixed(96))
     for filters in FILTERS:
         expected = _old_query(log, A, descending, **filters)
         assert expected, filters  # every filter leaves something to page through
-        for limit in (1, 2, 3, 5, 8, 1000):
+        for limit in (1, 3, 1000) if filters else (1, 2, 3, 8, 1000):
+            if limit == 1 and filters and len(expected) > 12:
+                continue  # a page per record: the unfiltered walk and the short ones do it
             assert _walk(log, A, limit, descending, **filters) == expected, (filters, limit)
     # A peer named by no record, and one named only as a delegator.
     assert _walk(log, "00000009999999999999", 5, descending) == []
