@@ -47,7 +47,10 @@ _UNREACHABLE = FailureStates(log, "inway {} unreachable", "requests refused")
 
 GRANT_HASH_HEADER = "Fsc-Grant-Hash"
 # Handshake failures that a broken module of this process causes (OpenSSL's texts).
-_MAYBE_OWN_KEY = re.compile(r"signature failure|\[(EVP|PROV|PKCS11)[:\]]|provider", re.IGNORECASE)
+# "[SSL] EVP lib": tpm2-pkcs11 could not sign; "... signature failure": see the docstring.
+_MAYBE_OWN_KEY = re.compile(
+    r"signature failure|EVP lib|\[(EVP|PROV|PKCS11)[:\]]|provider", re.IGNORECASE
+)
 # The inway's gunicorn keeps an idle connection 75 s; the outway lets go earlier.
 INWAY_KEEPALIVE_SECONDS = 60.0
 

@@ -17,6 +17,7 @@ return to the first request answered again), and asserts:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import os
@@ -35,14 +36,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_hsm_listener_outage import Case, Run, p11kit_case, wait_for_workers
+from test_hsm_listener_outage import Case, Run, p11kit_case, tpm_case, wait_for_workers
 
 from appliance.demo.processes import Component, free_port, wait_listening
 from appliance.pki.ca import DemoCA
 from appliance.serving.launch import ServeOptions, gunicorn_command
 
 pytestmark = pytest.mark.slow
-__all__ = ["p11kit_case"]  # the fixture, shared with the listener's test
+__all__ = ["p11kit_case", "tpm_case"]  # the fixtures, shared with the listener's test
 
 GONE_SECONDS = 2.0
 CLIENTS = 2
@@ -99,9 +100,10 @@ def server_context(ca: DemoCA, where: Path) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-def upstream(p11kit_case: Case, tmp_path: Path) -> Iterator[str]:
-    ctx = server_context(p11kit_case.ca, tmp_path)
+@contextlib.contextmanager
+def upstream(ca: DemoCA, where: Path) -> Iterator[str]:
+    """The inway's stand-in, listening; yields its origin."""
+    ctx = server_context(ca, where)
 
     class Server(http.server.ThreadingHTTPServer):
         daemon_threads = True
@@ -213,22 +215,21 @@ def run_under_load(case: Case, component: Component) -> Run:
     return run
 
 
-def test_outway_outgoing_with_the_network_hsm_gone(
-    p11kit_case: Case, upstream: str, tmp_path: Path
-) -> None:
-    component = start_outgoing(p11kit_case, upstream, tmp_path / "logs")
-    try:
-        wait_for_workers(component, WORKERS)
-        offset = len(component.log())
-        run = run_under_load(p11kit_case, component)
-        lines = [line for line in component.log()[offset:].splitlines() if line.strip()]
-        assert component.process.poll() is None, "the master stopped"
-    finally:
-        component.stop()
+def test_outway_outgoing_with_the_network_hsm_gone(p11kit_case: Case, tmp_path: Path) -> None:
+    check(p11kit_case, tmp_path)
+
+
+def test_outway_outgoing_with_the_tpm_gone(tpm_case: Case, tmp_path: Path) -> None:
+    check(tpm_case, tmp_path)
+
+
+def check(case: Case, tmp_path: Path) -> None:
+    with upstream(case.ca, tmp_path) as origin:
+        run, lines = run_outgoing(case, origin, tmp_path / "logs")
     failed = [(t, o) for t, o in run.results if o != "HTTP 200"]
     recovery = run.recovered_at - run.back_at if run.recovered_at is not None else None
     print(
-        f"\n{p11kit_case.name}, outgoing: {len(run.results)} requests (a new mutual-TLS "
+        f"\n{case.name}, outgoing: {len(run.results)} requests (a new mutual-TLS "
         f"connection each), {len(failed)} failed; token gone {GONE_SECONDS:g} s; recovery "
         f"{f'{recovery:.2f} s' if recovery is not None else 'none'} after it came back; "
         f"failures: {dict(Counter(o for _, o in failed))}; log lines meanwhile: {len(lines)}; "
@@ -265,3 +266,17 @@ def test_outway_outgoing_with_the_network_hsm_gone(
     # The replaced workers' start and stop lines and the warnings above (about 30 measured):
     # a bound that does not grow with the requests (fewer of them are sent at high load).
     assert len(lines) < 60, lines
+
+
+def run_outgoing(case: Case, origin: str, log_dir: Path) -> tuple[Run, list[str]]:
+    """The run under load, and the log lines written meanwhile."""
+    component = start_outgoing(case, origin, log_dir)
+    try:
+        wait_for_workers(component, WORKERS)
+        offset = len(component.log())
+        run = run_under_load(case, component)
+        lines = [line for line in component.log()[offset:].splitlines() if line.strip()]
+        assert component.process.poll() is None, "the master stopped"
+    finally:
+        component.stop()
+    return run, lines
