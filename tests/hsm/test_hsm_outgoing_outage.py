@@ -22,21 +22,25 @@ import http.client
 import http.server
 import os
 import socket
-import ssl
 import subprocess
 import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from test_hsm_listener_outage import Case, Run, p11kit_case, tpm_case, wait_for_workers
+from outage import (
+    CLIENTS,
+    WORKERS,
+    Case,
+    Run,
+    run_under_load,
+    software_peer,
+    summarise,
+    wait_for_workers,
+    watch_lines,
+)
+from test_hsm_listener_outage import p11kit_case, tpm_case
 
 from appliance.demo.processes import Component, free_port, wait_listening
 from appliance.pki.ca import DemoCA
@@ -45,10 +49,6 @@ from appliance.serving.launch import ServeOptions, gunicorn_command
 pytestmark = pytest.mark.slow
 __all__ = ["p11kit_case", "tpm_case"]  # the fixtures, shared with the listener's test
 
-GONE_SECONDS = 2.0
-CLIENTS = 2
-PAUSE = 0.02
-WORKERS = 2
 UPSTREAM = "inway.upstream.sluis.test"
 
 
@@ -64,46 +64,17 @@ class Answer(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def server_context(ca: DemoCA, where: Path) -> ssl.SSLContext:
-    """The inway's stand-in: a software key, a certificate of the demo CA, clients verified."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Upstream"),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, "00000001000000000098"),
-            x509.NameAttribute(NameOID.COMMON_NAME, UPSTREAM),
-        ]
-    )
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(subject)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(UPSTREAM)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    chain, key_file = where / "upstream.pem", where / "upstream.key"
-    chain.write_bytes(ca.chain_pem(ca.issue(csr.public_bytes(serialization.Encoding.PEM))))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(ca.trust_anchor_path))
-    try:
-        ctx.load_cert_chain(str(chain), str(key_file))
-    finally:
-        key_file.unlink()
-    return ctx
-
-
 @contextlib.contextmanager
 def upstream(ca: DemoCA, where: Path) -> Iterator[str]:
     """The inway's stand-in, listening; yields its origin."""
-    ctx = server_context(ca, where)
+    ctx = software_peer(
+        ca,
+        where,
+        organisation="Upstream",
+        serial="00000001000000000098",
+        fqdn=UPSTREAM,
+        server=True,
+    )
 
     class Server(http.server.ThreadingHTTPServer):
         daemon_threads = True
@@ -169,52 +140,6 @@ def one_request(component: Component) -> str:
     return f"HTTP {answer.status}" + (f" {code}" if code else "")
 
 
-def run_under_load(case: Case, component: Component) -> Run:
-    run = Run()
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            outcome = one_request(component)
-            run.results.append((started, outcome))
-            back = run.back_at
-            if outcome == "HTTP 200" and back and started >= back and run.recovered_at is None:
-                run.recovered_at = started
-            time.sleep(PAUSE)
-
-    threads = [threading.Thread(target=load) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    try:
-        # Some answers before the outage (under load the first ones may take a while).
-        deadline = time.monotonic() + 30
-        while sum(o == "HTTP 200" for _, o in run.results) < 20:
-            assert time.monotonic() < deadline, run.results[-10:]
-            time.sleep(0.05)
-        run.gone_at = time.monotonic()
-        case.take_away()
-        # The outage must show before the token returns: wait for the first refusal.
-        deadline = time.monotonic() + 30
-        while not any(t >= run.gone_at and o != "HTTP 200" for t, o in run.results):
-            assert time.monotonic() < deadline, "nothing failed with the token gone"
-            time.sleep(0.02)
-        time.sleep(GONE_SECONDS)  # the length of the outage, not a wait for a condition
-        case.bring_back()
-        run.back_at = time.monotonic()
-        deadline = run.back_at + 30
-        while time.monotonic() < deadline:
-            recent = [o for t, o in run.results[-20:] if t > run.back_at]
-            if len(recent) == 20 and all(o == "HTTP 200" for o in recent):
-                break
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    return run
-
-
 def test_outway_outgoing_with_the_network_hsm_gone(p11kit_case: Case, tmp_path: Path) -> None:
     check(p11kit_case, tmp_path)
 
@@ -226,21 +151,8 @@ def test_outway_outgoing_with_the_tpm_gone(tpm_case: Case, tmp_path: Path) -> No
 def check(case: Case, tmp_path: Path) -> None:
     with upstream(case.ca, tmp_path) as origin:
         run, lines = run_outgoing(case, origin, tmp_path / "logs")
-    failed = [(t, o) for t, o in run.results if o != "HTTP 200"]
-    recovery = run.recovered_at - run.back_at if run.recovered_at is not None else None
-    print(
-        f"\n{case.name}, outgoing: {len(run.results)} requests (a new mutual-TLS "
-        f"connection each), {len(failed)} failed; token gone {GONE_SECONDS:g} s; recovery "
-        f"{f'{recovery:.2f} s' if recovery is not None else 'none'} after it came back; "
-        f"failures: {dict(Counter(o for _, o in failed))}; log lines meanwhile: {len(lines)}; "
-        f"load average {os.getloadavg()[0]:.1f}"
-    )
-    print("\n".join(lines))
-
-    assert set(run.during(0, run.gone_at - 0.5)) == {"HTTP 200"}
-    assert run.recovered_at is not None, "the outway did not recover within 30 s"
-    assert recovery is not None
-    assert recovery < 10
+    failed = run.failed()
+    summarise(case, run, lines, ", outgoing")
     # Every refusal in the outway's format; once the key is known dead, the 503 for it.
     assert {o for _, o in failed} <= {
         "HTTP 503 ERROR_CODE_HSM_UNAVAILABLE",
@@ -248,9 +160,7 @@ def check(case: Case, tmp_path: Path) -> None:
     }, failed
     hsm_refusals = [o for _, o in failed if o == "HTTP 503 ERROR_CODE_HSM_UNAVAILABLE"]
     assert len(hsm_refusals) > len(failed) / 2, failed
-    assert "Traceback" not in "\n".join(lines)
-    watch_down = [line for line in lines if "organisation key" in line and "failed (" in line]
-    watch_up = [line for line in lines if "usable again after" in line]
+    watch_down, watch_up = watch_lines(lines)
     refused = [line for line in lines if "refused the peer" in line]
     hinted = [line for line in refused if "own HSM module" in line]
     blaming = [line for line in lines if "unreachable" in line] + [
@@ -274,7 +184,7 @@ def run_outgoing(case: Case, origin: str, log_dir: Path) -> tuple[Run, list[str]
     try:
         wait_for_workers(component, WORKERS)
         offset = len(component.log())
-        run = run_under_load(case, component)
+        run = run_under_load(case, lambda: one_request(component), outage_shows=True)
         lines = [line for line in component.log()[offset:].splitlines() if line.strip()]
         assert component.process.poll() is None, "the master stopped"
     finally:
