@@ -70,6 +70,10 @@ class CheckpointError(SluisError):
     """A checkpoint that does not verify, or one that cannot be made."""
 
 
+class KeyMismatchError(CheckpointError):
+    """The signing key is not the key of the organisation certificate given."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One signed head. ``id``: the row (None before it is stored)."""
@@ -147,7 +151,7 @@ def sign(
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     if certificate.public_key() != signer.public_key():
-        raise CheckpointError("the organisation certificate does not belong to the signing key")
+        raise KeyMismatchError("the organisation certificate does not belong to the signing key")
     moment = (signed_at or datetime.now(UTC)).astimezone(UTC)
     header = {"x5t#S256": certificate_thumbprint(certificate.public_bytes(Encoding.DER))}
     signed = payload(stream, seq, head, moment, reason, log.checkpoint_type)
@@ -334,7 +338,9 @@ class Checkpointer:
         log: Log = TXLOG,
     ) -> None:
         if certificate.public_key() != signer.public_key():
-            raise CheckpointError("the organisation certificate does not belong to the signing key")
+            raise KeyMismatchError(
+                "the organisation certificate does not belong to the signing key"
+            )
         self._engine = engine
         self.log = log
         self._signer = signer

@@ -152,3 +152,29 @@ def test_a_log_not_there_yet_is_not_an_error(
     ]
     assert not (tmp_path / "none.db").exists()
     capsys.readouterr()
+
+
+def test_a_re_key_switch_is_not_signed_here(
+    organisation: SigningOrganisation,
+    other_organisation: SigningOrganisation,
+    tmp_path: Path,
+) -> None:
+    """The configured key is not the live certificate's (the re-key playbook names the new key
+    before the new chain is live): said, not signed, and no error (the role's restart of the
+    checkpoint service signs with the old key)."""
+    from dataclasses import replace
+
+    from appliance.cli.txlog import rotation_checkpoints
+    from appliance.config import TxlogSettings
+
+    txlog = f"sqlite:///{tmp_path / 'txlog.db'}"
+    with TransactionLog.open(txlog) as log:
+        assert run(write_all(log, records_at(2))) == [None] * 2
+    config = replace(
+        organisation.config, tls=other_organisation.config.tls, txlog=TxlogSettings(txlog)
+    )
+    assert rotation_checkpoints(config) == [
+        "transaction log: not signed here: [hsm] key_label names another key than the live "
+        "certificate's (a re-key switch)"
+    ]
+    assert checkpoints(txlog, schema.checkpoints) == []
