@@ -185,7 +185,11 @@ class Certificates:
         found: list[x509.Certificate] = []
         for path in paths:
             try:
-                found.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+                data = path.read_bytes()
+            except OSError as exc:  # a wrong path is the caller's mistake, said, not a traceback
+                raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+            try:
+                found.extend(x509.load_pem_x509_certificates(data))
             except ValueError:
                 raise CheckpointError(f"{path}: no readable PEM certificate") from None
         return cls(found)

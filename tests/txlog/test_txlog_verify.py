@@ -282,6 +282,17 @@ def test_a_foreign_line_is_refused(bundle: Path, capsys: Capsys) -> None:
     assert "line 26: not an exported record" in capsys.readouterr().err
 
 
+def test_certificates_that_cannot_be_read_are_said_not_a_traceback(
+    bundle: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Exit 2 (cannot verify), not 1 (a broken log), with the path and why."""
+    missing = tmp_path / "no-such.pem"
+    assert main(["txlog", "verify", "--bundle", str(bundle), "--certificates", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot verify: {missing}: cannot read it (No such file or directory)" in err
+    assert "Traceback" not in err
+
+
 def test_a_purge_verifies_from_the_acknowledged_start(filled: str, capsys: Capsys) -> None:
     seqs = ids(filled)
     c = schema.records.c
