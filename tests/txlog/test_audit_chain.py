@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from txlogtest import Capsys, SigningOrganisation, append_audit, edit, only_problem
+from txlogtest import (
+    Capsys,
+    SigningOrganisation,
+    append_audit,
+    edit,
+    insert_forged,
+    only_problem,
+)
 
 from appliance.cli.main import main
 from appliance.controller import schema
@@ -138,18 +145,7 @@ def test_an_inserted_entry_is_found(audited: str, capsys: Capsys) -> None:
     seqs = ids(audited)
 
     def insert(connection: sa.Connection) -> None:
-        c = schema.audit.c
-        ninth = connection.execute(sa.select(schema.audit).where(c.chain_seq == 9)).one()
-        connection.execute(
-            sa.update(schema.audit).where(c.chain_seq >= 10).values(chain_seq=-c.chain_seq - 1)
-        )
-        connection.execute(
-            sa.update(schema.audit).where(c.chain_seq < 0).values(chain_seq=-c.chain_seq)
-        )
-        forged = {k: v for k, v in ninth._mapping.items() if k != "id"}
-        forged.update(target="forged", chain_seq=10)
-        forged["chain_prev"] = AUDIT.hash(ninth._mapping, 9, ninth.chain_prev)
-        connection.execute(sa.insert(schema.audit), [forged])
+        insert_forged(connection, schema.audit, sa.true(), 10, AUDIT.hash, target="forged")
 
     tamper(audited, insert)
     code, report = verify(capsys, "--database", audited)

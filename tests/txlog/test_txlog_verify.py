@@ -15,6 +15,7 @@ from txlogtest import (
     Capsys,
     edit,
     ids,
+    insert_forged,
     only_problem,
     recompute_after_change,
     records_at,
@@ -85,26 +86,9 @@ def test_an_inserted_record_is_found(filled: str, capsys: Capsys) -> None:
     seqs = ids(filled)
 
     def insert(connection: sa.Connection) -> None:
-        c = schema.records.c
-        ninth = connection.execute(
-            sa.select(schema.records).where(c.direction == OUT, c.chain_seq == 9)
-        ).one()
-        # Move seq 10.. up by one (through negative numbers: the pair is unique).
-        connection.execute(
-            sa.update(schema.records)
-            .where(c.direction == OUT, c.chain_seq >= 10)
-            .values(chain_seq=-c.chain_seq - 1)
-        )
-        connection.execute(
-            sa.update(schema.records)
-            .where(c.direction == OUT, c.chain_seq < 0)
-            .values(chain_seq=-c.chain_seq)
-        )
-        forged = {k: v for k, v in ninth._mapping.items() if k != "id"}
-        forged["transaction_id"] = "0197a000-0000-7000-8000-0000000000ff"
-        forged["chain_seq"] = 10
-        forged["chain_prev"] = record_hash(ninth._mapping, 9, ninth.chain_prev)
-        connection.execute(sa.insert(schema.records), [forged])
+        forged = "0197a000-0000-7000-8000-0000000000ff"
+        stream = schema.records.c.direction == OUT
+        insert_forged(connection, schema.records, stream, 10, record_hash, transaction_id=forged)
 
     tamper(filled, insert)
     code, report = verify(capsys, "--database", filled)

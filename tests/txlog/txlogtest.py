@@ -192,6 +192,33 @@ def sql(statement: str, **params: Any) -> Callable[[sa.Connection], None]:
     return lambda connection: connection.execute(sa.text(statement), params)
 
 
+def insert_forged(
+    connection: sa.Connection,
+    table: sa.Table,
+    stream: sa.ColumnElement[bool],
+    seq: int,
+    link: Callable[[Mapping[str, Any], int, str], str],
+    **changes: Any,
+) -> None:
+    """A forged row at ``seq`` of ``stream`` (the rows from there on move one up): a copy of
+    the row before it with ``changes``, linked to that row as ``link`` hashes it, so that only
+    the link after it breaks (the transaction log's and the audit log's tamper tests)."""
+    c = table.c
+    before = connection.execute(sa.select(table).where(stream, c.chain_seq == seq - 1)).one()
+    # Through negative numbers: a stream's seq is unique, checked row by row.
+    connection.execute(
+        sa.update(table).where(stream, c.chain_seq >= seq).values(chain_seq=-c.chain_seq - 1)
+    )
+    connection.execute(
+        sa.update(table).where(stream, c.chain_seq < 0).values(chain_seq=-c.chain_seq)
+    )
+    forged = {k: v for k, v in before._mapping.items() if k != "id"}
+    forged.update(changes)
+    forged["chain_seq"] = seq
+    forged["chain_prev"] = link(before._mapping, seq - 1, before.chain_prev)
+    connection.execute(sa.insert(table), [forged])
+
+
 def only_problem(report: dict[str, Any]) -> dict[str, Any]:
     assert report["ok"] is False
     (problem,) = report["problems"]
