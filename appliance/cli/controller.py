@@ -5,11 +5,14 @@ database``). Passwords come from standard input (``--password-stdin``) or are ge
 printed once; API tokens are printed once. Nothing secret is stored: only hashes. Every command
 that changes something writes an audit entry (actor ``cli:<login>``, from ``local``).
 
-``sluis controller audit verify|checkpoint|export-bundle``: the audit log's hash chain, as
-``sluis txlog verify|checkpoint|export-bundle`` do it for the transaction log (the same code,
-:mod:`appliance.cli.txlog`). The database is ``--database`` or ``[controller] database`` of
-``--config``. The audit log has its own checkpoint command because it lives in the controller's
-database, which need not be the transaction log's, on a box that need not log transactions.
+``sluis controller audit verify|checkpoint|export-bundle|export-jsonl``: the audit log's hash
+chain, as ``sluis txlog verify|checkpoint|export-bundle|export-jsonl`` do it for the transaction
+log (the same code, :mod:`appliance.cli.txlog`). The database is ``--database`` or ``[controller]
+database`` of ``--config``. ``export-jsonl`` appends the entries and checkpoints not exported yet
+to a JSON-lines file for the log shipper (``--interval``: as a service); ``verify --bundle``
+checks that file, or the collector's copy of it. The audit log has its own commands because it
+lives in the controller's database, which need not be the transaction log's, on a box that need
+not log transactions.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def _register_audit(sub: Any) -> None:
 
     audit = sub.add_parser(
         "audit",
-        help="the audit log's hash chain: verify, checkpoint, export-bundle",
+        help="the audit log's hash chain: verify, checkpoint, export-bundle, export-jsonl",
         description="The audit log's hash chain and its checkpoints signed in the HSM "
         '(docs/txlog.md, "The controller\'s audit log").',
         allow_abbrev=False,
@@ -110,7 +113,9 @@ def _register_audit(sub: Any) -> None:
             "verify",
             "check the audit log's chain and checkpoints (a store or a bundle); exit 1 if broken",
             False,
-            lambda parser: txlog.verify_arguments(parser, database, "an audit bundle file"),
+            lambda parser: txlog.verify_arguments(
+                parser, database, "an audit bundle or export-jsonl file (the collector's copy)"
+            ),
             txlog.verify_log,
         ),
         (
@@ -126,6 +131,13 @@ def _register_audit(sub: Any) -> None:
             False,
             lambda parser: txlog.bundle_arguments(parser, database),
             txlog.bundle_log,
+        ),
+        (
+            "export-jsonl",
+            "append the entries and checkpoints not exported yet to a JSON-lines file",
+            False,
+            lambda parser: txlog.export_arguments(parser, database),
+            txlog.export_log,
         ),
     ]
     for name, help_text, config, add, run in commands_of:

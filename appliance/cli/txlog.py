@@ -34,9 +34,10 @@ it signed) and the records after it (they link on, and are not older than
 ``--max-unsigned-minutes``), without reading the whole log: for monitoring and the controller.
 Exit status 1 when something is wrong.
 
-The controller's audit log is chained and checkpointed the same way: ``sluis controller audit
-verify``, ``checkpoint`` and ``export-bundle`` are these commands (the functions below, given
-the audit log's :class:`appliance.txlog.chain.Log` and the controller's database).
+The controller's audit log is chained, checkpointed and shipped the same way: ``sluis
+controller audit verify``, ``checkpoint``, ``export-bundle`` and ``export-jsonl`` are these
+commands (the functions below, given the audit log's :class:`appliance.txlog.chain.Log` and the
+controller's database).
 """
 
 from __future__ import annotations
@@ -112,31 +113,8 @@ def register(subparsers: Any) -> None:
         1,
         _export,
     )
-    _database_arguments(export)
-    export.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
-    export.add_argument(
-        "--state",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="the cursor file (the id of the last record exported)",
-    )
+    export_arguments(export, "the transaction log's database URL")
     _purpose_argument(export)
-    export.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
-    export.add_argument(
-        "--settle-seconds",
-        type=float,
-        default=None,
-        metavar="S",
-        help="export only records older than this (default: 0 on SQLite, 120 on PostgreSQL)",
-    )
-    export.add_argument(
-        "--interval",
-        type=float,
-        default=None,
-        metavar="S",
-        help="keep running: export again every S seconds (a service instead of a timer)",
-    )
     export.add_argument(
         "--metrics-file",
         type=Path,
@@ -199,6 +177,34 @@ def register(subparsers: Any) -> None:
         type=_moment,
         metavar="DATE",
         help="ISO 8601, e.g. 2026-06-01 or 2026-06-01T00:00:00+02:00 (UTC when no zone)",
+    )
+
+
+def export_arguments(parser: argparse.ArgumentParser, database: str) -> None:
+    """``export-jsonl``'s options: the store, the output and its cursor, how often."""
+    _database_arguments(parser, database)
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON lines")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the cursor file (the id of the last record exported)",
+    )
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="export only records older than this (default: 0 on SQLite, 120 on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep running: export again every S seconds (a service instead of a timer)",
     )
 
 
@@ -293,17 +299,23 @@ def _certificates(args: argparse.Namespace) -> Certificates | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    database = _database(args)
+    return export_log(args, TXLOG, _database)
+
+
+def export_log(args: argparse.Namespace, log: Log, database: Database) -> int:
+    """``export-jsonl`` of ``log`` in ``database(args)``: once, or every ``--interval``."""
+    url = database(args)
     while True:
         result = export_jsonl(
-            database,
+            url,
             args.output,
             args.state,
-            purpose=args.purpose,
+            purpose=getattr(args, "purpose", False),
             batch=args.batch,
             settle_seconds=args.settle_seconds,
+            log=log,
         )
-        if args.metrics_file is not None:
+        if getattr(args, "metrics_file", None) is not None:
             from appliance.metrics.txlog import export_text, write_textfile
 
             write_textfile(args.metrics_file, export_text(result.lag_seconds, time.time()))

@@ -1,9 +1,10 @@
-"""Export the transaction log as JSON lines, for a log shipper (rsyslog's imfile) to send on.
+"""Export a chained log as JSON lines, for a log shipper (rsyslog's imfile) to send on.
 
-The transaction log lives in its database (:mod:`appliance.txlog.store`); a SIEM or a log
-collector wants lines in a file. :func:`export_jsonl` appends every record not exported yet to
-one file, one JSON object per line, in the order the records were stored (their ``id``), and
-remembers how far it got:
+The transaction log lives in its database (:mod:`appliance.txlog.store`), the controller's audit
+log in the controller's; a SIEM or a log collector wants lines in a file. :func:`export_jsonl`
+appends every record of one log (``log``: :data:`~appliance.txlog.chain.TXLOG` by default, or
+the audit log) not exported yet to one file, one JSON object per line, in the order the records
+were stored (their ``id``), and remembers how far it got:
 
 - nothing is lost: a line is on disk (``fsync``) before the cursor moves past it, and the
   cursor file is replaced atomically (written, synced, renamed, directory synced);
@@ -19,22 +20,24 @@ log by default, or the controller's audit log), with :func:`line_for`'s lines.
 Only the record's fields are written, never message content (the log has none): the FSC
 fields of ``GET /logs``, the row id (``log_id``, the export's cursor) and the creation time in
 RFC 3339 with microseconds, and the record's place in the hash chain (``chain_seq``,
-``chain_prev``, ``purpose_digest``: :mod:`appliance.txlog.chain`). The three local
-purpose-binding fields (processing activity, trace id, data-subject pseudonym) are left out
-unless ``purpose=True``: they are meant for the organisation's own audits, not necessarily
-for a shared collector.
+``chain_prev``, ``purpose_digest``: :mod:`appliance.txlog.chain`); an audit entry's line has
+its own fields (:data:`appliance.controller.auditlog.FIELDS`, ``at``) the same way, and no
+purpose digest. The three local purpose-binding fields of a transaction (processing activity,
+trace id, data-subject pseudonym) are left out unless ``purpose=True``: they are meant for the
+organisation's own audits, not necessarily for a shared collector.
 
 The signed checkpoints (:mod:`appliance.txlog.checkpoint`) travel in the same file, one line
 each (``checkpoint_id``, ``stream``, ``seq``, ``head``, ``signed_at``, ``reason``, ``jws``),
-after the records they vouch for, so the collector's copy can be verified on its own. Their
-cursor is a second file beside the first (``<state>.checkpoints``), kept the same way.
+after the records they vouch for (a checkpoint waits until the record it signed is in the
+file), so the collector's copy can be verified on its own. Their cursor is a second file beside
+the first (``<state>.checkpoints``), kept the same way.
 
 The database is only read (``SELECT``; on SQLite without a write lock). On PostgreSQL, ids are
 taken from a sequence before their transactions commit, so a record with a lower id may become
 visible after one with a higher id: there only records older than ``settle_seconds`` (by
-``created_at``; default 120, four times the gateways' write timeout) are exported, by which time
-every earlier write has committed or failed. SQLite has one writer at a time, so ids become
-visible in order and no wait is needed.
+``created_at``, or an audit entry's ``at``; default 120, four times the gateways' write timeout)
+are exported, by which time every earlier write has committed or failed. SQLite has one writer
+at a time, so ids become visible in order and no wait is needed.
 """
 
 from __future__ import annotations
@@ -51,9 +54,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from appliance.errors import SluisError
-from appliance.txlog import schema
 from appliance.txlog.chain import TXLOG, Log, purpose_digest
-from appliance.txlog.checkpoint import Certificates
+from appliance.txlog.checkpoint import Certificates, Checkpoint
 from appliance.txlog.checkpoint import stored as stored_checkpoints
 from appliance.txlog.database import create_engine, reading
 from appliance.txlog.schema import FSC_FIELDS as FSC_FIELDS  # the line's fields, for readers
@@ -79,7 +81,7 @@ class ExportResult:
 
 
 def line_for(row: sa.Row[Any], *, purpose: bool = False, log: Log = TXLOG) -> str:
-    """The JSON line (without the newline) of one row of ``log`` (``txlog_records``)."""
+    """The JSON line (without the newline) of one row of ``log``'s records table."""
     mapping = row._mapping
     created: datetime = mapping[log.moment]
     if created.tzinfo is None:
@@ -220,8 +222,9 @@ def export_engine(
     purpose: bool = False,
     batch: int = DEFAULT_BATCH,
     settle_seconds: float | None = None,
+    log: Log = TXLOG,
 ) -> ExportResult:
-    """Append every record after the cursor to ``output``; see the module text."""
+    """Append every record of ``log`` after the cursor to ``output``; see the module text."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
     if settle_seconds is None:
@@ -231,14 +234,21 @@ def export_engine(
     exported = 0
     fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        for rows in _rows(engine, cursor, batch=batch, settle_seconds=settle_seconds):
-            data = "".join(line_for(row, purpose=purpose) + "\n" for row in rows).encode("ascii")
+        for rows in _rows(engine, cursor, batch=batch, settle_seconds=settle_seconds, log=log):
+            lines = (line_for(row, purpose=purpose, log=log) + "\n" for row in rows)
+            data = "".join(lines).encode("ascii")
             _write_all(fd, data)
             cursor = int(rows[-1]._mapping["id"])
             exported += len(rows)
             write_cursor(state_file, cursor)
         checkpoints = _export_checkpoints(
-            engine, fd, checkpoint_state(state_file), checkpoint_in_file, settle_seconds
+            engine,
+            fd,
+            checkpoint_state(state_file),
+            checkpoint_in_file,
+            settle_seconds,
+            log,
+            cursor,
         )
     finally:
         os.close(fd)
@@ -246,15 +256,18 @@ def export_engine(
     if exported == 0 and read_cursor(state_file) != cursor:
         write_cursor(state_file, cursor)
     return ExportResult(
-        exported=exported, cursor=cursor, checkpoints=checkpoints, lag_seconds=_lag(engine, cursor)
+        exported=exported,
+        cursor=cursor,
+        checkpoints=checkpoints,
+        lag_seconds=_lag(engine, cursor, log),
     )
 
 
-def _lag(engine: Engine, cursor: int) -> float:
+def _lag(engine: Engine, cursor: int, log: Log) -> float:
     """How long the oldest record after ``cursor`` has waited (0 when there is none)."""
-    c = schema.records.c
+    c = log.records.c
     with reading(engine).connect() as connection:
-        oldest = connection.execute(sa.select(sa.func.min(c.created_at)).where(c.id > cursor))
+        oldest = connection.execute(sa.select(sa.func.min(c[log.moment])).where(c.id > cursor))
         moment = oldest.scalar()
     if moment is None:
         return 0.0
@@ -274,18 +287,37 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _export_checkpoints(
-    engine: Engine, fd: int, state_file: Path, in_file: int, settle_seconds: float
+    engine: Engine,
+    fd: int,
+    state_file: Path,
+    in_file: int,
+    settle_seconds: float,
+    log: Log,
+    records_cursor: int,
 ) -> int:
-    """Append the checkpoints after the cursor (signed before the records' horizon, so that
-    their records are in the file before them); how many."""
+    """Append the checkpoints after the cursor whose records are in the file already; how many.
+
+    Signed before the records' horizon (on PostgreSQL an earlier checkpoint id may still
+    commit until then), and the record each signed has an id up to ``records_cursor``: one
+    written and signed between the records' query and this one waits for the next run. Ids
+    follow seqs within a stream (both are taken under the stream's lock), so the records
+    before it are out too; a signed record no longer stored (purged) holds nothing back. In
+    id order, up to the first that must wait, so the cursor passes none."""
     cursor = max(read_cursor(state_file), in_file)
     horizon = datetime.now(UTC) - timedelta(seconds=settle_seconds)
-    fresh = [
-        checkpoint
-        for checkpoint in stored_checkpoints(engine)
-        if checkpoint.id is not None and checkpoint.id > cursor and checkpoint.signed_at <= horizon
-    ]
-    fresh.sort(key=lambda checkpoint: checkpoint.id or 0)
+    waiting = sorted(
+        (
+            checkpoint
+            for checkpoint in stored_checkpoints(engine, log)
+            if checkpoint.id is not None and checkpoint.id > cursor
+        ),
+        key=lambda checkpoint: checkpoint.id or 0,
+    )
+    fresh = []
+    for checkpoint in waiting:
+        if checkpoint.signed_at > horizon or _signed_id(engine, log, checkpoint) > records_cursor:
+            break
+        fresh.append(checkpoint)
     if fresh:
         _write_all(
             fd,
@@ -297,6 +329,17 @@ def _export_checkpoints(
     return len(fresh)
 
 
+def _signed_id(engine: Engine, log: Log, checkpoint: Checkpoint) -> int:
+    """The id of the record ``checkpoint`` signed (0 when it is not stored: purged)."""
+    c = log.records.c
+    query = sa.select(c.id).where(c.chain_seq == checkpoint.seq)
+    if log.stream_column is not None:
+        query = query.where(c[log.stream_column] == checkpoint.stream)
+    with reading(engine).connect() as connection:
+        found = connection.execute(query).scalar()
+    return int(found) if found is not None else 0
+
+
 def export_jsonl(
     database_url: str,
     output: Path,
@@ -305,8 +348,9 @@ def export_jsonl(
     purpose: bool = False,
     batch: int = DEFAULT_BATCH,
     settle_seconds: float | None = None,
+    log: Log = TXLOG,
 ) -> ExportResult:
-    """Open the transaction log at ``database_url`` (read only) and run :func:`export_engine`."""
+    """Open ``log`` at ``database_url`` (read only) and run :func:`export_engine`."""
     engine = create_engine(database_url)
     try:
         return export_engine(
@@ -316,6 +360,7 @@ def export_jsonl(
             purpose=purpose,
             batch=batch,
             settle_seconds=settle_seconds,
+            log=log,
         )
     finally:
         engine.dispose()
