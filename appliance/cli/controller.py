@@ -150,7 +150,9 @@ def _audit_database(args: argparse.Namespace) -> str:
     if getattr(args, "database", None):
         return str(args.database)
     config = load_config(args.config)
-    return (config.controller or ControllerSettings()).database
+    if config.controller is None:  # not the default path: a box without a controller
+        raise ConfigurationError(f"{config.source}: no [controller] section")
+    return config.controller.database
 
 
 def _actor() -> str:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from appliance.errors import SluisError
 from appliance.txlog.chain import TXLOG, Log, purpose_digest
@@ -350,7 +350,13 @@ def export_jsonl(
     settle_seconds: float | None = None,
     log: Log = TXLOG,
 ) -> ExportResult:
-    """Open ``log`` at ``database_url`` (read only) and run :func:`export_engine`."""
+    """Open ``log`` at ``database_url`` (read only) and run :func:`export_engine`.
+
+    An SQLite file that is not there is refused, not created: made by root (the export's
+    service), it would lock out the component that should create it."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise ExportError(f"{url.database}: no such database (yet); nothing to export")
     engine = create_engine(database_url)
     try:
         return export_engine(
