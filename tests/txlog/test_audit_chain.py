@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -382,3 +383,99 @@ def test_a_bundle_verifies_offline_and_shows_tampering(
     problem = only_problem(report)
     assert problem["seq"] == 4
     assert "the link to seq 3" in problem["problem"]
+
+
+# -- shipped: export-jsonl's file, and the collector's copy of it, verified offline --------------
+
+
+def export(capsys: Capsys, config: Path, out: Path, *argv: str) -> dict[str, Any]:
+    """``sluis controller audit export-jsonl --config`` as the shipping service runs it (once)."""
+    command = ["controller", "audit", "export-jsonl", "--config", str(config), "--output"]
+    command += [str(out), "--state", str(out.with_name("cursor")), "--json", *argv]
+    assert main(command) == 0
+    result: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_the_shipped_export_verifies_and_shows_an_altered_entry(
+    signed: tuple[str, Path, int],
+    organisation: SigningOrganisation,
+    tmp_path: Path,
+    capsys: Capsys,
+) -> None:
+    url, config, made = signed
+    out = tmp_path / "audit.jsonl"
+    # No settle time: the checkpoint was signed just now (PostgreSQL's default waits 120 s).
+    first = export(capsys, config, out, "--settle-seconds", "0")
+    assert first == {"exported": ENTRIES, "cursor": ids(url)[ENTRIES]}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["chain_seq"] for line in lines[:ENTRIES]] == list(range(1, ENTRIES + 1))
+    assert (lines[-1]["checkpoint_id"], len(lines)) == (made, ENTRIES + 1)
+    # Run again: only the new entries and checkpoint are appended, each once.
+    before = out.read_text()
+    store = ControllerStore.open(url)
+    append_audit(store, 2, start=ENTRIES)
+    store.close()
+    (again,) = checkpoint(capsys, config)
+    assert export(capsys, config, out, "--settle-seconds", "0")["exported"] == 2
+    assert export(capsys, config, out, "--settle-seconds", "0")["exported"] == 0
+    added = [json.loads(line) for line in out.read_text().removeprefix(before).splitlines()]
+    assert [line.get("chain_seq") for line in added] == [ENTRIES + 1, ENTRIES + 2, None]
+    assert added[-1]["checkpoint_id"] == again["checkpoint_id"]
+    # The collector's copy, with the organisation's certificate and trust anchors.
+    tls = organisation.config.tls
+    assert tls.trust_anchors is not None
+    given = ["--certificates", str(tls.certificate_chain), "--certificates", str(tls.trust_anchors)]
+    code, report = verify(capsys, "--bundle", str(out), *given)
+    assert code == 0, report
+    assert (report["records"], report["checkpoints"], report["roots_from"]) == (
+        ENTRIES + 2,
+        2,
+        "given",
+    )
+    head = report["streams"][STREAM]["head"]
+    assert head["seq"] == ENTRIES + 2
+    assert report["streams"][STREAM]["last_checkpoint"]["checkpoint"] == again["checkpoint_id"]
+    # ... and against the head seen before (what the lead's --head gives).
+    known = f"{STREAM}={head['seq']}:{head['hash']}"
+    assert verify(capsys, "--bundle", str(out), *given, "--head", known)[0] == 0
+
+    # An altered line in the copy: found at the entry after it, by seq and log_id.
+    def change(shipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for line in shipped:
+            if line.get("chain_seq") == 3:
+                line["actor"] = "someone-else"
+        return shipped
+
+    edit(out, change)
+    seqs = ids(url)
+    code, report = verify(capsys, "--bundle", str(out), *given)
+    assert code == 1
+    problem = only_problem(report)
+    assert (problem["stream"], problem["seq"], problem["log_id"]) == (STREAM, 4, seqs[4])
+    assert f"the link to seq 3 (log_id {seqs[3]}) is broken" in problem["problem"]
+
+
+def test_a_checkpoint_is_shipped_after_its_entry(
+    audited: str, organisation: SigningOrganisation, tmp_path: Path, capsys: Capsys
+) -> None:
+    """An entry held back by the settle time (another controller's clock ahead) holds back the
+    checkpoint that signed it, so the collector never reads a checkpoint before its entry."""
+    config = config_for(organisation, audited)
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    store = ControllerStore.open(audited)
+    append_audit(store, 1, start=ENTRIES, at=ahead - timedelta(seconds=ENTRIES))
+    store.close()
+    (made,) = checkpoint(capsys, config)
+    assert made["seq"] == ENTRIES + 1
+    signed_at = datetime.fromisoformat(made["signed_at"].replace("Z", "+00:00"))
+    while datetime.now(UTC) <= signed_at + timedelta(seconds=1):  # the checkpoint settled
+        time.sleep(0.05)
+    out = tmp_path / "audit.jsonl"
+    export(capsys, config, out, "--settle-seconds", "1")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("chain_seq") for line in lines] == list(range(1, ENTRIES + 1))
+    export(capsys, config, out, "--settle-seconds", "0")  # the entry's time has come
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("chain_seq") for line in lines[ENTRIES:]] == [ENTRIES + 1, None]
+    assert lines[-1]["checkpoint_id"] == made["checkpoint_id"]
