@@ -7,8 +7,8 @@ log; its own figure is bench/growth.py's "export records/s").
 
 A store of ``--entries`` chained entries (appended in transactions of 1,000 with the store's
 own chain code: the head under the lock, ``chain_rows``), on a new SQLite file (WAL, the
-engine's settings) or on ``--database`` (a PostgreSQL URL: its audit tables are emptied first,
-so give a scratch database). Then ``--rounds`` whole exports into a new file each (every line
+engine's settings) or on ``--database`` (a PostgreSQL URL: its entries are deleted first, so
+give a scratch database). Then ``--rounds`` whole exports into a new file each (every line
 written and fsynced in batches of 1,000, the cursor moved after each), and one more run that
 finds nothing new (what the service pays every interval when nobody acts). Reported: the
 median wall time and CPU time (``time.process_time``) per entry and entries a second, with the
@@ -18,52 +18,24 @@ load average. Figures only: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import sqlalchemy as sa
+from audit_verify import _entry, _load, _open  # the same entries and scratch database
 
 from appliance.controller import schema
 from appliance.controller.auditlog import AUDIT, STREAM
-from appliance.controller.store import ControllerStore
 from appliance.txlog import chain
 from appliance.txlog.export import export_jsonl
 
 BATCH = 1000
-T0 = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def _entry(number: int) -> dict[str, Any]:
-    return {
-        "at": T0 + timedelta(milliseconds=number),
-        "actor": f"user{number % 7}",
-        "role": "administrator",
-        "action": "contract.accept",
-        "outcome": "success",
-        "peer_address": "192.0.2.10",
-        "target": f"{number:064x}",
-        "detail": "accepted from the controller",
-    }
 
 
 def _fill(url: str, entries: int) -> None:
-    store = ControllerStore.open(url)
+    store = _open(url)
     try:
-        with store.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":  # a scratch database: start empty
-                connection.execute(sa.text("ALTER TABLE controller_audit DISABLE TRIGGER USER"))
-                connection.execute(sa.text("DELETE FROM controller_audit_checkpoints"))
-                connection.execute(sa.text("DELETE FROM controller_audit"))
-                connection.execute(sa.text("ALTER TABLE controller_audit ENABLE TRIGGER USER"))
         for start in range(0, entries, BATCH):
             rows = [_entry(number) for number in range(start, min(entries, start + BATCH))]
             with store.engine.begin() as connection:

@@ -92,6 +92,15 @@ def sql(statement: str, **params: Any) -> Callable[[sa.Connection], None]:
     return change
 
 
+def altered(seq: int, **changes: Any) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """For :func:`edit`: the entry line at ``seq`` with ``changes``."""
+
+    def change(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**line, **changes} if line.get("chain_seq") == seq else line for line in lines]
+
+    return change
+
+
 def ids(url: str) -> dict[int, int]:
     """seq -> id of the audit entries."""
     c = schema.audit.c
@@ -370,14 +379,7 @@ def test_a_bundle_verifies_offline_and_shows_tampering(
     code, report = verify(capsys, "--bundle", str(bundle))
     assert code == 0, report
     assert (report["roots_from"], report["checkpoints"]) == ("the bundle", 1)
-
-    def change(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for line in lines:
-            if line.get("chain_seq") == 3:
-                line["outcome"] = "failure"
-        return lines
-
-    edit(bundle, change)
+    edit(bundle, altered(3, outcome="failure"))
     code, report = verify(capsys, "--bundle", str(bundle))
     assert code == 1
     problem = only_problem(report)
@@ -439,15 +441,8 @@ def test_the_shipped_export_verifies_and_shows_an_altered_entry(
     # ... and against the head seen before (what the lead's --head gives).
     known = f"{STREAM}={head['seq']}:{head['hash']}"
     assert verify(capsys, "--bundle", str(out), *given, "--head", known)[0] == 0
-
     # An altered line in the copy: found at the entry after it, by seq and log_id.
-    def change(shipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for line in shipped:
-            if line.get("chain_seq") == 3:
-                line["actor"] = "someone-else"
-        return shipped
-
-    edit(out, change)
+    edit(out, altered(3, actor="someone-else"))
     seqs = ids(url)
     code, report = verify(capsys, "--bundle", str(out), *given)
     assert code == 1
