@@ -33,7 +33,12 @@ started=$(date +%s)
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluis-lynis.XXXXXX")
 mounts=()
 cleanup() {
-    local i
+    local i pid
+    # The image's sshd (below), if Lynis was interrupted: only the process rooted in our overlay.
+    pid=$(cat "$work/root/run/sshd.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$work/root" ]; then
+        kill "$pid" || true
+    fi
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}" || true
     done
