@@ -14,9 +14,10 @@ nearest to them, as every JCS implementation that parses numbers as doubles does
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeAlias
 
@@ -178,6 +179,55 @@ def canonicalize(value: object) -> bytes:
     _serialise(value, out, 0)
     return "".join(out).encode("utf-8")
 
+
+class Members:
+    """The canonical form of objects that all have one fixed set of ASCII member names (the
+    records of a hash chain): the names are sorted and laid out once, so that each object
+    costs only its values. :meth:`canonicalize` gives exactly :func:`canonicalize`'s bytes
+    (an object with other names takes the general path; a value that is not a string, null,
+    boolean or integer of a double's range is serialised by it); a transaction log record in
+    about half the time (bench/record_path.py)."""
+
+    __slots__ = ("_layout", "names")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        if not names or len(set(names)) != len(names) or not all(n.isascii() for n in names):
+            raise ValueError("member names must be distinct, ASCII and at least one")
+        # ASCII names sort by code point exactly as RFC 8785 sorts by UTF-16 unit.
+        self.names = tuple(sorted(names))
+        members = (_string(name).replace("%", "%%") + ":%s" for name in self.names)
+        self._layout = "{" + ",".join(members) + "}"
+
+    def canonicalize(self, document: Mapping[str, object]) -> bytes:
+        """The RFC 8785 canonical UTF-8 bytes of ``document``."""
+        if len(document) != len(self.names):
+            return canonicalize(document)
+        try:
+            values = [document[name] for name in self.names]
+        except KeyError:  # other names, as many
+            return canonicalize(document)
+        # json's escaping is JCS's (see canonicalize's shortcut)
+        text = self._layout % tuple(
+            [_encode_string(v) if type(v) is str else _member(v) for v in values]
+        )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JcsError("string holds a lone surrogate, which I-JSON forbids") from None
+
+
+def _member(value: object) -> str:
+    if value is None:
+        return "null"
+    if type(value) is int and -(2**53) < value < 2**53:
+        return str(value)
+    out: list[str] = []
+    _serialise(value, out, 1)
+    return "".join(out)
+
+
+# json's own escaper (C): exactly JCS's escapes, see canonicalize's shortcut.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 _no_duplicates = unique_members(lambda name: JcsError(f"duplicate object member {name!r}"))
 

@@ -44,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from appliance.jcs import canonicalize
+from appliance.jcs import Members
 from appliance.txlog import schema
 from appliance.txlog.schema import FSC_FIELDS, PURPOSE_FIELDS
 
@@ -60,6 +60,8 @@ def timestamp(moment: datetime | str) -> str:
     datetime or text (SQLite's column, an export's RFC 3339)."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is UTC:  # the writer's records: "+00:00" becomes "Z"
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is None:  # SQLite's text, read without the column type: UTC
         moment = moment.replace(tzinfo=UTC)
     elif moment.tzinfo is not UTC:
@@ -67,11 +69,14 @@ def timestamp(moment: datetime | str) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+_PURPOSE_FORM = Members(("transaction_id", *PURPOSE_FIELDS))
+
+
 def purpose_digest(values: Mapping[Any, Any]) -> str:
     document = {"transaction_id": values["transaction_id"]}
     for name in PURPOSE_FIELDS:
         document[name] = values[name]
-    return hashlib.sha256(canonicalize(document)).hexdigest()
+    return hashlib.sha256(_PURPOSE_FORM.canonicalize(document)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,13 @@ class Log:
         document[self.moment] = timestamp(values[self.moment])
         if self.purpose:
             document["purpose"] = digest if digest is not None else purpose_digest(values)
-        return hashlib.sha256(canonicalize(document)).hexdigest()
+        return hashlib.sha256(self._form.canonicalize(document)).hexdigest()
+
+    @cached_property
+    def _form(self) -> Members:
+        """The canonical form's member names, laid out once (every record has the same)."""
+        purpose = ("purpose",) if self.purpose else ()
+        return Members(("v", "seq", "prev", *self.fields, self.moment, *purpose))
 
     @cached_property
     def columns(self) -> tuple[str, ...]:
