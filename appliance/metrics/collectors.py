@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from appliance.metrics.client import Counter
 
 log = logging.getLogger("sluis.metrics")
 

@@ -15,8 +15,7 @@ who tried what stays in the audit log (docs/controller.md).
 
 from __future__ import annotations
 
-from prometheus_client import Counter
-
+from appliance.metrics.client import Counter
 from appliance.metrics.labels import OTHER
 
 LOGIN_METHODS = frozenset({"password", "oidc"})

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import re
 
-from prometheus_client import Counter, Gauge, Histogram
-
+from appliance.metrics.client import Counter, Gauge, Histogram
 from appliance.metrics.labels import PEER_ID, Bounded, status_class
 
 # Bounds per worker process. A Group rarely has more peers, an inway or outway more services;

@@ -17,9 +17,8 @@ as ``sluis_hsm_key_usable 0`` and in the log (``appliance.hsm.watch``).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from appliance.hsm import observe
+from appliance.metrics.client import Counter, Gauge, Histogram
 
 OPERATIONS = Counter(
     "sluis_hsm_operations",

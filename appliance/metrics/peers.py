@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Gauge
-
+from appliance.metrics.client import Counter, Gauge
 from appliance.metrics.labels import PEER_ID, Bounded, certificate_peer
 
 PEER_LIMIT = 500

@@ -21,8 +21,7 @@ reuse rate is reused over (reused + opened).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
-
+from appliance.metrics.client import Counter, Gauge
 from appliance.metrics.labels import NONE, PEER_ID, Bounded, certificate_peer
 
 PEER_LIMIT = 500

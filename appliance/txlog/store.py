@@ -212,9 +212,12 @@ class _GroupCommitWriter:
             size = min(len(self._queue), self._max_batch)
             self._last_size = size
             batch = [self._queue.popleft() for _ in range(size)]
-            if self._observer is not None:
-                self._observer.queued(len(self._queue))
-            return batch
+            left = len(self._queue)
+        # Outside the lock: the event loop's submits wait for it (the metrics' memory-mapped
+        # write is not theirs to wait for).
+        if self._observer is not None:
+            self._observer.queued(left)
+        return batch
 
     def _flush(self, batch: list[_Pending]) -> None:
         stats = self.stats
