@@ -209,6 +209,10 @@ EOF
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+    # Empty lists must read as never fetched: Ansible's apt module (cache_valid_time) takes the
+    # lists directory's time for the cache's age, and site.yml's first run on a fresh image
+    # then installed nothing new ("bookworm-backports ... not available in the sources").
+    touch -d @0 "$root/var/lib/apt/lists"
     rm -rf "$root/root/.ansible" "$root"/tmp/* "$root"/var/tmp/*
     find "$root/var/log" -type f -exec truncate -s 0 {} +
 }
