@@ -198,8 +198,10 @@ class Heads:
         heads: Mapping[str, _Head],
         links: Mapping[str, str] | None = None,
         log: Log | None = None,
+        version: tuple[object, int] | None = None,
     ) -> None:
         self.log = log or TXLOG
+        self.version = version  # SQLite: HeadCache's (connection, data_version)
         self._heads = dict(heads)
         # The head record's own chain_prev, so a cache can tell it is still that record.
         self._links = dict(links or {})
@@ -226,10 +228,16 @@ class HeadCache:
     """The heads a writer committed last: the next transaction reads only the head's
     ``chain_seq`` and ``chain_prev`` and takes the hash from here when both are what this
     writer wrote, instead of reading the whole record and hashing it again. Another writer's
-    record (another worker or node) has another seq or prev, and is read and hashed as before."""
+    record (another worker or node) has another seq or prev, and is read and hashed as before.
+
+    On SQLite not even that is read while the file is as this writer left it: ``PRAGMA
+    data_version`` on the same connection changes when any other connection committed (another
+    worker, the checkpoint service, a purge, anyone), never for the connection's own commits."""
 
     def __init__(self) -> None:
         self._heads: dict[str, tuple[int, str, str]] = {}
+        # SQLite: (connection, data_version) of this writer's last commit.
+        self._version: tuple[object, int] | None = None
 
     def hash_of(self, stream: str, seq: int, prev: str) -> str | None:
         cached = self._heads.get(stream)
@@ -237,11 +245,17 @@ class HeadCache:
             return cached[2]
         return None
 
+    def unchanged(self, version: tuple[object, int]) -> dict[str, tuple[int, str, str]]:
+        """The heads this writer committed, if no other connection committed since."""
+        return self._heads if version == self._version else {}
+
     def committed(self, heads: Heads) -> None:
         self._heads.update(heads.known())
+        self._version = heads.version
 
     def forget(self) -> None:
         self._heads.clear()
+        self._version = None
 
 
 def _head_of(log: Log, row: Sequence[Any] | None) -> tuple[_Head, str | None]:
@@ -258,8 +272,18 @@ def sqlite_heads(
     """The heads, on the SQLite writer's raw cursor inside its ``BEGIN IMMEDIATE``."""
     log = log or TXLOG
     heads, links = {}, {}
+    version: tuple[object, int] | None = None
+    own: Mapping[str, tuple[int, str, str]] = {}
+    if cache is not None:
+        cursor.execute("PRAGMA data_version")
+        version = (cursor.connection, int(cursor.fetchone()[0]))
+        own = cache.unchanged(version)
     for stream in sorted(set(streams)):
         parameters = (stream,) if log.stream_column else ()
+        if stream in own:  # the file is as this writer's last commit left it
+            seq, prev, digest = own[stream]
+            heads[stream], links[stream] = (seq, digest), prev
+            continue
         if cache is not None:
             cursor.execute(log.sqlite_top, parameters)
             top = cursor.fetchone()
@@ -271,7 +295,7 @@ def sqlite_heads(
         heads[stream], link = _head_of(log, cursor.fetchone())
         if link is not None:
             links[stream] = link
-    return Heads(heads, links, log)
+    return Heads(heads, links, log, version)
 
 
 def locked_heads(
