@@ -404,6 +404,7 @@ def _report(result: Verification, log: Log, *, as_json: bool) -> None:
                 for stream, state in sorted(result.streams.items())
             },
             "problems": [problem.to_json() for problem in result.problems],
+            "repeated": result.repeated,
         }
         print(json.dumps(document, indent=2))
         return
@@ -429,6 +430,8 @@ def _report(result: Verification, log: Log, *, as_json: bool) -> None:
             print(f"BROKEN: {problem.describe()}")
     if result.unchained:
         print(f"{result.unchained} records from before the chain began (not vouched for)")
+    if result.repeated:
+        print(f"{result.repeated} line(s) repeating an earlier line exactly, read once")
     if result.checkpoints:
         source = "the certificates given" if result.roots_from == "given" else result.roots_from
         print(f"{result.checkpoints} checkpoint(s), held to the root(s) of {source}:")

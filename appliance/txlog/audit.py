@@ -150,10 +150,15 @@ class Bundle:
     unchained: list[int] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     certificates: Certificates | None = None  # an auditor's bundle carries them
+    repeated: int = 0  # record or checkpoint lines that repeat an earlier line exactly
 
 
 def read_jsonl(path: Path, log: Log = TXLOG) -> Bundle:
-    """Read an export (``export-jsonl``'s lines) or an auditor's bundle (``export-bundle``)."""
+    """Read an export (``export-jsonl``'s lines) or an auditor's bundle (``export-bundle``).
+
+    A record or checkpoint line equal to one read before is counted and skipped: the log
+    shipper (RELP) may deliver a line again after a broken connection, and a copy adds nothing.
+    A second line for the same place that differs in anything is kept and reported."""
     required = (
         *log.fields,
         log.moment,
@@ -164,6 +169,8 @@ def read_jsonl(path: Path, log: Log = TXLOG) -> Bundle:
     unchained: list[int] = []
     checkpoints: list[Checkpoint] = []
     pems: list[x509.Certificate] = []
+    seen: dict[tuple[str, int], dict[str, Any]] = {}  # (stream or "checkpoint", seq or id)
+    repeated = 0
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -173,6 +180,11 @@ def read_jsonl(path: Path, log: Log = TXLOG) -> Bundle:
                 if not isinstance(document, dict):
                     raise TypeError("not an object")
                 if "checkpoint_id" in document:
+                    key = ("checkpoint", int(document["checkpoint_id"]))
+                    if seen.get(key) == document:
+                        repeated += 1
+                        continue
+                    seen.setdefault(key, document)
                     checkpoints.append(Checkpoint.from_json(document))
                     continue
                 if "certificates" in document:
@@ -186,14 +198,25 @@ def read_jsonl(path: Path, log: Log = TXLOG) -> Bundle:
                 for name in required:
                     if name not in document:
                         raise KeyError(name)
+                key = (log.stream_of(document), document["chain_seq"])
             except (ValueError, TypeError, KeyError) as exc:
                 raise BundleError(
                     f"{path} line {number}: not an exported record or checkpoint ({exc})"
                 ) from None
+            if seen.get(key) == document:
+                repeated += 1
+                continue
+            seen.setdefault(key, document)
             chained.append(document)
     chained.sort(key=lambda document: (log.stream_of(document), document["chain_seq"]))
     checkpoints.sort(key=lambda cp: (cp.stream, cp.seq))
-    return Bundle(chained, sorted(unchained), checkpoints, Certificates(pems) if pems else None)
+    return Bundle(
+        chained,
+        sorted(unchained),
+        checkpoints,
+        Certificates(pems) if pems else None,
+        repeated,
+    )
 
 
 def verify_jsonl(
@@ -223,4 +246,5 @@ def verify_jsonl(
     )
     if certificates is None and bundle.certificates is not None:
         result.roots_from = "the bundle"
+    result.repeated = bundle.repeated
     return result

@@ -409,6 +409,7 @@ class Verification:
     roots: list[str] = field(default_factory=list)  # the roots the checkpoints were held to
     roots_from: str = ""  # where those came from ("given", "the bundle")
     problems: list[Break] = field(default_factory=list)
+    repeated: int = 0  # lines of a file read twice, byte for byte (a shipper's redelivery)
 
     @property
     def ok(self) -> bool:

@@ -441,6 +441,17 @@ def test_the_shipped_export_verifies_and_shows_an_altered_entry(
     # ... and against the head seen before (what the lead's --head gives).
     known = f"{STREAM}={head['seq']}:{head['hash']}"
     assert verify(capsys, "--bundle", str(out), *given, "--head", known)[0] == 0
+    # Every line delivered twice (the shipper's redelivery after a broken connection): each
+    # exact repeat of an entry or a checkpoint is read once.
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(out.read_text() * 2)
+    code, report = verify(capsys, "--bundle", str(twice), *given, "--head", known)
+    assert code == 0, report
+    assert (report["records"], report["checkpoints"], report["repeated"]) == (
+        ENTRIES + 2,
+        2,
+        ENTRIES + 2 + 2,
+    )
     # An altered line in the copy: found at the entry after it, by seq and log_id.
     edit(out, altered(3, actor="someone-else"))
     seqs = ids(url)

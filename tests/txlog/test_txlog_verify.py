@@ -259,6 +259,17 @@ def test_tampering_with_an_export_is_found(
     assert words in problem["problem"]
 
 
+def test_a_line_delivered_twice_is_read_once(bundle: Path, capsys: Capsys) -> None:
+    """The log shipper may send a line again after a broken connection: an exact repeat of a
+    record adds nothing and breaks nothing (a changed one is the insert above; checkpoints
+    repeated: tests/txlog/test_audit_chain.py)."""
+    lines = bundle.read_text().splitlines(keepends=True)
+    bundle.write_text("".join([*lines[:10], lines[4], lines[9], *lines[10:]]))
+    code, report = verify(capsys, "--bundle", str(bundle))
+    assert code == 0, report["problems"]
+    assert (report["records"], report["repeated"]) == (25, 2)
+
+
 def test_a_foreign_line_is_refused(bundle: Path, capsys: Capsys) -> None:
     with bundle.open("a") as out:
         out.write('{"hello": 1}\n')
