@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 PEER = "00000001000000000302"
@@ -73,21 +72,13 @@ def metrics_per_request(rounds: int) -> list[float]:
 
 def chain_per_record(rounds: int, directory: Path) -> dict[tuple[int, bool], list[float]]:
     """CPU microseconds per record of the writer's batches, by (batch size, chained)."""
-    from appliance.txlog import Destination, Direction, LogRecord, Source, TransactionLog
-    from appliance.txlog import new_transaction_id as new_id
+    from txlog_commit import sample_record  # the same record as the commit bench's
+
+    from appliance.txlog import LogRecord, TransactionLog
     from appliance.txlog.record import PurposeBinding
 
     def record() -> LogRecord:
-        return LogRecord(
-            transaction_id=new_id(),
-            direction=Direction.OUTGOING,
-            grant_hash="$1$3$" + "A" * 86,
-            service_name="basisregistratie",
-            source=Source("00000001000000000001"),
-            destination=Destination(PEER),
-            created_at=datetime.now(UTC),
-            purpose=PurposeBinding(trace_id="4bf92f3577b34da6a3ce929d0e0e4736"),
-        )
+        return sample_record(purpose=PurposeBinding(trace_id="4bf92f3577b34da6a3ce929d0e0e4736"))
 
     logs = {
         (size, chained): TransactionLog.open(

@@ -47,7 +47,8 @@ class Result:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-def _record() -> LogRecord:
+def sample_record(**extra: Any) -> LogRecord:
+    """An outgoing record as a gateway writes one (bench/record_path.py adds a purpose)."""
     return LogRecord(
         transaction_id=new_id(),
         direction=Direction.OUTGOING,
@@ -56,12 +57,13 @@ def _record() -> LogRecord:
         source=Source("00000001000000000001"),
         destination=Destination("00000001000000000002"),
         created_at=datetime.now(UTC),
+        **extra,
     )
 
 
 async def _writer(log: TransactionLog, count: int, latencies: list[float]) -> None:
     for _ in range(count):
-        item = _record()
+        item = sample_record()
         started = time.perf_counter()
         await log.write(item)
         latencies.append(time.perf_counter() - started)
@@ -70,7 +72,7 @@ async def _writer(log: TransactionLog, count: int, latencies: list[float]) -> No
 async def _run(mode: str, url: str, writers: int, records: int, options: dict[str, Any]) -> Result:
     log = TransactionLog.open(url, **options)
     try:
-        await log.write(_record())  # connect, create the writer thread
+        await log.write(sample_record())  # connect, create the writer thread
         before = log.stats.batches
         latencies: list[float] = []
         share, extra = divmod(records, writers)
