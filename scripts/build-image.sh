@@ -46,6 +46,7 @@ PACKAGES=(
     cloud-guest-utils fdisk e2fsprogs # growpart, resize2fs: the first boot
     zstd # initramfs-tools compresses with it (Debian 12's default); without it gzip, slower
     python3 python3-apt ca-certificates # Ansible's modules (site.yml) run on python3
+    iproute2 # `ip`: Ansible's facts find the box's default address with it (the monitoring role binds to it)
 )
 ROOT_TYPE=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 # Linux root (x86-64), Discoverable Partitions
 ESP_TYPE=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
