@@ -292,11 +292,13 @@ def verify_checkpoint(
 # --- the store ----------------------------------------------------------------------------------
 
 
-def stored(engine: Engine, log: Log = TXLOG) -> list[Checkpoint]:
-    """Every checkpoint of ``log`` in the store, per stream in seq order."""
+def stored(engine: Engine, log: Log = TXLOG, *, after: int = 0) -> list[Checkpoint]:
+    """Every checkpoint of ``log`` in the store with an id above ``after``, per stream in seq
+    order (the export asks only for those after its cursor, not the whole table every run)."""
     c = log.checkpoints.c
+    query = sa.select(log.checkpoints).where(c.id > after).order_by(c.stream, c.seq, c.id)
     with reading(engine).connect() as connection:
-        rows = connection.execute(sa.select(log.checkpoints).order_by(c.stream, c.seq, c.id)).all()
+        rows = connection.execute(query).all()
     return [
         Checkpoint(
             stream=row.stream,

@@ -306,12 +306,7 @@ def _export_checkpoints(
     cursor = max(read_cursor(state_file), in_file)
     horizon = datetime.now(UTC) - timedelta(seconds=settle_seconds)
     waiting = sorted(
-        (
-            checkpoint
-            for checkpoint in stored_checkpoints(engine, log)
-            if checkpoint.id is not None and checkpoint.id > cursor
-        ),
-        key=lambda checkpoint: checkpoint.id or 0,
+        stored_checkpoints(engine, log, after=cursor), key=lambda checkpoint: checkpoint.id or 0
     )
     fresh = []
     for checkpoint in waiting:
